@@ -1,0 +1,112 @@
+"""The exception tree of flowkit.
+
+Every error flowkit raises on purpose derives from :class:`FlowkitError`, so
+``except fk.FlowkitError`` catches them all. Where a built-in exception says the
+same thing, the flowkit error subclasses it too, so code written against plain
+Python (``except TypeError``) keeps working::
+
+    FlowkitError
+    ├── DefinitionError (TypeError)       a bad @task / @flow option or target
+    ├── ParameterError (TypeError)        flow parameters that do not bind
+    ├── RefUsageError (TypeError)         a Ref used as a plain value in a flow body
+    ├── FlowRunError                      a run ended failed or cancelled; see .task_runs
+    ├── TaskTimeoutError (TimeoutError)   an attempt outlived its task's timeout
+    ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
+    └── ScheduleError (ValueError)        a bad cron expression or time zone
+
+Messages name the task, parameter or file at fault and say what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowkit.records import TaskRun
+
+__all__ = [
+    "CacheCorruptionError",
+    "DefinitionError",
+    "FlowRunError",
+    "FlowkitError",
+    "ParameterError",
+    "RefUsageError",
+    "ScheduleError",
+    "TaskTimeoutError",
+]
+
+
+class FlowkitError(Exception):
+    """Base class of every error flowkit raises on purpose."""
+
+
+class DefinitionError(FlowkitError, TypeError):
+    """A ``@task`` or ``@flow`` was given a bad option or a target it cannot wrap.
+
+    Raised at decoration time (or by ``with_options``), before anything runs.
+    """
+
+
+class InvalidOptionValue(DefinitionError, ValueError):
+    """An option has the right name but a value outside its allowed range."""
+
+
+class ParameterError(FlowkitError, TypeError):
+    """Flow parameters that do not bind to the flow's signature."""
+
+
+class RefUsageError(FlowkitError, TypeError):
+    """A :class:`~flowkit.Ref` was used as a plain value inside a flow body.
+
+    While a flow is traced, a task call returns a placeholder for a value that
+    does not exist yet; it can only be passed to other tasks (or returned).
+    """
+
+
+class FlowRunError(FlowkitError):
+    """A flow run ended ``failed`` or ``cancelled``.
+
+    Attributes:
+        flow: the flow's name.
+        run_id: the id of the run.
+        task_runs: the failed task runs, in the order they failed.
+        status: the run's final status.
+
+    The first failed task's original exception is chained as ``__cause__``, with
+    its traceback.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        flow: str,
+        run_id: str,
+        task_runs: Sequence[TaskRun] = (),
+        status: str = "failed",
+    ) -> None:
+        super().__init__(message)
+        self.flow = flow
+        self.run_id = run_id
+        self.task_runs = list(task_runs)
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_flow_run_error, (self.args[0], self.flow, self.run_id, self.task_runs, self.status))
+
+
+def _rebuild_flow_run_error(message: str, flow: str, run_id: str, task_runs: list, status: str) -> FlowRunError:
+    return FlowRunError(message, flow=flow, run_id=run_id, task_runs=task_runs, status=status)
+
+
+class TaskTimeoutError(FlowkitError, TimeoutError):
+    """An attempt of a task ran longer than the task's ``timeout``."""
+
+
+class CacheCorruptionError(FlowkitError):
+    """A stored artifact is damaged and the value cannot be recomputed."""
+
+
+class ScheduleError(FlowkitError, ValueError):
+    """A cron expression or time zone that cannot be used for a schedule."""

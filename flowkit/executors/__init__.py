@@ -1,0 +1,58 @@
+"""Executors: where node functions run. The protocol the engine talks to.
+
+An :class:`Executor` is an inert, reusable configuration. For each run the
+engine opens a :class:`Session` (``with executor.session(clock) as s``) and
+only ever calls four methods on it:
+
+- ``submit(key, fn, args, deps)``: run ``fn(*args, *values)`` where ``values``
+  are the results behind the ``deps`` handles (handles are whatever the
+  session returned in earlier completions: the value itself in-process, a
+  future on Dask, so data can stay where it was computed);
+- ``wait()``: block until at least one submitted call has finished and return
+  every :class:`Completion` gathered since the last call;
+- ``fetch(handles)``: the values behind handles (for the flow's output);
+- ``cancel()``: stop what is queued; running calls may finish in the background.
+
+Readiness, caching, retries and recording belong to the engine, never here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from flowkit.clock import Clock
+
+__all__ = ["Completion", "Executor", "Session"]
+
+
+class Completion(NamedTuple):
+    """One finished call: its key, its result handle or error, timings, worker."""
+
+    key: str
+    handle: Any
+    error: BaseException | None
+    started: float
+    ended: float
+    worker: str | None
+
+
+@runtime_checkable
+class Session(Protocol):
+    """One run's use of an executor (see the module docstring)."""
+
+    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None: ...
+
+    def wait(self) -> list[Completion]: ...
+
+    def fetch(self, handles: Sequence[Any]) -> list[Any]: ...
+
+    def cancel(self) -> None: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """A reusable executor configuration that opens one session per run."""
+
+    def session(self, clock: Clock) -> AbstractContextManager[Session]: ...

@@ -1,0 +1,117 @@
+"""The in-process executor: sequential by default, or a thread pool."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from flowkit.clock import Clock
+from flowkit.errors import DefinitionError
+from flowkit.executors import Completion
+
+__all__ = ["LocalExecutor"]
+
+
+class LocalExecutor:
+    """Run tasks in this process.
+
+    Args:
+        max_workers: ``None`` (the default) runs one task at a time in the
+            calling thread, in a deterministic order; an int ``N >= 1`` runs
+            independent tasks on a pool of ``N`` threads (good for I/O-bound
+            tasks and for libraries that release the GIL).
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
+                                        or max_workers < 1):
+            raise DefinitionError(f"LocalExecutor(max_workers=...) must be None or an int >= 1, got {max_workers!r}")
+        self.max_workers = max_workers
+
+    def __repr__(self) -> str:
+        return f"LocalExecutor(max_workers={self.max_workers!r})"
+
+    @contextmanager
+    def session(self, clock: Clock) -> Iterator[_SequentialSession | _ThreadSession]:
+        if self.max_workers is None:
+            yield _SequentialSession(clock)
+            return
+        pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowkit")
+        s = _ThreadSession(clock, pool)
+        try:
+            yield s
+        finally:
+            pool.shutdown(wait=not s.cancelled, cancel_futures=s.cancelled)
+
+
+def _call(clock: Clock, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
+          worker: str | None) -> Completion:
+    started = clock.time()
+    try:
+        value = fn(*args, *deps)
+    except BaseException as exc:  # noqa: BLE001 - the engine decides (KeyboardInterrupt cancels the run)
+        return Completion(key, None, exc, started, clock.time(), worker)
+    return Completion(key, value, None, started, clock.time(), worker)
+
+
+class _SequentialSession:
+    """Runs each call as it is submitted, in the calling thread."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._done: list[Completion] = []
+        self._worker = threading.current_thread().name
+
+    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
+        self._done.append(_call(self._clock, key, fn, args, deps, self._worker))
+
+    def wait(self) -> list[Completion]:
+        done, self._done = self._done, []
+        return done
+
+    def fetch(self, handles: Sequence[Any]) -> list[Any]:
+        return list(handles)
+
+    def cancel(self) -> None:
+        self._done = []
+
+
+class _ThreadSession:
+    """Runs calls on a thread pool; completions arrive through a queue."""
+
+    def __init__(self, clock: Clock, pool: ThreadPoolExecutor) -> None:
+        self._clock = clock
+        self._pool = pool
+        self._queue: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self.cancelled = False
+
+    def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
+        self._queue.put(_call(self._clock, key, fn, args, deps, threading.current_thread().name))
+
+    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
+        self._pool.submit(self._run, key, fn, args, deps)
+
+    def wait(self) -> list[Completion]:
+        while True:
+            try:
+                # A timeout keeps the main thread responsive to Ctrl-C.
+                first = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        done = [first]
+        while True:
+            try:
+                done.append(self._queue.get_nowait())
+            except queue.Empty:
+                return done
+
+    def fetch(self, handles: Sequence[Any]) -> list[Any]:
+        return list(handles)
+
+    def cancel(self) -> None:
+        self.cancelled = True

@@ -1,0 +1,178 @@
+"""Flows: ``@flow``, :class:`Flow` and :class:`FlowOptions`.
+
+A flow is an inert definition: a function whose body wires tasks together.
+``flow(...)`` traces the body into a :class:`~flowkit.FlowGraph` and runs it,
+returning the flow's value; ``flow.run(...)`` returns the :class:`~flowkit.Run`
+record instead; ``flow.graph(...)`` only traces. Called inside another flow's
+body, a flow is inlined: its nodes join the caller's graph under its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from flowkit.clock import Clock, SystemClock
+from flowkit.engine import run_graph
+from flowkit.errors import DefinitionError, ParameterError
+from flowkit.executors import Executor
+from flowkit.executors.local import LocalExecutor
+from flowkit.graph import FlowGraph
+from flowkit.records import Run
+from flowkit.task import Task, check_name, make_options
+from flowkit.tracing import current_trace, inline_subflow, trace_flow
+
+__all__ = ["Flow", "FlowOptions", "flow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Keyword names ``Flow.run`` keeps for itself, so a flow may not use them as parameters.
+RESERVED_PARAMS = ("refresh", "resume", "fail_fast")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowOptions:
+    """Every option of a flow, validated on construction.
+
+    Attributes:
+        name: the flow's name (default: the function's name).
+        schedule: when to run it (a :class:`~flowkit.Cron`), picked up by the scheduler.
+        executor: where its tasks run (default: ``LocalExecutor()``).
+        clock: the clock for timings, retries and timeouts (default: the system clock).
+    """
+
+    name: str | None = None
+    schedule: Any = None
+    executor: Executor | None = None
+    clock: Clock | None = None
+
+    def __post_init__(self) -> None:
+        owner = f"flow {self.name!r}" if isinstance(self.name, str) else "@fk.flow"
+        if self.name is not None:
+            check_name(self.name, "flow")
+        if self.schedule is not None and not callable(getattr(self.schedule, "next_after", None)):
+            raise DefinitionError(f"{owner}: option schedule= must be a schedule such as fk.Cron('0 3 * * *'), "
+                                  f"got {self.schedule!r}")
+        if self.executor is not None and not callable(getattr(self.executor, "session", None)):
+            raise DefinitionError(f"{owner}: option executor= must be an executor such as fk.LocalExecutor(), "
+                                  f"got {self.executor!r}")
+        if self.clock is not None and not isinstance(self.clock, Clock):
+            raise DefinitionError(f"{owner}: option clock= must have time(), monotonic() and sleep(), "
+                                  f"got {self.clock!r}")
+
+
+_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(FlowOptions))
+
+
+class Flow(Generic[P, R]):
+    """A function decorated with :func:`flow`.
+
+    Attributes:
+        fn: the original function.
+        options: the :class:`FlowOptions`.
+        name: the flow's name.
+    """
+
+    def __init__(self, fn: Callable[P, R], options: FlowOptions) -> None:
+        if isinstance(fn, (Flow, Task)):
+            raise DefinitionError(f"{fn!r} is already a flowkit {type(fn).__name__.lower()}; decorate it only once")
+        if not callable(fn):
+            raise DefinitionError(f"@fk.flow must decorate a function, got {type(fn).__name__} {fn!r}")
+        if inspect.iscoroutinefunction(fn):
+            raise DefinitionError(f"@fk.flow cannot wrap async function {fn.__name__!r}: a flow body is plain code")
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        self.fn = fn
+        self.options = options
+        self.name: str = options.name or check_name(getattr(fn, "__name__", type(fn).__name__), "flow")
+        try:
+            self.signature = inspect.signature(fn)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError(f"@fk.flow cannot read the signature of {fn!r}: {exc}") from None
+        clash = [p for p in self.signature.parameters if p in RESERVED_PARAMS]
+        if clash:
+            raise DefinitionError(
+                f"flow {self.name!r}: parameter name {clash[0]!r} is reserved for flow.run() options "
+                f"({', '.join(RESERVED_PARAMS)}); rename the parameter"
+            )
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r}>"
+
+    def bind(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Bind parameters like a call would, defaults applied; raise ParameterError if they do not fit."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            params = ", ".join(str(p) for p in self.signature.parameters.values()) or "none"
+            raise ParameterError(f"flow {self.name!r}: {exc}. Its parameters are: {params}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def _body(self, **params: Any) -> Any:
+        bound = inspect.BoundArguments(self.signature, params)  # type: ignore[arg-type]
+        return self.fn(*bound.args, **bound.kwargs)
+
+    def graph(self, *args: P.args, **kwargs: P.kwargs) -> FlowGraph:
+        """Trace the flow with these parameters into a :class:`FlowGraph`, running nothing."""
+        return trace_flow(self.name, self._body, self.bind(*args, **kwargs))
+
+    def run(self, *args: P.args, **kwargs: P.kwargs) -> Run:
+        """Run the flow and return its :class:`Run` record.
+
+        A task failure does not raise here: the run's status is ``"failed"``
+        and ``run.result()`` raises :class:`~flowkit.FlowRunError`. Bad
+        parameters raise :class:`~flowkit.errors.ParameterError` before
+        anything runs; Ctrl-C cancels the run and re-raises.
+        """
+        return self._run(self.bind(*args, **kwargs))
+
+    def _run(self, params: dict[str, Any], *, trigger: str = "manual") -> Run:
+        graph = trace_flow(self.name, self._body, params)
+        executor = self.options.executor or LocalExecutor()
+        clock = self.options.clock or SystemClock()
+        return run_graph(graph, executor, clock, trigger=trigger)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the flow and return its value (inside a flow body: inline it)."""
+        trace = current_trace()
+        if trace is not None:
+            return inline_subflow(trace, self.name, self._body, self.bind(*args, **kwargs))  # type: ignore[no-any-return]
+        return self.run(*args, **kwargs).result()  # type: ignore[no-any-return]
+
+    def with_options(self, **changes: Any) -> Flow[P, R]:
+        """A new flow with some options changed, e.g. ``executor=fk.DaskExecutor()``."""
+        make_options(dict, f"flow {self.name!r}", changes, _OPTION_NAMES)
+        return Flow(self.fn, dataclasses.replace(self.options, **changes))
+
+
+@overload
+def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
+@overload
+def flow(fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+    """Make a function a flowkit flow; use bare (``@fk.flow``) or with options.
+
+    Example::
+
+        @fk.flow
+        def pipeline(n: int = 3):
+            data = load(n)
+            return train(data)
+
+        pipeline(n=5)          # runs it, returns train's value
+        pipeline.run(n=5)      # runs it, returns the Run record
+
+    See :class:`FlowOptions` for the options.
+    """
+    if fn is not None and options:
+        raise DefinitionError("@fk.flow takes options as keywords only: @fk.flow(name='nightly')")
+    opts = make_options(FlowOptions, "@fk.flow", options, _OPTION_NAMES)
+    if fn is not None:
+        return Flow(fn, opts)
+    return lambda f: Flow(f, opts)

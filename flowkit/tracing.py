@@ -1,0 +1,299 @@
+"""Tracing: running a flow body once with placeholders to record its task calls.
+
+While a flow body runs under :func:`trace_flow`, the current :class:`Trace`
+lives in a ``ContextVar``; a task call then records a :class:`~flowkit.graph.Node`
+and returns a :class:`Ref` instead of running. Refs can be passed to other
+tasks (directly or inside lists, tuples, dicts and sets), indexed
+(``ref[0]``, ``ref["k"]``), unpacked when the task has ``nout``, and returned
+from the flow. Anything else (``if ref:``, ``ref + 1``, ``len(ref)``,
+``str(ref)``, ``ref.attr``...) raises :class:`~flowkit.errors.RefUsageError`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from flowkit._worker import Nested, Slot
+from flowkit.errors import ParameterError, RefUsageError
+from flowkit.graph import FlowGraph, Node
+
+if TYPE_CHECKING:
+    from flowkit.task import Task
+
+__all__ = ["Ref", "Trace", "current_trace", "trace_flow"]
+
+_CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("flowkit_trace", default=None)
+
+
+def current_trace() -> Trace | None:
+    """The trace being recorded in this context, or ``None`` outside a flow."""
+    return _CURRENT.get()
+
+
+class Ref:
+    """A placeholder for the value a task call will produce when the flow runs.
+
+    Pass it to other tasks, index it (``ref[0]``, ``ref["key"]``), unpack it
+    when the task declares ``nout``, or return it from the flow.
+    """
+
+    __slots__ = ("_trace", "_node", "_path", "_task", "_items")
+
+    def __init__(
+        self,
+        trace: Trace,
+        node: str,
+        task: Task[..., Any],
+        path: tuple[Any, ...] = (),
+        items: tuple[Ref, ...] | None = None,
+    ) -> None:
+        self._trace = trace
+        self._node = node
+        self._task = task
+        self._path = path
+        self._items = items
+
+    @property
+    def node(self) -> str:
+        """The id of the node that produces this value."""
+        return self._node
+
+    @property
+    def path(self) -> tuple[Any, ...]:
+        """The index path applied to the node's value (``()`` for the value itself)."""
+        return self._path
+
+    def __repr__(self) -> str:
+        where = "".join(f"[{k!r}]" for k in self._path)
+        return f"<Ref {self._node}{where}>"
+
+    def __getitem__(self, key: Any) -> Ref:
+        if self._items is not None and type(key) is int and -len(self._items) <= key < len(self._items):
+            return self._items[key]
+        return Ref(self._trace, self._node, self._task, self._path + (key,))
+
+    def __iter__(self) -> Iterator[Ref]:
+        nout = self._task.options.nout
+        if nout is None or self._path:
+            raise self._misuse("iterated over (`for x in ref` or `a, b = ref`)",
+                               "or declare `@fk.task(nout=N)` to unpack a task's N results")
+        return iter([Ref(self._trace, self._node, self._task, (i,)) for i in range(nout)])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise self._misuse(f"used for attribute access (`ref.{name}`)")
+
+    def _misuse(self, what: str, extra: str = "") -> RefUsageError:
+        task = self._task.name
+        hint = f"; {extra}" if extra else ""
+        return RefUsageError(
+            f"the result of task {task!r} (node {self._node!r}) was {what} inside the flow body, "
+            f"but while a flow is traced it is only a placeholder for a value that exists when the flow "
+            f"runs. Pass it to a task instead, e.g. `@fk.task def use(x): ...` then `use(ref)`{hint}."
+        )
+
+    __hash__ = object.__hash__
+
+
+def _make_misuse(what: str) -> Callable[..., Any]:
+    def misuse(self: Ref, *args: Any) -> Any:
+        raise self._misuse(what)
+
+    return misuse
+
+
+_MISUSES = {
+    "__bool__": "used as a truth value (`if ref:`, `and`, `or`, `not`)",
+    "__len__": "passed to `len()`",
+    "__contains__": "used with `in`",
+    "__str__": "converted to `str`",
+    "__format__": "formatted (an f-string or `format()`)",
+    "__int__": "converted to `int`",
+    "__float__": "converted to `float`",
+    "__complex__": "converted to `complex`",
+    "__index__": "used as an index",
+    "__round__": "rounded",
+    "__call__": "called",
+    "__setitem__": "assigned to (`ref[k] = v`)",
+    "__delitem__": "deleted from (`del ref[k]`)",
+    "__neg__": "used in arithmetic (`-ref`)",
+    "__pos__": "used in arithmetic (`+ref`)",
+    "__abs__": "passed to `abs()`",
+    "__invert__": "used in arithmetic (`~ref`)",
+}
+for _op, _sym in [
+    ("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="),
+]:
+    _MISUSES[f"__{_op}__"] = f"compared (`ref {_sym} ...`)"
+for _op, _sym in [
+    ("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"), ("floordiv", "//"), ("mod", "%"),
+    ("pow", "**"), ("matmul", "@"), ("and", "&"), ("or", "|"), ("xor", "^"), ("lshift", "<<"),
+    ("rshift", ">>"), ("divmod", "divmod"),
+]:
+    _MISUSES[f"__{_op}__"] = f"used in arithmetic (`ref {_sym} ...`)"
+    _MISUSES[f"__r{_op}__"] = f"used in arithmetic (`... {_sym} ref`)"
+    _MISUSES[f"__i{_op}__"] = f"used in arithmetic (`ref {_sym}= ...`)"
+for _name, _what in _MISUSES.items():
+    setattr(Ref, _name, _make_misuse(_what))
+del _name, _what, _op, _sym
+
+
+class Trace:
+    """The graph being recorded while one flow body runs."""
+
+    __slots__ = ("flow", "nodes", "counts", "prefix")
+
+    def __init__(self, flow: str) -> None:
+        self.flow = flow
+        self.nodes: dict[str, Node] = {}
+        self.counts: dict[str, int] = {}
+        self.prefix = ""
+
+    def new_id(self, name: str) -> str:
+        """The next stable node id for a call of ``name`` under the current prefix."""
+        base = self.prefix + name
+        n = self.counts.get(base, 0) + 1
+        self.counts[base] = n
+        return base if n == 1 else f"{base}#{n}"
+
+    def lift(self, value: Any, deps: dict[str, int]) -> Any:
+        """Turn refs in ``value`` into slots (adding their nodes to ``deps``)."""
+        kind = type(value)
+        if kind is Ref:
+            if value._trace is not self:
+                raise RefUsageError(
+                    f"the result of task {value._task.name!r} (node {value._node!r}) belongs to another "
+                    f"trace than flow {self.flow!r}: a ref can only be used inside the flow body that made it."
+                )
+            index = deps.get(value._node)
+            if index is None:
+                index = deps[value._node] = len(deps)
+            return Slot(index, value._path)
+        if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
+            before = len(deps)
+            lifted, found = self._lift_container(value, deps)
+            return Nested(lifted) if found or len(deps) != before else value
+        return value
+
+    def _lift_container(self, value: Any, deps: dict[str, int]) -> tuple[Any, bool]:
+        kind = type(value)
+        found = False
+        if kind is dict:
+            out: Any = {}
+            for k, v in value.items():
+                out[k], f = self._lift_inner(v, deps)
+                found = found or f
+            return out, found
+        items = []
+        for v in value:
+            lv, f = self._lift_inner(v, deps)
+            items.append(lv)
+            found = found or f
+        return (items if kind is list else kind(items)), found
+
+    def _lift_inner(self, value: Any, deps: dict[str, int]) -> tuple[Any, bool]:
+        kind = type(value)
+        if kind is Ref:
+            return self.lift(value, deps), True
+        if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
+            return self._lift_container(value, deps)
+        return value, False
+
+    def _bind_check(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            task.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ParameterError(
+                f"task {task.name!r} was called with arguments that do not match its signature "
+                f"{task.name}{task.signature}: {exc}"
+            ) from None
+
+    def _add(self, node_id: str, task: Task[..., Any], kind: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any] | None, deps: dict[str, int],
+             source_path: tuple[Any, ...] | None = None) -> Node:
+        node = Node(node_id, task, kind, args, kwargs or None, tuple(deps), source_path)
+        self.nodes[node_id] = node
+        return node
+
+    def call(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
+        """Record one call of ``task`` and return the ref to its value."""
+        self._bind_check(task, args, kwargs)
+        deps: dict[str, int] = {}
+        lifted_args = tuple([self.lift(a, deps) for a in args]) if args else ()
+        lifted_kwargs = {k: self.lift(v, deps) for k, v in kwargs.items()} if kwargs else None
+        node_id = self.new_id(task.name)
+        self._add(node_id, task, "task", lifted_args, lifted_kwargs, deps)
+        return Ref(self, node_id, task)
+
+    def map(self, task: Task[..., Any], iterable: Iterable[Any] | Ref, fixed: dict[str, Any]) -> Ref:
+        """Record ``task`` mapped over ``iterable``; return a ref to the list of results."""
+        if type(iterable) is Ref and iterable._items is None:
+            return self._dynamic_map(task, iterable, fixed)
+        items = list(iterable._items if type(iterable) is Ref else iterable)  # type: ignore[union-attr,arg-type]
+        if items:
+            self._bind_check(task, (items[0],), fixed)
+        else:
+            self._bind_check_partial(task, fixed)
+        map_id = self.new_id(task.name)
+        fixed_deps: dict[str, int] = {}
+        lifted_fixed = {k: self.lift(v, fixed_deps) for k, v in fixed.items()}
+        children = []
+        for k, item in enumerate(items):
+            deps = dict(fixed_deps)
+            lifted_item = self.lift(item, deps)
+            child_id = f"{map_id}[{k}]"
+            self._add(child_id, task, "task", (lifted_item,), lifted_fixed, deps)
+            children.append(Ref(self, child_id, task))
+        self._add(map_id, task, "map", tuple(Slot(i) for i in range(len(children))), None,
+                  {c._node: i for i, c in enumerate(children)})
+        return Ref(self, map_id, task, items=tuple(children))
+
+    def _bind_check_partial(self, task: Task[..., Any], fixed: dict[str, Any]) -> None:
+        try:
+            task.signature.bind_partial(**fixed)
+        except TypeError as exc:
+            raise ParameterError(f"task {task.name!r} cannot be mapped with {sorted(fixed)}: {exc}") from None
+
+    def _dynamic_map(self, task: Task[..., Any], source: Ref, fixed: dict[str, Any]) -> Ref:
+        self._bind_check(task, (source,), fixed)
+        deps: dict[str, int] = {}
+        self.lift(source, deps)  # the iterable is always slot 0
+        lifted_fixed = {k: self.lift(v, deps) for k, v in fixed.items()}
+        map_id = self.new_id(task.name)
+        self._add(map_id, task, "dynamic_map", (), lifted_fixed, deps, source_path=source._path)
+        return Ref(self, map_id, task)
+
+    def graph(self, params: dict[str, Any], output: Any) -> FlowGraph:
+        """Freeze what was recorded into a :class:`FlowGraph`."""
+        out_deps: dict[str, int] = {}
+        output_template = self.lift(output, out_deps)
+        g = nx.DiGraph()
+        g.add_nodes_from((nid, {"task": n.task.name, "kind": n.kind, "node": n}) for nid, n in self.nodes.items())
+        g.add_edges_from((dep, nid) for nid, n in self.nodes.items() for dep in n.deps)
+        return FlowGraph(self.flow, params, g, self.nodes, output_template, tuple(out_deps))
+
+
+def trace_flow(name: str, fn: Callable[..., Any], params: dict[str, Any]) -> FlowGraph:
+    """Run the flow body ``fn(**params)`` once under a new trace and return its graph."""
+    trace = Trace(name)
+    token = _CURRENT.set(trace)
+    try:
+        output = fn(**params)
+    finally:
+        _CURRENT.reset(token)
+    return trace.graph(params, output)
+
+
+def inline_subflow(trace: Trace, name: str, fn: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """Trace a flow called inside another flow's body, its node ids under ``name/``."""
+    outer = trace.prefix
+    trace.prefix = trace.new_id(name) + "/"
+    try:
+        return fn(**params)
+    finally:
+        trace.prefix = outer
