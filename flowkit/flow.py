@@ -68,6 +68,20 @@ class FlowOptions:
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(FlowOptions))
 
 
+def describe_params(signature: inspect.Signature) -> str:
+    """``a: int, b: float = 0.5, *rest`` for error messages and help (string annotations unquoted)."""
+    parts = []
+    for p in signature.parameters.values():
+        text = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
+        if p.annotation is not p.empty:
+            ann = p.annotation
+            text += ": " + (ann if isinstance(ann, str) else inspect.formatannotation(ann))
+        if p.default is not p.empty:
+            text += f" = {p.default!r}"
+        parts.append(text)
+    return ", ".join(parts) or "none"
+
+
 class Flow(Generic[P, R]):
     """A function decorated with :func:`flow`.
 
@@ -107,8 +121,7 @@ class Flow(Generic[P, R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            params = ", ".join(str(p) for p in self.signature.parameters.values()) or "none"
-            raise ParameterError(f"flow {self.name!r}: {exc}. Its parameters are: {params}") from None
+            raise ParameterError(f"flow {self.name!r}: {exc}. Its parameters are: {describe_params(self.signature)}") from None
         bound.apply_defaults()
         return dict(bound.arguments)
 

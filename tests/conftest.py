@@ -1,0 +1,114 @@
+"""DAG-shape fixtures shared by the tests: linear, diamond, fan-out/fan-in, flaky, failing.
+
+Each shape is a flow built from the tasks below; ``CALLS`` records which
+task bodies really ran, so tests can tell a run from a skip.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import flowkit as fk
+
+CALLS: list[str] = []
+_lock = threading.Lock()
+
+
+def _called(name: str) -> None:
+    with _lock:
+        CALLS.append(name)
+
+
+@fk.task
+def one() -> int:
+    _called("one")
+    return 1
+
+
+@fk.task
+def inc(x: int) -> int:
+    _called("inc")
+    return x + 1
+
+
+@fk.task
+def add(x: int, y: int) -> int:
+    _called("add")
+    return x + y
+
+
+@fk.task
+def total(xs: list[int]) -> int:
+    _called("total")
+    return sum(xs)
+
+
+@fk.task
+def boom(x: int = 0) -> int:
+    _called("boom")
+    raise ValueError(f"boom on {x}")
+
+
+@fk.flow
+def linear(n: int = 3) -> int:
+    x = one()
+    for _ in range(n):
+        x = inc(x)
+    return x
+
+
+@fk.flow
+def diamond() -> int:
+    a = one()
+    return add(inc(a), inc(a))
+
+
+@fk.flow
+def fan(n: int = 4) -> int:
+    return total([inc(i) for i in range(n)])
+
+
+@fk.flow
+def failing() -> int:
+    """One branch fails: its downstream is skipped, the other branch completes."""
+    a = one()
+    bad = boom(a)
+    good = inc(a)
+    return add(inc(bad), good)
+
+
+class Flaky:
+    """Fails the first ``failures`` calls, then returns ``value``."""
+
+    def __init__(self, failures: int, value: int = 42, exc: type[Exception] = ConnectionError) -> None:
+        self.failures = failures
+        self.value = value
+        self.exc = exc
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.exc(f"flaky failure {self.calls}")
+        return self.value
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    CALLS.clear()
+    yield
+    CALLS.clear()
+
+
+EXECUTORS = {
+    "sequential": lambda: fk.LocalExecutor(),
+    "threads": lambda: fk.LocalExecutor(max_workers=4),
+}
+
+
+@pytest.fixture(params=sorted(EXECUTORS))
+def executor(request):
+    """Every executor the engine contract tests must pass on."""
+    return EXECUTORS[request.param]()

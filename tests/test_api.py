@@ -1,0 +1,51 @@
+"""The public surface: the flat namespace, and what importing flowkit costs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import flowkit as fk
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_public_names_are_pinned():
+    assert sorted(fk.__all__) == [
+        "CacheCorruptionError", "Clock", "DefinitionError", "Executor", "Flow", "FlowGraph", "FlowOptions",
+        "FlowRunError", "FlowkitError", "LocalExecutor", "ManualClock", "Node", "ParameterError", "Ref",
+        "RefUsageError", "Run", "ScheduleError", "SystemClock", "Task", "TaskOptions", "TaskRun",
+        "TaskTimeoutError", "flow", "task",
+    ]
+    for name in fk.__all__:
+        assert getattr(fk, name) is not None
+
+
+def test_error_tree_has_one_root_and_builtin_bases():
+    for name in ["DefinitionError", "ParameterError", "RefUsageError", "FlowRunError", "TaskTimeoutError",
+                 "CacheCorruptionError", "ScheduleError"]:
+        assert issubclass(getattr(fk, name), fk.FlowkitError)
+    assert issubclass(fk.ParameterError, TypeError) and issubclass(fk.RefUsageError, TypeError)
+    assert issubclass(fk.TaskTimeoutError, TimeoutError) and issubclass(fk.ScheduleError, ValueError)
+
+
+def test_import_does_not_load_heavy_libraries():
+    code = "import sys, flowkit; print(sorted(m for m in ('pandas', 'dask', 'distributed', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_readme_quickstart_runs():
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.splitlines()[0] == "20.0"
+    assert out.splitlines()[1].startswith("completed [('load', 'completed')")
+
+
+def test_example_pipeline_runs():
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True,
+                         text=True, check=True, cwd=ROOT).stdout
+    assert "completed; best model: {'alpha': 0.01" in out

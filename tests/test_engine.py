@@ -1,0 +1,156 @@
+"""The engine on every executor: order, failure, skipping, errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+
+import pytest
+
+import flowkit as fk
+from conftest import CALLS, add, boom, diamond, failing, fan, inc, linear, one
+from flowkit.engine import run_graph
+
+
+def test_shapes_compute_the_same_values_on_every_executor(executor):
+    for flow, params, value in [(linear, {"n": 3}, 4), (diamond, {}, 4), (fan, {"n": 4}, 10)]:
+        run = flow.with_options(executor=executor).run(**params)
+        assert run.status == "completed" and run.result() == value
+        assert len(run.task_runs) == len(flow.graph(**params))
+
+
+def test_failed_task_skips_downstream_while_independent_branches_finish(executor):
+    run = failing.with_options(executor=executor).run()
+    assert run.status == "failed"
+    statuses = {tr.node: tr.status for tr in run.task_runs}
+    assert statuses == {"one": "completed", "boom": "failed", "inc": "completed", "inc#2": "skipped",
+                        "add": "skipped"}
+    assert sorted(CALLS) == ["boom", "inc", "one"]  # the good branch ran, nothing downstream of boom did
+    (bad,) = run.failed
+    assert bad.error == "ValueError: boom on 1" and bad.attempts == 1
+    assert "raise ValueError" in bad.traceback and isinstance(bad.exception, ValueError)
+
+
+def test_result_raises_flow_run_error_naming_the_task_with_the_original_exception_chained():
+    run = failing.run()
+    with pytest.raises(fk.FlowRunError) as info:
+        run.result()
+    err = info.value
+    assert "task 'boom' (node 'boom') raised ValueError: boom on 1" in str(err)
+    assert "2 downstream tasks skipped" in str(err)
+    assert isinstance(err.__cause__, ValueError)
+    frames = traceback.extract_tb(err.__cause__.__traceback__)
+    assert frames[-1].name == "boom"  # the original traceback reaches into the task body
+    assert [tr.node for tr in err.task_runs] == ["boom"] and err.run_id == run.id and err.flow == "failing"
+
+
+def test_calling_a_failing_flow_raises_flow_run_error():
+    with pytest.raises(fk.FlowRunError, match="task 'boom'"):
+        failing()
+
+
+def test_several_failures_are_all_reported():
+    @fk.flow
+    def two_bad():
+        return add(boom(1), boom(2))
+
+    run = two_bad.run()
+    assert [tr.node for tr in run.failed] == ["boom", "boom#2"]
+    assert "1 more failed: 'boom#2'" in str(run.error)
+
+
+def test_thread_pool_runs_independent_tasks_concurrently():
+    barrier = threading.Barrier(3, timeout=10)
+
+    @fk.task
+    def meet(i):
+        barrier.wait()  # only returns when three tasks run at the same time
+        return threading.current_thread().name
+
+    @fk.flow
+    def f():
+        return [meet(i) for i in range(3)]
+
+    names = f.with_options(executor=fk.LocalExecutor(max_workers=3))()
+    assert len(set(names)) == 3 and all(n.startswith("flowkit") for n in names)
+
+
+def test_sequential_executor_is_deterministic():
+    orders = []
+    for _ in range(3):
+        run = fan.run(6)
+        orders.append([tr.node for tr in run.task_runs])
+    assert orders[0] == orders[1] == orders[2] == [*["inc"] + [f"inc#{i}" for i in range(2, 7)], "total"]
+
+
+def test_bad_executor_settings_are_refused():
+    with pytest.raises(fk.DefinitionError, match="max_workers"):
+        fk.LocalExecutor(max_workers=0)
+
+
+@fk.task
+def interrupt() -> int:
+    signal.raise_signal(signal.SIGINT)  # what Ctrl-C does
+    return 0
+
+
+@fk.flow
+def interrupted() -> int:
+    a = one()
+    b = interrupt()
+    return add(inc(a), b)
+
+
+def test_ctrl_c_cancels_the_run_and_reraises_keyboard_interrupt():
+    ended = []
+    graph = interrupted.graph()
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_graph(graph, fk.LocalExecutor(), fk.SystemClock(), on_end=ended.append)
+    (run,) = ended
+    assert run.status == "cancelled"
+    assert {tr.node: tr.status for tr in run.task_runs} == {"one": "completed", "interrupt": "cancelled",
+                                                           "inc": "skipped", "add": "skipped"}
+    assert any("cancelled" in note for note in info.value.__notes__)
+    with pytest.raises(fk.FlowRunError, match="cancelled"):
+        run.result()
+
+
+def test_keyboard_interrupt_inside_a_worker_thread_cancels_the_run():
+    @fk.task
+    def stop():
+        raise KeyboardInterrupt
+
+    @fk.flow
+    def f():
+        return stop()
+
+    ended = []
+    with pytest.raises(KeyboardInterrupt):
+        run_graph(f.graph(), fk.LocalExecutor(max_workers=2), fk.SystemClock(), on_end=ended.append)
+    assert ended[0].status == "cancelled"
+    assert ended[0].task_runs[0].status == "cancelled"
+
+
+def test_flow_run_error_pickles_with_its_details():
+    import pickle
+
+    err = failing.run().error
+    back = pickle.loads(pickle.dumps(err))
+    assert (str(back), back.flow, back.run_id, back.status) == (str(err), err.flow, err.run_id, "failed")
+
+
+def test_task_raising_system_exit_fails_that_task_only():
+    @fk.task
+    def leave():
+        raise SystemExit(3)
+
+    @fk.flow
+    def f():
+        return leave(), one()
+
+    run = f.run()
+    assert {tr.node: tr.status for tr in run.task_runs} == {"leave": "failed", "one": "completed"}
+    assert run.failed[0].error == "SystemExit: 3"
+    assert boom.fn  # keep the import used
+    assert inc(0) == 1
