@@ -22,22 +22,29 @@ the flow traces its body into a graph and runs it::
 
 from __future__ import annotations
 
+import os as _os
+
 from flowkit.clock import Clock, ManualClock, SystemClock
 from flowkit.errors import (
     CacheCorruptionError,
+    CacheKeyError,
     DefinitionError,
     FlowkitError,
     FlowRunError,
     ParameterError,
     RefUsageError,
     ScheduleError,
+    StoreError,
     TaskTimeoutError,
 )
 from flowkit.executors import Executor
 from flowkit.executors.local import LocalExecutor
+from flowkit.files import File
 from flowkit.flow import Flow, FlowOptions, flow
 from flowkit.graph import FlowGraph, Node
+from flowkit.lineage import lineage
 from flowkit.records import Run, TaskRun
+from flowkit.store import GCReport, Store
 from flowkit.task import Task, TaskOptions, task
 from flowkit.tracing import Ref
 
@@ -45,14 +52,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CacheCorruptionError",
+    "CacheKeyError",
     "Clock",
     "DefinitionError",
     "Executor",
+    "File",
     "Flow",
     "FlowGraph",
     "FlowOptions",
     "FlowRunError",
     "FlowkitError",
+    "GCReport",
     "LocalExecutor",
     "ManualClock",
     "Node",
@@ -61,11 +71,29 @@ __all__ = [
     "RefUsageError",
     "Run",
     "ScheduleError",
+    "Store",
+    "StoreError",
     "SystemClock",
     "Task",
     "TaskOptions",
     "TaskRun",
     "TaskTimeoutError",
     "flow",
+    "lineage",
+    "runs",
     "task",
 ]
+
+
+def runs(flow: str | Flow | None = None, limit: int | None = None, *, status: str | None = None,
+         home: str | _os.PathLike[str] | None = None) -> list[Run]:
+    """Run records from the store, newest first (each with ``.trigger`` and ``.task_runs``).
+
+    Args:
+        flow: only runs of this flow (a name or a ``Flow``).
+        limit: at most this many.
+        status: only runs with this status (``completed``, ``failed``, ``cancelled``, ``running``).
+        home: the store's folder (default ``$FLOWKIT_HOME``, else ``./.flowkit``).
+    """
+    name = flow.name if isinstance(flow, Flow) else flow
+    return Store.open(home).runs(name, limit, status)

@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Item", "Nested", "Slot", "execute", "fill", "resolve_path"]
+from flowkit.files import File
+
+__all__ = ["Item", "Nested", "Output", "Slot", "execute", "fill", "load_artifact", "resolve_path", "run_and_store"]
 
 
 class Slot:
@@ -100,6 +102,8 @@ def _fill_container(template: Any, values: Sequence[Any]) -> Any:
         return {k: _fill_container(v, values) for k, v in template.items()}
     if kind is set or kind is frozenset:
         return kind(_fill_container(v, values) for v in template)
+    if kind is File:
+        return template.path
     return template
 
 
@@ -110,11 +114,10 @@ def fill(template: Any, values: Sequence[Any]) -> Any:
 
 def execute(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, *values: Any) -> Any:
     """Call ``fn`` with its argument template filled from the upstream ``values``."""
-    if values:
+    if args:
         args = tuple([_fill_one(a, values) for a in args])
-        if kwargs:
-            kwargs = {k: _fill_one(v, values) for k, v in kwargs.items()}
     if kwargs:
+        kwargs = {k: _fill_one(v, values) for k, v in kwargs.items()}
         return fn(*args, **kwargs)
     return fn(*args)
 
@@ -122,3 +125,82 @@ def execute(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
 def collect(*values: Any) -> list[Any]:
     """The function of a map node: the list of its children's values."""
     return list(values)
+
+
+# --- running and loading with a store ---------------------------------------------------------
+
+#: Values whose bytes are at most this size are kept in the metadata database
+#: rather than in a file of their own (no extra fsync, one transaction).
+INLINE_MAX = 32 * 1024
+
+
+class Output:
+    """What a node call returns when results are stored: the value and its artifact."""
+
+    __slots__ = ("value", "info")
+
+    def __init__(self, value: Any, info: ArtifactInfo | None) -> None:
+        self.value = value
+        self.info = info
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Output, (self.value, self.info))
+
+
+class ArtifactInfo(tuple):  # noqa: SLOT001 - a plain tuple that pickles cheaply
+    """(digest, serializer, size, description, inline bytes or None, uri or None)."""
+
+    __slots__ = ()
+
+    digest = property(lambda self: self[0])
+    serializer = property(lambda self: self[1])
+    size = property(lambda self: self[2])
+    description = property(lambda self: self[3])
+    inline = property(lambda self: self[4])
+    uri = property(lambda self: self[5])
+
+
+def store_value(files: Any, value: Any, serializer: str | None) -> ArtifactInfo | None:
+    """Serialize and store a value; ``None`` (and a warning) if it cannot be serialized."""
+    from flowkit.hashing import digest
+    from flowkit.store.serializers import describe, dumps
+
+    try:
+        encoded = dumps(value, serializer)
+    except Exception as exc:  # noqa: BLE001 - the run goes on, only the cache entry is lost
+        import logging
+
+        logging.getLogger("flowkit").warning(
+            "a %s result could not be serialized, so it is not cached: %s: %s", type(value).__name__,
+            type(exc).__name__, exc)
+        return None
+    data = encoded.data
+    d = digest(data)
+    size = len(data) if isinstance(data, bytes) else data.nbytes
+    if size <= INLINE_MAX:
+        return ArtifactInfo((d, encoded.serializer, size, describe(value), bytes(data), None))
+    path = files.write(d, data)
+    return ArtifactInfo((d, encoded.serializer, size, describe(value), None, str(path)))
+
+
+def run_and_store(files: Any, serializer: str | None, fn: Callable[..., Any], args: tuple[Any, ...],
+                  kwargs: dict[str, Any] | None, *values: Any) -> Output:
+    """Run a node and store its result as an artifact."""
+    value = execute(fn, args, kwargs, *values)
+    return Output(value, store_value(files, value, serializer))
+
+
+def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None) -> Any:
+    """Load a cached value, checking its bytes against the digest first."""
+    from flowkit.hashing import digest as _digest
+    from flowkit.store.artifacts import DamagedArtifact
+    from flowkit.store.serializers import loads
+
+    if inline is not None:
+        actual = _digest(inline)
+        if actual != digest:
+            raise DamagedArtifact(files.path(digest), digest, actual)
+        data: bytes = inline
+    else:
+        data = files.read(digest)
+    return loads(data, serializer)

@@ -1,40 +1,60 @@
 """The engine: the one loop that runs a :class:`~flowkit.FlowGraph`.
 
-The engine owns the policy (readiness, failure and skipping, dynamic map
-expansion, recording); an executor session only runs callables
+The engine owns the policy (cache planning, readiness, failure and skipping,
+dynamic map expansion, recording); an executor session only runs callables
 (:mod:`flowkit.executors`). Its state is plain data in :class:`RunState`,
-changed by small functions. For the diamond ``a -> (b, c) -> d``::
+changed by small functions.
 
-    start:        waiting={a:0, b:1, c:1, d:2}  ready=[a]
+**Planning.** With a store, every node's key is computed up front
+(:mod:`flowkit.cache`) and looked up in one query. A task node whose key is
+in the cache is a *hit*: it is loaded only if a node that must run (or the
+flow's output) needs its value, and otherwise just recorded ``cached``. Every
+other task node must run. :meth:`_Loop.materialize` schedules a node and,
+first, whatever it needs: hits as loads, the rest as runs.
+
+**The loop.** For the diamond ``a -> (b, c) -> d`` with nothing cached::
+
+    plan:         waiting={a:0, b:1, c:1, d:2}  ready=[a]
     submit a; a completes:
                   handles={a}  waiting={b:0, c:0, d:2}  ready=[b, c]
     b fails:      failed=[b]  skipped={d}  (d never becomes ready)
     c completes:  handles={a, c}  ready=[]  nothing running -> run "failed"
 
+Rerun after fixing b: a and c are hits; b must run and needs a, so a is
+loaded; c is needed by d, so it is loaded too; b and d run.
+
 A dynamic map node (``t.map(ref)``) becomes ready when its iterable is known;
 the engine then adds one item node per element and turns the map node into a
-collector of their values (:func:`expand_map`).
+collector of their values (:func:`expand_map`). A damaged cached artifact is
+reported, forgotten, and its node recomputed instead of loaded.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback as _tb
 import uuid
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from collections.abc import Callable
 from typing import Any
 
 import networkx as nx
 
-from flowkit._worker import Item, Slot, collect, execute, fill, resolve_path
+from flowkit._worker import Item, Slot, collect, execute, fill, load_artifact, resolve_path, run_and_store
+from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.errors import FlowRunError
 from flowkit.executors import Completion, Executor, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.records import Run, TaskRun
+from flowkit.recording import Recorder, short_repr
+from flowkit.store import Store
+from flowkit.store.artifacts import DamagedArtifact
 
 __all__ = ["RunState", "expand_map", "run_graph"]
+
+log = logging.getLogger("flowkit")
 
 
 @dataclass
@@ -43,36 +63,26 @@ class RunState:
 
     run_id: str
     nodes: dict[str, Node]
-    waiting: dict[str, int]
-    dependents: dict[str, list[str]]
-    ready: deque[str]
+    waiting: dict[str, int] = field(default_factory=dict)
+    dependents: dict[str, list[str]] = field(default_factory=dict)
+    ready: deque[str] = field(default_factory=deque)
+    scheduled: set[str] = field(default_factory=set)
     handles: dict[str, Any] = field(default_factory=dict)
     records: list[TaskRun] = field(default_factory=list)
     running: int = 0
     failed: list[str] = field(default_factory=list)
     skipped: set[str] = field(default_factory=set)
+    keys: dict[str, str] = field(default_factory=dict)
+    hits: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
     expanded: bool = False
-
-
-def initial_state(run_id: str, graph: FlowGraph) -> RunState:
-    """Counts of unfinished upstreams, dependents, and the initially ready nodes."""
-    waiting: dict[str, int] = {}
-    dependents: dict[str, list[str]] = {}
-    ready: deque[str] = deque()
-    for node_id, node in graph.nodes.items():
-        waiting[node_id] = len(node.deps)
-        if not node.deps:
-            ready.append(node_id)
-        for dep in node.deps:
-            dependents.setdefault(dep, []).append(node_id)
-    return RunState(run_id, dict(graph.nodes), waiting, dependents, ready)
 
 
 def complete(state: RunState, key: str, handle: Any) -> None:
     """Record a node's result handle and make its dependents ready when they can run."""
     state.handles[key] = handle
     waiting = state.waiting
-    for dep in state.dependents.get(key, ()):
+    for dep in state.dependents.pop(key, ()):
         left = waiting[dep] - 1
         waiting[dep] = left
         if left == 0 and dep not in state.skipped:
@@ -80,7 +90,7 @@ def complete(state: RunState, key: str, handle: Any) -> None:
 
 
 def fail(state: RunState, key: str) -> list[str]:
-    """Mark a node failed and every node downstream of it skipped; return the new skips."""
+    """Mark a node failed and every scheduled node downstream of it skipped; return the new skips."""
     state.failed.append(key)
     new: list[str] = []
     stack = list(state.dependents.get(key, ()))
@@ -94,25 +104,21 @@ def fail(state: RunState, key: str) -> list[str]:
     return new
 
 
-def expand_map(state: RunState, node: Node, length: int) -> list[str]:
-    """Replace a dynamic map node by ``length`` item nodes and a collector.
+def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
+    """Replace a dynamic map node by ``length`` item nodes and a collector; return the items.
 
     Item ``k`` calls the task with element ``k`` of the iterable (slot 0 of
     the map node, at ``node.source_path``) plus the map's fixed arguments.
-    Returns the ids of the new item nodes, all ready to run.
     """
     path = node.source_path or ()
-    children = []
+    children = {}
     for k in range(length):
         child_id = f"{node.id}[{k}]"
-        state.nodes[child_id] = Node(child_id, node.task, "task", (Slot(0, path + (Item(k),)),), node.kwargs,
-                                     node.deps)
-        state.waiting[child_id] = 0
-        state.dependents[child_id] = [node.id]
-        children.append(child_id)
+        children[child_id] = Node(child_id, node.task, "task", (Slot(0, path + (Item(k),)),), node.kwargs,
+                                  node.deps)
+    state.nodes.update(children)
     state.nodes[node.id] = Node(node.id, node.task, "map", tuple(Slot(i) for i in range(length)), None,
                                 tuple(children))
-    state.waiting[node.id] = length
     state.expanded = True
     return children
 
@@ -134,30 +140,116 @@ def _graph_of(state: RunState, graph: FlowGraph) -> FlowGraph:
 class _Loop:
     """One run of one graph on one executor session."""
 
-    def __init__(self, graph: FlowGraph, session: Session, clock: Clock, run_id: str) -> None:
+    def __init__(self, graph: FlowGraph, session: Session, clock: Clock, run_id: str, store: Store | None,
+                 keymaker: KeyMaker | None, recorder: Recorder | None, forced: Collection[str]) -> None:
         self.graph = graph
         self.session = session
         self.clock = clock
-        self.state = initial_state(run_id, graph)
+        self.store = store
+        self.keymaker = keymaker
+        self.recorder = recorder
+        self.forced = forced
+        self.state = RunState(run_id, dict(graph.nodes))
         self.submitted: set[str] = set()
+        self.loads: set[str] = set()
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def plan(self, keys: dict[str, str]) -> None:
+        state = self.state
+        state.keys = keys
+        if self.store is not None:
+            state.hits = self.lookup(state.nodes)
+        hits = state.hits
+        for node_id, node in state.nodes.items():
+            if node.kind == "task" and node_id not in hits:
+                self.materialize(node_id)
+        for node_id in self.graph.output_deps:
+            self.materialize(node_id)
+        for node_id, row in hits.items():  # hits nobody needs: recorded, never loaded
+            if node_id not in state.scheduled:
+                self.record_cached(node_id, row[0], None, None, None)
+
+    def lookup(self, nodes: dict[str, Node]) -> dict[str, tuple[Any, ...]]:
+        """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``."""
+        assert self.store is not None
+        keys = self.state.keys
+        wanted = {keys[n]: n for n, node in nodes.items() if node.kind == "task" and n not in self.forced}
+        found = self.store.db.cache_lookup(wanted)
+        now = self.clock.time()
+        hits = {}
+        for key, row in found.items():
+            node_id = wanted[key]
+            ttl = nodes[node_id].task.options.cache_ttl
+            if ttl is None or row[1] is None or now - row[1] <= ttl:
+                hits[node_id] = row
+        return hits
+
+    def materialize(self, root: str) -> None:
+        """Schedule ``root`` (and first what it needs): a hit is loaded, anything else runs."""
+        state = self.state
+        scheduled, hits, nodes = state.scheduled, state.hits, state.nodes
+        stack = [root]
+        while stack:
+            node_id = stack[-1]
+            if node_id in scheduled:
+                stack.pop()
+                continue
+            if node_id in hits:
+                scheduled.add(node_id)
+                self.loads.add(node_id)
+                state.ready.append(node_id)
+                stack.pop()
+                continue
+            deps = nodes[node_id].deps
+            todo = [d for d in deps if d not in scheduled]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            scheduled.add(node_id)
+            waiting = 0
+            for dep in deps:
+                if dep in state.handles:
+                    continue
+                if dep in state.skipped or dep in state.failed:
+                    state.skipped.add(node_id)
+                    continue
+                state.dependents.setdefault(dep, []).append(node_id)
+                waiting += 1
+            state.waiting[node_id] = waiting
+            if waiting == 0 and node_id not in state.skipped:
+                state.ready.append(node_id)
+
+    # --- submitting ----------------------------------------------------------------------------
 
     def submit(self, key: str) -> None:
         state = self.state
         node = state.nodes[key]
-        handles = state.handles
-        deps = [handles[d] for d in node.deps]
-        kind = node.kind
-        if kind == "task":
-            self.session.submit(key, execute, (node.task.fn, node.args, node.kwargs), deps)
-        elif kind == "map":
-            self.session.submit(key, collect, (), deps)
+        if key in self.loads:
+            artifact_id, _, serializer, uri, _ = state.hits[key]
+            inline = None if uri else self.store.db.inline_data(artifact_id)  # type: ignore[union-attr]
+            self.session.submit(key, load_artifact, (self.store.files, artifact_id, serializer, inline), ())  # type: ignore[union-attr]
         else:
-            self.expand(node, deps[0])
-            return
+            handles = state.handles
+            deps = [handles[d] for d in node.deps]
+            kind = node.kind
+            if kind == "task":
+                if self.store is None:
+                    self.session.submit(key, execute, (node.task.fn, node.args, node.kwargs), deps)
+                else:
+                    self.session.submit(key, run_and_store, (self.store.files, node.task.options.serializer,
+                                                             node.task.fn, node.args, node.kwargs), deps)
+            elif kind == "map":
+                self.session.submit(key, collect, (), deps)
+            else:
+                self.expand(node, deps[0])
+                return
         self.submitted.add(key)
         state.running += 1
 
     def expand(self, node: Node, source: Any) -> None:
+        state = self.state
         started = self.clock.time()
         try:
             value = resolve_path(self.session.fetch([source])[0], node.source_path or ())
@@ -170,40 +262,114 @@ class _Loop:
             err.__cause__ = exc
             self.finish_failure(Completion(node.id, None, err, started, self.clock.time(), None))
             return
-        children = expand_map(self.state, node, length)
-        if children:
-            self.state.ready.extend(children)
-        else:
-            self.state.ready.append(node.id)
+        children = expand_map(state, node, length)
+        state.scheduled.discard(node.id)
+        if self.keymaker is not None:
+            self.keymaker.keys(children, state.keys)
+            if self.store is not None:
+                if node.id in self.forced:
+                    self.forced = set(self.forced) | set(children)
+                state.hits.update(self.lookup(children))
+        self.materialize(node.id)
+
+    # --- finishing -----------------------------------------------------------------------------
 
     def finish(self, done: Completion) -> None:
         state = self.state
         state.running -= 1
+        key = done.key
         if done.error is None:
-            complete(state, done.key, done.handle)
-            node = state.nodes[done.key]
-            if node.kind == "task":
-                state.records.append(TaskRun(f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name,
-                                             "completed", 1, done.started, done.ended, worker=done.worker))
+            node = state.nodes[key]
+            if key in self.loads:
+                self.record_cached(key, state.hits[key][0], done.started, done.ended, done.worker)
+            elif node.kind == "task":
+                info = done.info
+                if info is not None:
+                    state.artifacts[key] = info.digest
+                self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed", 1,
+                                    done.started, done.ended, state.keys.get(key),
+                                    info.digest if info is not None else None, worker=done.worker), info, node)
+            complete(state, key, done.handle)
         elif isinstance(done.error, KeyboardInterrupt):
             raise done.error
+        elif key in self.loads and isinstance(done.error, DamagedArtifact):
+            self.recompute(key, done.error)
         else:
             self.finish_failure(done)
+
+    def recompute(self, key: str, damage: DamagedArtifact) -> None:
+        """A cached artifact is damaged: report it, forget it, and run the node instead."""
+        state = self.state
+        node = state.nodes[key]
+        log.warning("flowkit: the cached result of task %r (node %r, key %s) is damaged: %s; it was removed and "
+                    "will be recomputed", node.task.name, key, state.keys.get(key), damage)
+        damage.path.unlink(missing_ok=True)
+        if self.recorder is not None and key in state.keys:
+            self.recorder.uncache(state.keys[key])
+        self.loads.discard(key)
+        del state.hits[key]
+        state.scheduled.discard(key)
+        self.materialize(key)
+
+    def record(self, tr: TaskRun, info: Any = None, node: Node | None = None) -> None:
+        self.state.records.append(tr)
+        if self.recorder is not None:
+            inputs = self.inputs(tr.id, node) if node is not None else ()
+            self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed")
+
+    def inputs(self, task_run_id: str, node: Node) -> list[tuple[Any, ...]]:
+        """Lineage rows: the artifacts behind each upstream slot, and each constant argument."""
+        rows: list[tuple[Any, ...]] = []
+        for position, dep in enumerate(node.deps):
+            for artifact_id in self.artifact_ids(dep):
+                rows.append((task_run_id, position, "artifact", artifact_id, dep, None, None))
+        constants = [(i, v) for i, v in enumerate(node.args) if type(v) is not Slot]
+        constants += [(k, v) for k, v in (node.kwargs or {}).items() if type(v) is not Slot]
+        if constants:
+            from flowkit.hashing import token
+
+            names = list(node.task.signature.parameters)
+            for where, value in constants:
+                name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
+                try:
+                    tok = token(value)
+                except Exception:  # noqa: BLE001 - cache=False tasks may take anything
+                    tok = None
+                rows.append((task_run_id, None, "param", None, name, tok, short_repr(value)))
+        return rows
+
+    def artifact_ids(self, node_id: str) -> list[str]:
+        """The artifacts a node's value consists of (a map's value is its items')."""
+        state = self.state
+        node = state.nodes[node_id]
+        if node.kind == "map":
+            return [a for child in node.deps for a in self.artifact_ids(child)]
+        artifact_id = state.artifacts.get(node_id)
+        return [artifact_id] if artifact_id else []
 
     def finish_failure(self, done: Completion) -> None:
         state = self.state
         node = state.nodes[done.key]
         exc = done.error
         assert exc is not None
-        state.records.append(TaskRun(
+        self.record(TaskRun(
             f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", 1, done.started,
-            done.ended, error=_error_text(exc), traceback="".join(_tb.format_exception(exc)),
-            worker=done.worker, exception=exc,
+            done.ended, state.keys.get(done.key), error=_error_text(exc),
+            traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc,
         ))
         for skipped in fail(state, done.key):
             if state.nodes[skipped].kind != "map":
-                state.records.append(TaskRun(f"{state.run_id}/{skipped}", state.run_id, skipped,
-                                             state.nodes[skipped].task.name, "skipped"))
+                self.record(TaskRun(f"{state.run_id}/{skipped}", state.run_id, skipped,
+                                    state.nodes[skipped].task.name, "skipped", cache_key=state.keys.get(skipped)))
+
+    def record_cached(self, node_id: str, artifact_id: str, started: float | None, ended: float | None,
+                      worker: str | None) -> None:
+        state = self.state
+        if state.artifacts.get(node_id) == artifact_id:
+            return  # already recorded at plan time, then loaded after all (a damaged neighbour)
+        state.artifacts[node_id] = artifact_id
+        self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, state.nodes[node_id].task.name,
+                            "cached", 0, started, ended, state.keys[node_id], artifact_id, worker=worker))
 
     def loop(self) -> None:
         state = self.state
@@ -222,10 +388,10 @@ class _Loop:
         state = self.state
         finished = {tr.node for tr in state.records}
         for key, node in state.nodes.items():
-            if key in finished or key in state.handles or node.kind == "map":
+            if key in finished or key in state.handles or node.kind != "task" or key in state.hits:
                 continue
             status = "cancelled" if key in self.submitted else "skipped"
-            state.records.append(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, status))
+            self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, status))
 
 
 def _failure_message(flow: str, records: list[TaskRun], status: str) -> str:
@@ -248,46 +414,84 @@ def run_graph(
     executor: Executor,
     clock: Clock,
     *,
+    store: Store | None = None,
     run_id: str | None = None,
     trigger: str = "manual",
+    refresh: bool | Collection[str] = False,
+    salt: str | None = None,
+    context: dict[str, Any] | None = None,
     on_end: Callable[[Run], None] | None = None,
 ) -> Run:
     """Run every node of ``graph`` and return the :class:`Run` record.
+
+    Args:
+        store: where results are cached and the run recorded (``None``: in memory only).
+        refresh: ``True`` to recompute every task, or node ids to recompute (with
+            everything downstream of them).
+        salt: what ``cache=False`` keys are unique to (default: this run's id; a
+            resumed run passes the salt of the run it resumes).
 
     Never raises for a task failure (the run is ``failed`` and ``run.result()``
     raises). A ``KeyboardInterrupt`` ends the run ``cancelled`` and is re-raised.
     ``on_end`` receives the final record in every case, the cancelled one too.
     """
     run_id = run_id or uuid.uuid4().hex
+    salt = salt or run_id
     started = clock.time()
+    keymaker = KeyMaker(salt, store) if store is not None else None
+    keys: dict[str, str] = {}
+    forced: Collection[str] = ()
+    if keymaker is not None:
+        keys = keymaker.keys(graph.nodes)
+        if refresh is True:
+            forced = graph.nodes.keys()
+        elif refresh:
+            forced = set(refresh)
+            for node_id in list(forced):
+                forced |= nx.descendants(graph.nx, node_id)
+    recorder = Recorder(store, run_id, clock) if store is not None else None
+    if recorder is not None:
+        recorder.start(graph.flow, graph.params, started, trigger, salt, context or {})
     value = None
     status = "completed"
-    with executor.session(clock) as session:
-        loop = _Loop(graph, session, clock, run_id)
-        state = loop.state
-        try:
-            loop.loop()
-            if state.failed:
-                status = "failed"
-            else:
-                outputs = session.fetch([state.handles[d] for d in graph.output_deps])
-                value = fill(graph.output, outputs)
-        except KeyboardInterrupt as interrupt:
-            loop.cancel()
-            run = _record(graph, state, "cancelled", started, clock.time(), trigger, None)
-            interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled; "
-                               f"{run.counts().get('completed', 0)} finished task(s) kept")
-            if on_end is not None:
-                on_end(run)
-            raise
-    run = _record(graph, state, status, started, clock.time(), trigger, value)
-    if on_end is not None:
-        on_end(run)
+    loop = None
+    try:
+        with executor.session(clock) as session:
+            loop = _Loop(graph, session, clock, run_id, store, keymaker, recorder, forced)
+            state = loop.state
+            try:
+                loop.plan(keys)
+                loop.loop()
+                if state.failed:
+                    status = "failed"
+                else:
+                    outputs = session.fetch([state.handles[d] for d in graph.output_deps])
+                    value = fill(graph.output, outputs)
+            except KeyboardInterrupt as interrupt:
+                loop.cancel()
+                run = _record(graph, state, "cancelled", started, clock.time(), trigger, None, context)
+                interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled; "
+                                   f"{run.counts().get('completed', 0)} finished task(s) kept")
+                _end(recorder, run, on_end)
+                raise
+    except BaseException as exc:
+        if recorder is not None and not isinstance(exc, KeyboardInterrupt):
+            recorder.finish("failed", clock.time(), f"flowkit internal error: {_error_text(exc)}")
+        raise
+    run = _record(graph, state, status, started, clock.time(), trigger, value, context)
+    _end(recorder, run, on_end)
     return run
 
 
+def _end(recorder: Recorder | None, run: Run, on_end: Callable[[Run], None] | None) -> None:
+    if recorder is not None:
+        recorder.finish(run.status, run.ended or 0.0, str(run.error) if run.error is not None else None)
+    if on_end is not None:
+        on_end(run)
+
+
 def _record(graph: FlowGraph, state: RunState, status: str, started: float, ended: float, trigger: str,
-            value: Any) -> Run:
+            value: Any, context: dict[str, Any] | None) -> Run:
     error = None
     if status != "completed":
         failed = [tr for tr in state.records if tr.status == "failed"]
@@ -296,4 +500,4 @@ def _record(graph: FlowGraph, state: RunState, status: str, started: float, ende
         if failed:
             error.__cause__ = failed[0].exception
     return Run(state.run_id, graph.flow, status, graph.params, started, ended, tuple(state.records), trigger,
-               error, _graph_of(state, graph), value)
+               error, _graph_of(state, graph), value, context)

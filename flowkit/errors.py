@@ -11,7 +11,9 @@ Python (``except TypeError``) keeps working::
     ├── RefUsageError (TypeError)         a Ref used as a plain value in a flow body
     ├── FlowRunError                      a run ended failed or cancelled; see .task_runs
     ├── TaskTimeoutError (TimeoutError)   an attempt outlived its task's timeout
+    ├── CacheKeyError (TypeError)         an argument with no deterministic cache key
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
+    ├── StoreError                        the store at FLOWKIT_HOME cannot be used
     └── ScheduleError (ValueError)        a bad cron expression or time zone
 
 Messages name the task, parameter or file at fault and say what to do next.
@@ -27,12 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CacheCorruptionError",
+    "CacheKeyError",
     "DefinitionError",
     "FlowRunError",
     "FlowkitError",
     "ParameterError",
     "RefUsageError",
     "ScheduleError",
+    "StoreError",
     "TaskTimeoutError",
 ]
 
@@ -104,8 +108,16 @@ class TaskTimeoutError(FlowkitError, TimeoutError):
     """An attempt of a task ran longer than the task's ``timeout``."""
 
 
+class CacheKeyError(FlowkitError, TypeError):
+    """A task argument has no deterministic identity, so no cache key can be computed."""
+
+
 class CacheCorruptionError(FlowkitError):
     """A stored artifact is damaged and the value cannot be recomputed."""
+
+
+class StoreError(FlowkitError):
+    """The store (metadata database or artifact folder) cannot be used."""
 
 
 class ScheduleError(FlowkitError, ValueError):

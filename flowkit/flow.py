@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from flowkit.clock import Clock, SystemClock
@@ -22,6 +23,8 @@ from flowkit.executors import Executor
 from flowkit.executors.local import LocalExecutor
 from flowkit.graph import FlowGraph
 from flowkit.records import Run
+from flowkit.recording import run_context
+from flowkit.store import Store
 from flowkit.task import Task, check_name, make_options
 from flowkit.tracing import current_trace, inline_subflow, trace_flow
 
@@ -43,12 +46,16 @@ class FlowOptions:
         schedule: when to run it (a :class:`~flowkit.Cron`), picked up by the scheduler.
         executor: where its tasks run (default: ``LocalExecutor()``).
         clock: the clock for timings, retries and timeouts (default: the system clock).
+        store: where results are cached and runs recorded: ``None`` for the
+            default (``$FLOWKIT_HOME``, else ``./.flowkit``), a folder, a
+            :class:`~flowkit.Store`, or ``False`` to keep nothing (no caching).
     """
 
     name: str | None = None
     schedule: Any = None
     executor: Executor | None = None
     clock: Clock | None = None
+    store: Store | str | os.PathLike[str] | bool | None = None
 
     def __post_init__(self) -> None:
         owner = f"flow {self.name!r}" if isinstance(self.name, str) else "@fk.flow"
@@ -60,12 +67,22 @@ class FlowOptions:
         if self.executor is not None and not callable(getattr(self.executor, "session", None)):
             raise DefinitionError(f"{owner}: option executor= must be an executor such as fk.LocalExecutor(), "
                                   f"got {self.executor!r}")
+        if not (self.store is None or self.store is False or isinstance(self.store, (Store, str, os.PathLike))):
+            raise DefinitionError(f"{owner}: option store= must be a folder, an fk.Store, False or None, "
+                                  f"got {self.store!r}")
         if self.clock is not None and not isinstance(self.clock, Clock):
             raise DefinitionError(f"{owner}: option clock= must have time(), monotonic() and sleep(), "
                                   f"got {self.clock!r}")
 
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(FlowOptions))
+
+
+def _source_file(fn: Callable[..., Any]) -> str | None:
+    try:
+        return inspect.getsourcefile(fn)
+    except TypeError:
+        return None
 
 
 def describe_params(signature: inspect.Signature) -> str:
@@ -133,21 +150,63 @@ class Flow(Generic[P, R]):
         """Trace the flow with these parameters into a :class:`FlowGraph`, running nothing."""
         return trace_flow(self.name, self._body, self.bind(*args, **kwargs))
 
-    def run(self, *args: P.args, **kwargs: P.kwargs) -> Run:
+    def run(self, *args: Any, refresh: bool | Iterable[str] = False, resume: str | None = None,
+            **kwargs: Any) -> Run:
         """Run the flow and return its :class:`Run` record.
+
+        Args:
+            *args, **kwargs: the flow's parameters.
+            refresh: ``True`` recomputes every task; a list of task names
+                recomputes those tasks and everything downstream of them.
+            resume: the id of an earlier run of this flow: besides everything
+                cached, reuse what its ``cache=False`` tasks produced.
 
         A task failure does not raise here: the run's status is ``"failed"``
         and ``run.result()`` raises :class:`~flowkit.FlowRunError`. Bad
         parameters raise :class:`~flowkit.errors.ParameterError` before
         anything runs; Ctrl-C cancels the run and re-raises.
         """
-        return self._run(self.bind(*args, **kwargs))
+        return self._run(self.bind(*args, **kwargs), refresh=refresh, resume=resume)
 
-    def _run(self, params: dict[str, Any], *, trigger: str = "manual") -> Run:
+    def store(self) -> Store | None:
+        """The store this flow records into (``None`` when ``store=False``)."""
+        option = self.options.store
+        if option is False:
+            return None
+        if isinstance(option, Store):
+            return option
+        return Store.open(None if option is None or option is True else option)
+
+    def _run(self, params: dict[str, Any], *, trigger: str = "manual", refresh: bool | Iterable[str] = False,
+             resume: str | None = None) -> Run:
         graph = trace_flow(self.name, self._body, params)
         executor = self.options.executor or LocalExecutor()
         clock = self.options.clock or SystemClock()
-        return run_graph(graph, executor, clock, trigger=trigger)
+        store = self.store()
+        salt = None
+        if resume is not None:
+            if store is None:
+                raise ParameterError(f"flow {self.name!r}: resume= needs a store, but this flow has store=False")
+            try:
+                resumed = store.run(resume)
+            except KeyError as exc:
+                raise ParameterError(f"flow {self.name!r}: cannot resume: {exc.args[0]}") from None
+            if resumed.flow != self.name:
+                raise ParameterError(f"flow {self.name!r}: run {resumed.id} is a run of flow {resumed.flow!r}, "
+                                     f"not of this flow")
+            salt = store.cache_salt(resumed.id)[1]
+        forced: bool | set[str] = refresh is True
+        if refresh and refresh is not True:
+            names = {refresh} if isinstance(refresh, str) else set(refresh)
+            known = {node.task.name for node in graph.nodes.values()}
+            unknown = sorted(names - known)
+            if unknown:
+                raise ParameterError(f"flow {self.name!r}: refresh= names unknown task(s) {', '.join(unknown)}; "
+                                     f"its tasks are: {', '.join(sorted(known))}")
+            forced = {nid for nid, node in graph.nodes.items() if node.task.name in names}
+        context = run_context(_source_file(self.fn)) if store is not None else None
+        return run_graph(graph, executor, clock, store=store, trigger=trigger, refresh=forced, salt=salt,
+                         context=context)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the flow and return its value (inside a flow body: inline it)."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flowkit.errors import FlowRunError
+
 if TYPE_CHECKING:
-    from flowkit.errors import FlowRunError
     from flowkit.graph import FlowGraph
 
 __all__ = ["Run", "TaskRun"]
@@ -81,33 +83,59 @@ class TaskRun:
         return _when(self.ended)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, repr=False)
 class Run:
     """One execution of a flow.
 
     Attributes:
         id: the run id.
         flow: the flow's name.
-        status: ``"completed"``, ``"failed"`` or ``"cancelled"``.
+        status: ``"completed"``, ``"failed"`` or ``"cancelled"`` (``"running"`` while
+            it runs, as seen from another process).
         params: the bound parameters.
         started, ended: epoch seconds.
-        task_runs: one :class:`TaskRun` per node, in the order they finished.
+        task_runs: one :class:`TaskRun` per node (read from the store when the
+            record itself came from :func:`flowkit.runs`).
         trigger: what started it: ``"manual"``, ``"schedule"``, ``"cli"``...
-        error: the :class:`~flowkit.FlowRunError` when the run did not complete.
-        graph: the graph that ran (dynamic maps expanded).
+        error: the :class:`~flowkit.FlowRunError` when the run did not complete
+            (for a record read from the store: the error message, as a string).
+        graph: the graph that ran, dynamic maps expanded (in the running process).
+        info: host, user, git commit and flow file, when known.
     """
 
-    id: str
-    flow: str
-    status: str
-    params: dict[str, Any]
-    started: float
-    ended: float
-    task_runs: tuple[TaskRun, ...] = ()
-    trigger: str = "manual"
-    error: FlowRunError | None = dataclasses.field(default=None, repr=False)
-    graph: FlowGraph | None = dataclasses.field(default=None, repr=False, compare=False)
-    value: Any = dataclasses.field(default=None, repr=False, compare=False)
+    __slots__ = ("id", "flow", "status", "params", "started", "ended", "_task_runs", "trigger", "error", "graph",
+                 "value", "info", "_load")
+
+    def __init__(self, id: str, flow: str, status: str, params: dict[str, Any], started: float,
+                 ended: float | None, task_runs: tuple[TaskRun, ...] | None = (), trigger: str = "manual",
+                 error: FlowRunError | str | None = None, graph: FlowGraph | None = None, value: Any = None,
+                 info: dict[str, Any] | None = None,
+                 load: Callable[[str], tuple[TaskRun, ...]] | None = None) -> None:
+        self.id = id
+        self.flow = flow
+        self.status = status
+        self.params = params
+        self.started = started
+        self.ended = ended
+        self._task_runs = task_runs
+        self.trigger = trigger
+        self.error = error
+        self.graph = graph
+        self.value = value
+        self.info = info or {}
+        self._load = load
+
+    @property
+    def task_runs(self) -> tuple[TaskRun, ...]:
+        if self._task_runs is None:
+            assert self._load is not None
+            self._task_runs = self._load(self.id)
+        return self._task_runs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and (self.id, self.status, self.ended) == (other.id, other.status, other.ended)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts().items())
@@ -115,14 +143,29 @@ class Run:
 
     def result(self) -> Any:
         """The flow's return value; raises :class:`~flowkit.FlowRunError` if it did not complete."""
-        if self.error is not None:
+        if isinstance(self.error, BaseException):
             raise self.error
+        if self.status != "completed":
+            raise FlowRunError(f"flow {self.flow!r} run {self.id} {self.status}: {self.error}", flow=self.flow,
+                               run_id=self.id, task_runs=self.failed, status=self.status)
         return self.value
 
     @property
-    def duration(self) -> float:
-        """Seconds from start to end."""
-        return self.ended - self.started
+    def duration(self) -> float | None:
+        """Seconds from start to end (``None`` while running)."""
+        return None if self.ended is None else self.ended - self.started
+
+    def artifact_id(self, node: str) -> str | None:
+        """The artifact id of a node's result: by node id, or by task name when it names one node."""
+        matches = [tr for tr in self.task_runs if tr.node == node]
+        if not matches:
+            matches = [tr for tr in self.task_runs if tr.name == node]
+            if len(matches) > 1:
+                raise KeyError(f"task {node!r} ran as several nodes in run {self.id}: "
+                               f"{', '.join(tr.node for tr in matches)}; pass a node id")
+        if not matches:
+            raise KeyError(f"run {self.id} of flow {self.flow!r} has no node or task {node!r}")
+        return matches[0].artifact_id
 
     @property
     def failed(self) -> list[TaskRun]:

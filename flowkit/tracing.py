@@ -19,6 +19,7 @@ import networkx as nx
 
 from flowkit._worker import Nested, Slot
 from flowkit.errors import ParameterError, RefUsageError
+from flowkit.files import File
 from flowkit.graph import FlowGraph, Node
 
 if TYPE_CHECKING:
@@ -175,9 +176,10 @@ class Trace:
                 index = deps[value._node] = len(deps)
             return Slot(index, value._path)
         if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
-            before = len(deps)
             lifted, found = self._lift_container(value, deps)
-            return Nested(lifted) if found or len(deps) != before else value
+            return Nested(lifted) if found else value
+        if kind is File:
+            return Nested(value)  # the task receives the path
         return value
 
     def _lift_container(self, value: Any, deps: dict[str, int]) -> tuple[Any, bool]:
@@ -200,6 +202,8 @@ class Trace:
         kind = type(value)
         if kind is Ref:
             return self.lift(value, deps), True
+        if kind is File:
+            return value, True
         if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
             return self._lift_container(value, deps)
         return value, False

@@ -102,6 +102,15 @@ def _reset_calls():
     CALLS.clear()
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Every test gets its own store (FLOWKIT_HOME) and working directory."""
+    path = tmp_path / "flowkit-home"
+    monkeypatch.setenv("FLOWKIT_HOME", str(path))
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
 EXECUTORS = {
     "sequential": lambda: fk.LocalExecutor(),
     "threads": lambda: fk.LocalExecutor(max_workers=4),

@@ -14,17 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_public_names_are_pinned():
     assert sorted(fk.__all__) == [
-        "CacheCorruptionError", "Clock", "DefinitionError", "Executor", "Flow", "FlowGraph", "FlowOptions",
-        "FlowRunError", "FlowkitError", "LocalExecutor", "ManualClock", "Node", "ParameterError", "Ref",
-        "RefUsageError", "Run", "ScheduleError", "SystemClock", "Task", "TaskOptions", "TaskRun",
-        "TaskTimeoutError", "flow", "task",
+        "CacheCorruptionError", "CacheKeyError", "Clock", "DefinitionError", "Executor", "File", "Flow",
+        "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError", "GCReport", "LocalExecutor", "ManualClock",
+        "Node", "ParameterError", "Ref", "RefUsageError", "Run", "ScheduleError", "Store", "StoreError",
+        "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "flow", "lineage", "runs", "task",
     ]
     for name in fk.__all__:
         assert getattr(fk, name) is not None
 
 
 def test_error_tree_has_one_root_and_builtin_bases():
-    for name in ["DefinitionError", "ParameterError", "RefUsageError", "FlowRunError", "TaskTimeoutError",
+    for name in ["DefinitionError", "ParameterError", "CacheKeyError", "StoreError", "RefUsageError", "FlowRunError", "TaskTimeoutError",
                  "CacheCorruptionError", "ScheduleError"]:
         assert issubclass(getattr(fk, name), fk.FlowkitError)
     assert issubclass(fk.ParameterError, TypeError) and issubclass(fk.RefUsageError, TypeError)
@@ -42,7 +42,7 @@ def test_readme_quickstart_runs():
     code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.splitlines()[0] == "20.0"
-    assert out.splitlines()[1].startswith("completed [('load', 'completed')")
+    assert out.splitlines()[1] == "completed [('load', 'cached'), ('total', 'cached')]"
 
 
 def test_example_pipeline_runs():

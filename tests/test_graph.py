@@ -53,7 +53,7 @@ def test_any_traced_dag_matches_its_shape_and_runs_in_dependency_order(shape):
         order.append(i)
         return i
 
-    @fk.flow
+    @fk.flow(store=False)
     def f():
         refs = []
         for i, deps in enumerate(shape):

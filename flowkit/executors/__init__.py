@@ -28,7 +28,12 @@ __all__ = ["Completion", "Executor", "Session"]
 
 
 class Completion(NamedTuple):
-    """One finished call: its key, its result handle or error, timings, worker."""
+    """One finished call: its key, its result handle or error, timings, worker.
+
+    When the call returned an :class:`~flowkit._worker.Output` (a value and
+    the record of its stored artifact), ``handle`` stands for the value and
+    ``info`` is the artifact record; otherwise ``info`` is ``None``.
+    """
 
     key: str
     handle: Any
@@ -36,6 +41,7 @@ class Completion(NamedTuple):
     started: float
     ended: float
     worker: str | None
+    info: Any = None
 
 
 @runtime_checkable

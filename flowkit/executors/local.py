@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+from flowkit._worker import Output
 from flowkit.clock import Clock
 from flowkit.errors import DefinitionError
 from flowkit.executors import Completion
@@ -55,6 +56,8 @@ def _call(clock: Clock, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
         value = fn(*args, *deps)
     except BaseException as exc:  # noqa: BLE001 - the engine decides (KeyboardInterrupt cancels the run)
         return Completion(key, None, exc, started, clock.time(), worker)
+    if type(value) is Output:
+        return Completion(key, value.value, None, started, clock.time(), worker, value.info)
     return Completion(key, value, None, started, clock.time(), worker)
 
 

@@ -1,0 +1,115 @@
+"""Cache keys: Merkle-style identities of nodes, known before anything runs.
+
+``key(node) = digest(task fingerprint, cache_version, token of the argument
+template, keys of the upstream nodes in slot order)``. A constant's token is
+``dask.base.tokenize(value)``; an ``fk.File``'s token is the digest of its
+bytes; a ref contributes its slot (index and path) plus its upstream's key.
+So a whole graph's keys follow from code and parameters alone, and a change
+anywhere changes exactly the keys downstream of it.
+
+A ``cache=False`` task's key also covers the run's *salt* (its own run id, or
+the run it resumes), so its result, and everything downstream, is never
+served to another run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from flowkit._worker import Item, Nested, Slot
+from flowkit.errors import CacheKeyError
+from flowkit.graph import Node
+from flowkit.hashing import Hasher, fingerprint, token
+from flowkit.task import Task
+
+if TYPE_CHECKING:
+    from flowkit.store import Store
+
+__all__ = ["KeyMaker"]
+
+
+def _tok_slot(self: Slot) -> tuple[Any, ...]:
+    return ("slot", self.index, _path_token(self.path))
+
+
+def _tok_nested(self: Nested) -> tuple[Any, ...]:
+    from dask.base import normalize_token
+
+    return ("nested", normalize_token(self.value))
+
+
+def _path_token(path: tuple[Any, ...]) -> str:
+    return repr(tuple(("item", k.k) if type(k) is Item else k for k in path))
+
+
+Slot.__dask_tokenize__ = _tok_slot  # type: ignore[attr-defined]
+Nested.__dask_tokenize__ = _tok_nested  # type: ignore[attr-defined]
+
+
+class KeyMaker:
+    """Computes node keys for one run, memoizing task fingerprints."""
+
+    def __init__(self, salt: str, store: Store | None = None) -> None:
+        self.salt = salt
+        self.store = store
+        self._fingerprints: dict[int, str] = {}
+
+    def fingerprint(self, task: Task[..., Any]) -> str:
+        fp = self._fingerprints.get(id(task))
+        if fp is None:
+            fp = self._fingerprints[id(task)] = fingerprint(task.fn)
+        return fp
+
+    def args_token(self, node: Node) -> str:
+        """The token of a node's argument template (refs as slots)."""
+        args, kwargs = node.args, node.kwargs
+        if not kwargs and all(type(a) is Slot for a in args):
+            return "s" + ",".join(f"{a.index}{_path_token(a.path) if a.path else ''}" for a in args)
+        try:
+            return token((args, kwargs))
+        except CacheKeyError:
+            self._blame(node)
+            raise
+
+    def _blame(self, node: Node) -> None:
+        """Re-raise the token error for the one argument at fault, by its parameter name."""
+        names = list(node.task.signature.parameters)
+        for i, value in enumerate(node.args):
+            name = names[i] if i < len(names) else f"#{i}"
+            token(value, task=node.task.name, argument=name)
+        for name, value in (node.kwargs or {}).items():
+            token(value, task=node.task.name, argument=name)
+
+    def key(self, node: Node, dep_keys: Iterable[str]) -> str:
+        """The key of one node, given its upstream keys in slot order."""
+        h = Hasher()
+        kind = node.kind
+        if kind == "map":
+            h.update(b"map")
+        else:
+            task = node.task
+            opts = task.options
+            h.update(kind.encode())
+            h.update(self.fingerprint(task).encode())
+            h.update(repr(opts.cache_version).encode())
+            if opts.cache:
+                h.update(self.args_token(node).encode())
+            else:  # unique to this run (or the run it resumes): never served elsewhere
+                h.update(f"nocache:{self.salt}:{node.id}".encode())
+            if node.source_path:
+                h.update(_path_token(node.source_path).encode())
+        for dep_key in dep_keys:
+            h.update(b"\x00")
+            h.update(dep_key.encode())
+        return h.hexdigest()
+
+    def keys(self, nodes: dict[str, Node], known: dict[str, str] | None = None) -> dict[str, str]:
+        """Keys of ``nodes`` (in a topological order), extending ``known``."""
+        keys = known if known is not None else {}
+        with self.store.digesting_files() if self.store is not None else contextlib.nullcontext():
+            for node_id, node in nodes.items():
+                if node_id not in keys:
+                    keys[node_id] = self.key(node, [keys[d] for d in node.deps])
+        return keys

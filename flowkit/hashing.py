@@ -1,0 +1,233 @@
+"""Hashing: content digests, argument tokens, code fingerprints, and ``File``.
+
+- :func:`digest` / :class:`Hasher`: xxh3-128 over bytes, hex (fast: several GB/s).
+- :func:`token`: a deterministic token of a constant (``dask.base.tokenize``
+  with ``ensure_deterministic``), or a :class:`~flowkit.errors.CacheKeyError`
+  naming the task and the argument.
+- :func:`fingerprint`: the identity of a task's code: its source without
+  decorators (as an AST, so comments and formatting do not count) plus,
+  transitively, the user-code functions, classes and simple constants it
+  references by global name. Installed packages and the standard library are
+  not included (their version is the environment's business).
+- :class:`File`: an input hashed by content; the task receives a ``pathlib.Path``.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import os
+import sys
+import sysconfig
+import textwrap
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from flowkit.errors import CacheKeyError
+
+__all__ = ["Hasher", "digest", "file_digest", "fingerprint", "token"]
+
+Hasher = xxhash.xxh3_128
+
+
+def digest(data: bytes | memoryview) -> str:
+    """The hex xxh3-128 digest of ``data``."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def token(value: Any, *, task: str = "?", argument: str = "?") -> str:
+    """A deterministic token of ``value``; a clear error when there is none."""
+    from dask.base import tokenize
+
+    try:
+        return tokenize(value, ensure_deterministic=True)
+    except FileNotFoundError as exc:
+        raise CacheKeyError(f"task {task!r}, argument {argument!r}: input file {exc.filename} does not exist") from exc
+    except Exception as exc:  # noqa: BLE001 - any failure means: no stable identity
+        raise CacheKeyError(
+            f"task {task!r}, argument {argument!r}: cannot compute a deterministic cache key for "
+            f"{_short_repr(value)} ({type(exc).__name__}: {exc}). Pass a value that is hashable by content "
+            f"(numbers, strings, containers, DataFrames, arrays, dataclasses, picklable objects), give its type "
+            f"a __dask_tokenize__() method, or mark the task @fk.task(cache=False)."
+        ) from exc
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- code fingerprints -------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.add(os.path.dirname(os.__file__))
+    return tuple(os.path.realpath(r) + os.sep for r in roots)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_user_module(name: str) -> bool:
+    if name == "flowkit" or name.startswith("flowkit."):
+        return False
+    module = sys.modules.get(name)
+    if module is None:
+        return name == "__main__"
+    path = getattr(module, "__file__", None)
+    if path is None:
+        return name == "__main__"  # builtins and namespace packages are not user code
+    real = os.path.realpath(path)
+    if "site-packages" in real or "dist-packages" in real:
+        return False
+    return not real.startswith(_library_roots())
+
+
+def _is_user_object(obj: Any) -> bool:
+    if not isinstance(obj, (types.FunctionType, type)):
+        return False
+    return _is_user_module(getattr(obj, "__module__", None) or "__main__")
+
+
+_SIMPLE = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _is_simple_constant(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, _SIMPLE):
+        return True
+    if depth < 3 and isinstance(value, (tuple, list, frozenset, set)) and len(value) <= 256:
+        return all(_is_simple_constant(v, depth + 1) for v in value)
+    if depth < 3 and isinstance(value, dict) and len(value) <= 256:
+        return all(_is_simple_constant(k, depth + 1) and _is_simple_constant(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _code_shape(code: types.CodeType) -> str:
+    """Source-free identity of a code object (when no source is available)."""
+    parts = []
+    for c in _code_objects(code):
+        consts = [repr(k) for k in c.co_consts if not isinstance(k, types.CodeType)]
+        parts.append(f"{c.co_name}|{c.co_code.hex()}|{consts}|{c.co_names}|{c.co_varnames}")
+    return "\n".join(parts)
+
+
+def _source_identity(obj: Any) -> str:
+    """The AST of ``obj``'s source without decorators, or its bytecode shape."""
+    try:
+        source = textwrap.dedent(inspect.getsource(obj))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        code = getattr(obj, "__code__", None)
+        return _code_shape(code) if code is not None else f"<{getattr(obj, '__qualname__', type(obj).__name__)}>"
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            node.decorator_list = []
+            break
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def _referenced(obj: Any) -> list[tuple[str, Any]]:
+    """The (name, value) pairs of globals and closure cells that ``obj``'s code uses."""
+    functions: list[types.FunctionType] = []
+    if isinstance(obj, types.FunctionType):
+        functions.append(obj)
+    elif isinstance(obj, type):
+        for attr in vars(obj).values():
+            attr = getattr(attr, "__func__", attr)
+            if isinstance(attr, types.FunctionType):
+                functions.append(attr)
+            elif isinstance(attr, property):
+                functions.extend(f for f in (attr.fget, attr.fset, attr.fdel) if isinstance(f, types.FunctionType))
+    found: dict[str, Any] = {}
+    for fn in functions:
+        names: set[str] = set()
+        for code in _code_objects(fn.__code__):
+            names.update(code.co_names)
+        fn_globals = fn.__globals__
+        modules = []
+        for name in names:
+            if name in fn_globals:
+                value = fn_globals[name]
+                found[name] = value
+                if isinstance(value, types.ModuleType) and _is_user_module(value.__name__):
+                    modules.append(value)
+        for module in modules:  # helpers.clean(x): co_names holds "helpers" and "clean"
+            for name in names:
+                value = getattr(module, name, None)
+                if _is_user_object(value):
+                    found[f"{module.__name__}.{name}"] = value
+        if fn.__closure__:
+            for name, cell in zip(fn.__code__.co_freevars, fn.__closure__):
+                try:
+                    found[f"<closure>{name}"] = cell.cell_contents
+                except ValueError:  # an empty cell
+                    continue
+    return sorted(found.items(), key=lambda kv: kv[0])
+
+
+def _unwrap(obj: Any) -> Any:
+    fn = getattr(obj, "fn", None)  # a flowkit Task or Flow
+    if fn is not None and type(obj).__module__ in ("flowkit.task", "flowkit.flow"):
+        return fn
+    return obj
+
+
+def _feed(hasher: Any, obj: Any, seen: set[int]) -> None:
+    obj = _unwrap(obj)
+    if id(obj) in seen:
+        hasher.update(b"<seen>")
+        return
+    seen.add(id(obj))
+    if isinstance(obj, functools.partial):
+        _feed(hasher, obj.func, seen)
+        hasher.update(token((obj.args, obj.keywords)).encode())
+        return
+    if not isinstance(obj, (types.FunctionType, type)):
+        # A callable object: its class's code plus its state.
+        _feed(hasher, type(obj), seen)
+        hasher.update(token(obj).encode())
+        return
+    hasher.update(_source_identity(obj).encode())
+    for name, value in _referenced(obj):
+        value = _unwrap(value)
+        if _is_user_object(value):
+            hasher.update(f"\x00{name}=code\x00".encode())
+            _feed(hasher, value, seen)
+        elif _is_simple_constant(value):
+            hasher.update(f"\x00{name}={token(value)}\x00".encode())
+
+
+def fingerprint(fn: Callable[..., Any]) -> str:
+    """The identity of ``fn``'s code and of the user code it depends on (hex digest)."""
+    hasher = Hasher()
+    _feed(hasher, fn, set())
+    return hasher.hexdigest()
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+_CHUNK = 1 << 22
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The digest of a file's bytes, read in chunks."""
+    hasher = Hasher()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()

@@ -1,0 +1,111 @@
+"""Recording a run in the store: rows buffered and written in batches.
+
+The engine hands every finished task run to a :class:`Recorder`, which turns
+it into rows (task run, artifact, cache entry, inputs) and writes them in one
+transaction every ``flush_every`` seconds or ``max_rows`` rows, and at the end
+of the run. Writing per batch keeps recording to a few microseconds per task.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import socket
+import subprocess
+from typing import Any
+
+from flowkit._worker import ArtifactInfo
+from flowkit.clock import Clock
+from flowkit.records import TaskRun
+from flowkit.store import Store
+from flowkit.store.metadata import Batch
+
+__all__ = ["Recorder", "run_context"]
+
+
+@functools.lru_cache(maxsize=64)
+def _git_commit(folder: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", folder, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_context(flow_file: str | None) -> dict[str, Any]:
+    """Where a run happens: host, user, the flow's file and its git commit."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = None
+    folder = os.path.dirname(os.path.abspath(flow_file)) if flow_file else None
+    return {"host": socket.gethostname(), "user": user, "flow_file": flow_file,
+            "git_commit": _git_commit(folder) if folder else None}
+
+
+def _json_params(params: dict[str, Any]) -> str:
+    return json.dumps(params, default=repr, sort_keys=True)
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Recorder:
+    """Buffers the records of one run and writes them to the store in batches."""
+
+    def __init__(self, store: Store, run_id: str, clock: Clock, *, flush_every: float = 0.5,
+                 max_rows: int = 20000) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.clock = clock
+        self.flush_every = flush_every
+        self.max_rows = max_rows
+        self.batch = Batch()
+        self._last_flush = clock.monotonic()
+
+    def start(self, flow: str, params: dict[str, Any], started: float, trigger: str, salt: str,
+              context: dict[str, Any]) -> None:
+        self.store.db.start_run({
+            "id": self.run_id, "flow": flow, "status": "running", "params": _json_params(params),
+            "started": started, "trigger": trigger, "cache_salt": salt, **context,
+        })
+
+    def task_run(self, tr: TaskRun, info: ArtifactInfo | None = None, inputs: list[tuple[Any, ...]] = (),
+                 cache: bool = False) -> None:
+        """Record one finished task run, its artifact and cache entry and what it consumed."""
+        batch = self.batch
+        batch.task_runs.append((tr.id, tr.run_id, tr.node, tr.name, tr.status, tr.attempts, tr.started, tr.ended,
+                                tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker))
+        if info is not None:
+            desc = info.description
+            columns = desc.get("columns")
+            batch.artifacts.append((info.digest, info.uri, info.serializer, desc["type"], info.size,
+                                    json.dumps(columns) if columns is not None else None,
+                                    json.dumps(desc["dtypes"]) if columns is not None else None,
+                                    desc.get("rows"), tr.ended, info.inline))
+            if cache and tr.cache_key is not None:
+                batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended))
+        if inputs:
+            batch.inputs.extend(inputs)
+        if len(batch) >= self.max_rows or self.clock.monotonic() - self._last_flush >= self.flush_every:
+            self.flush()
+
+    def uncache(self, key: str) -> None:
+        """Forget a cache entry whose artifact turned out damaged."""
+        self.batch.uncache.append(key)
+        self.flush()
+
+    def flush(self) -> None:
+        self.store.db.flush(self.batch)
+        self._last_flush = self.clock.monotonic()
+
+    def finish(self, status: str, ended: float, error: str | None) -> None:
+        self.batch.run_end = (status, ended, error, self.run_id)
+        self.flush()

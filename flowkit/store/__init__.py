@@ -1,0 +1,239 @@
+"""The store: ``$FLOWKIT_HOME`` (default ``./.flowkit``), metadata plus artifacts.
+
+- ``flowkit.db``: the SQLite metadata database (:mod:`flowkit.store.metadata`);
+- ``artifacts/``: content-addressed files (:mod:`flowkit.store.artifacts`);
+  small values (up to 32 KiB) are kept inside the database instead.
+
+:class:`Store` is what the engine, the lineage queries and the CLI use. It
+pickles as its home path, so it can travel to a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowkit.errors import CacheCorruptionError, StoreError
+from flowkit.hashing import file_digest
+from flowkit.records import Run, TaskRun
+from flowkit.store.artifacts import ArtifactFiles, DamagedArtifact
+from flowkit.store.metadata import MetadataDB
+
+__all__ = ["GCReport", "Store", "current_file_digests", "default_home"]
+
+_FILE_DIGESTS: contextvars.ContextVar[Callable[[Path], str]] = contextvars.ContextVar(
+    "flowkit_file_digests", default=lambda path: file_digest(path))
+
+
+def current_file_digests() -> Callable[[Path], str]:
+    """How ``fk.File`` inputs are digested in this context (the store's shortcut table when planning a run)."""
+    return _FILE_DIGESTS.get()
+
+
+def default_home() -> Path:
+    """``$FLOWKIT_HOME``, else ``./.flowkit``."""
+    return Path(os.environ.get("FLOWKIT_HOME") or ".flowkit")
+
+
+_OPEN: dict[Path, Store] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+@dataclass
+class GCReport:
+    """What :meth:`Store.gc` removed (or would remove, with ``dry_run``)."""
+
+    artifacts: list[str] = field(default_factory=list)
+    bytes: int = 0
+    dry_run: bool = False
+
+
+class Store:
+    """Metadata database plus artifact folder under one home directory."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the flowkit store at {self.home}: {exc}. Set FLOWKIT_HOME to a "
+                             f"writable folder.") from exc
+        self.db = MetadataDB(self.home / "flowkit.db")
+        self.files = ArtifactFiles(self.home / "artifacts")
+        self._file_memo: dict[tuple[str, int, int], str] = {}
+
+    @classmethod
+    def open(cls, home: str | os.PathLike[str] | None = None) -> Store:
+        """The store at ``home`` (default: :func:`default_home`), shared within this process."""
+        path = (Path(home) if home is not None else default_home()).absolute()
+        with _OPEN_LOCK:
+            store = _OPEN.get(path)
+            if store is None:
+                store = _OPEN[path] = cls(path)
+            return store
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Store.open, (str(self.home),))
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.home)!r})"
+
+    # --- files as inputs -----------------------------------------------------------------------
+
+    def file_digest(self, path: Path) -> str:
+        """A file's content digest, reusing the recorded one while its size and mtime are unchanged."""
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        memo_key = (real, st.st_size, st.st_mtime_ns)
+        cached = self._file_memo.get(memo_key)
+        if cached is not None:
+            return cached
+        rows = self.db.query("SELECT size, mtime_ns, digest FROM files WHERE path = ?", (real,))
+        if rows and rows[0][0] == st.st_size and rows[0][1] == st.st_mtime_ns:
+            d = rows[0][2]
+        else:
+            d = file_digest(real)
+            self.db.write(lambda c: c.execute("INSERT OR REPLACE INTO files (path, size, mtime_ns, digest) "
+                                              "VALUES (?, ?, ?, ?)", (real, st.st_size, st.st_mtime_ns, d)))
+        self._file_memo[memo_key] = d
+        return d
+
+    @contextlib.contextmanager
+    def digesting_files(self) -> Iterator[None]:
+        """Within this block, ``fk.File`` tokens use this store's size+mtime shortcut table."""
+        token = _FILE_DIGESTS.set(self.file_digest)
+        try:
+            yield
+        finally:
+            _FILE_DIGESTS.reset(token)
+
+    # --- artifacts -----------------------------------------------------------------------------
+
+    def artifact(self, artifact_id: str) -> dict[str, Any] | None:
+        """The record of an artifact: uri, serializer, type, size, columns, dtypes, rows, created."""
+        rows = self.db.query("SELECT id, uri, serializer, type, size, columns, dtypes, rows, created, "
+                             "data IS NOT NULL FROM artifacts WHERE id = ?", (artifact_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"id": r[0], "uri": r[1] or "inline", "serializer": r[2], "type": r[3], "size": r[4],
+                "columns": json.loads(r[5]) if r[5] else None, "dtypes": json.loads(r[6]) if r[6] else None,
+                "rows": r[7], "created": r[8], "inline": bool(r[9])}
+
+    def load(self, artifact_id: str) -> Any:
+        """The value of an artifact; :class:`~flowkit.CacheCorruptionError` if its bytes are damaged."""
+        from flowkit._worker import load_artifact
+
+        record = self.artifact(artifact_id)
+        if record is None:
+            raise KeyError(f"no artifact {artifact_id!r} in the store at {self.home}")
+        inline = self.db.inline_data(artifact_id) if record["inline"] else None
+        try:
+            return load_artifact(self.files, artifact_id, record["serializer"], inline)
+        except DamagedArtifact as exc:
+            raise CacheCorruptionError(f"artifact {artifact_id} is damaged ({exc}); rerun the flow that made it "
+                                       f"to recompute it") from exc
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def runs(self, flow: str | None = None, limit: int | None = None, status: str | None = None) -> list[Run]:
+        """Run records, newest first."""
+        where, params = [], []
+        if flow is not None:
+            where.append("flow = ?")
+            params.append(flow)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        sql = ("SELECT id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file "
+               "FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started DESC, rowid DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._run(r) for r in self.db.query(sql, params)]
+
+    def run(self, run_id: str) -> Run:
+        """One run record by id (a unique prefix of it is enough)."""
+        rows = self.db.query("SELECT id, flow, status, params, started, ended, trigger, error, host, user, "
+                             "git_commit, flow_file FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",))
+        if not rows:
+            raise KeyError(f"no run {run_id!r} in the store at {self.home}")
+        if len(rows) > 1:
+            raise KeyError(f"run id prefix {run_id!r} is ambiguous; give more characters")
+        return self._run(rows[0])
+
+    def _run(self, r: tuple[Any, ...]) -> Run:
+        info = {"host": r[8], "user": r[9], "git_commit": r[10], "flow_file": r[11]}
+        return Run(r[0], r[1], r[2], json.loads(r[3]) if r[3] else {}, r[4], r[5], None, r[6], r[7], info=info,
+                   load=self.task_runs)
+
+    def task_runs(self, run_id: str) -> tuple[TaskRun, ...]:
+        """The task runs of a run, in the order they were recorded."""
+        rows = self.db.query("SELECT id, run_id, node, task, status, attempts, started, ended, cache_key, "
+                             "artifact_id, error, traceback, worker FROM task_runs WHERE run_id = ? ORDER BY rowid",
+                             (run_id,))
+        return tuple(TaskRun(*r) for r in rows)
+
+    def cache_salt(self, run_id: str) -> tuple[str, str]:
+        """(flow, cache salt) of a run, for ``resume=``."""
+        rows = self.db.query("SELECT flow, cache_salt FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise KeyError(run_id)
+        return rows[0][0], rows[0][1] or run_id
+
+    # --- garbage collection --------------------------------------------------------------------
+
+    def gc(self, *, keep_days: float = 30.0, dry_run: bool = False, now: float | None = None,
+           grace_seconds: float = 3600.0) -> GCReport:
+        """Remove artifacts nothing needs any more.
+
+        An artifact is kept while a cache entry points to it, a run that
+        started in the last ``keep_days`` days (or that is still running)
+        produced or consumed it, or a registered model refers to it. Files
+        younger than ``grace_seconds`` are kept too: a running flow may have
+        written them without recording them yet.
+        """
+        now = time.time() if now is None else now
+        since = now - keep_days * 86400
+        keep_sql = (
+            "SELECT artifact_id FROM cache "
+            "UNION SELECT tr.artifact_id FROM task_runs tr JOIN runs r ON r.id = tr.run_id "
+            "  WHERE r.started >= ? OR r.status = 'running' "
+            "UNION SELECT i.artifact_id FROM inputs i JOIN task_runs tr ON tr.id = i.task_run_id "
+            "  JOIN runs r ON r.id = tr.run_id WHERE r.started >= ? OR r.status = 'running'"
+        )
+        if self.db.query("SELECT name FROM sqlite_master WHERE name = 'models'"):
+            keep_sql += " UNION SELECT artifact_id FROM models"
+        keep = {r[0] for r in self.db.query(keep_sql, (since, since)) if r[0]}
+        report = GCReport(dry_run=dry_run)
+        doomed_rows = self.db.query("SELECT id, size FROM artifacts")
+        for artifact_id, size in doomed_rows:
+            if artifact_id not in keep:
+                report.artifacts.append(artifact_id)
+                report.bytes += size or 0
+        doomed = set(report.artifacts)
+        stray = [(d, mtime) for d, mtime in self.files.digests() if d not in keep and d not in doomed]
+        for d, mtime in stray:  # files never recorded (an interrupted run), past the grace period
+            if now - mtime > grace_seconds:
+                report.artifacts.append(d)
+        fresh = {d for d, mtime in self.files.digests() if now - mtime <= grace_seconds}
+        report.artifacts = [a for a in report.artifacts if a not in fresh]
+        if dry_run or not report.artifacts:
+            return report
+        gone = report.artifacts
+
+        def forget(c: Any) -> None:
+            c.executemany("DELETE FROM artifacts WHERE id = ?", [(a,) for a in gone])
+
+        self.db.write(forget)
+        for a in gone:
+            self.files.delete(a)
+        return report
+

@@ -1,0 +1,229 @@
+"""The metadata database: runs, task runs, artifacts, inputs, cache entries.
+
+SQLite in WAL mode with a busy timeout; every write is one ``BEGIN IMMEDIATE``
+transaction (retried while another process holds the write lock), so several
+processes can run flows on one store at once. The schema version lives in
+``PRAGMA user_version`` and is brought up to date by one guarded migration
+step when the database is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flowkit.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "MetadataDB"]
+
+T = TypeVar("T")
+
+#: Each entry upgrades the schema from version i to i + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY, flow TEXT NOT NULL, status TEXT NOT NULL, params TEXT, started REAL,
+        ended REAL, trigger TEXT, scheduled REAL, host TEXT, user TEXT, git_commit TEXT, flow_file TEXT,
+        cache_salt TEXT, error TEXT
+    );
+    CREATE INDEX runs_flow_started ON runs(flow, started);
+    CREATE INDEX runs_started ON runs(started);
+    CREATE TABLE task_runs (
+        id TEXT PRIMARY KEY, run_id TEXT NOT NULL, node TEXT NOT NULL, task TEXT NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER, started REAL, ended REAL, cache_key TEXT, artifact_id TEXT,
+        error TEXT, traceback TEXT, worker TEXT
+    );
+    CREATE INDEX task_runs_run ON task_runs(run_id);
+    CREATE INDEX task_runs_artifact ON task_runs(artifact_id);
+    CREATE TABLE artifacts (
+        id TEXT PRIMARY KEY, uri TEXT, serializer TEXT NOT NULL, type TEXT, size INTEGER,
+        columns TEXT, dtypes TEXT, rows INTEGER, created REAL, data BLOB
+    );
+    CREATE TABLE inputs (
+        task_run_id TEXT NOT NULL, position INTEGER, kind TEXT NOT NULL, artifact_id TEXT, name TEXT,
+        token TEXT, repr TEXT
+    );
+    CREATE INDEX inputs_task_run ON inputs(task_run_id);
+    CREATE TABLE cache (
+        key TEXT PRIMARY KEY, artifact_id TEXT NOT NULL, task TEXT, task_run_id TEXT, created REAL
+    );
+    CREATE INDEX cache_artifact ON cache(artifact_id);
+    CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, digest TEXT);
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_LOCKED = ("database is locked", "database is busy", "database table is locked")
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    return any(text in str(exc) for text in _LOCKED)
+
+
+class MetadataDB:
+    """One connection per process and thread to ``flowkit.db``."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._migrate()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (MetadataDB, (str(self.path),))
+
+    # --- connections and transactions ----------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"cannot open the metadata database {self.path}: {exc}. Check that the folder "
+                                 f"is writable, or point FLOWKIT_HOME elsewhere.") from exc
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.25)
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, retried while the store is busy."""
+        conn = self.conn
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return self._retry(attempt)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query."""
+        return self._retry(lambda: self.conn.execute(sql, params).fetchall())
+
+    def _migrate(self) -> None:
+        def step(conn: sqlite3.Connection) -> None:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store {self.path} has schema version {version}, newer than this flowkit knows "
+                    f"({SCHEMA_VERSION}); upgrade flowkit to use it"
+                )
+            for i in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[i].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        if self.query("PRAGMA user_version")[0][0] != SCHEMA_VERSION:
+            self.write(step)
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def start_run(self, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.write(lambda c: c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values())))
+
+    def flush(self, batch: Batch) -> None:
+        """Write a batch of records in one transaction."""
+        if batch.empty():
+            return
+
+        def write(c: sqlite3.Connection) -> None:
+            if batch.artifacts:
+                c.executemany("INSERT OR IGNORE INTO artifacts (id, uri, serializer, type, size, columns, dtypes, "
+                              "rows, created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.artifacts)
+            if batch.task_runs:
+                c.executemany("INSERT OR REPLACE INTO task_runs (id, run_id, node, task, status, attempts, started, "
+                              "ended, cache_key, artifact_id, error, traceback, worker) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
+            if batch.inputs:
+                c.executemany("INSERT INTO inputs (task_run_id, position, kind, artifact_id, name, token, repr) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)", batch.inputs)
+            if batch.cache:
+                c.executemany("INSERT OR REPLACE INTO cache (key, artifact_id, task, task_run_id, created) "
+                              "VALUES (?, ?, ?, ?, ?)", batch.cache)
+            if batch.uncache:
+                c.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in batch.uncache])
+            if batch.run_end:
+                c.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?", batch.run_end)
+
+        self.write(write)
+        batch.clear()
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def cache_lookup(self, keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:
+        """key -> (artifact id, created, serializer, uri, size) for the keys in the cache, in one query."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        rows = self.query(
+            "SELECT c.key, c.artifact_id, c.created, a.serializer, a.uri, a.size FROM cache c "
+            "JOIN artifacts a ON a.id = c.artifact_id WHERE c.key IN (SELECT value FROM json_each(?))",
+            (json.dumps(keys),),
+        )
+        return {r[0]: r[1:] for r in rows}
+
+    def inline_data(self, artifact_id: str) -> bytes | None:
+        rows = self.query("SELECT data FROM artifacts WHERE id = ?", (artifact_id,))
+        return rows[0][0] if rows else None
+
+
+class Batch:
+    """Rows waiting to be written together (see :meth:`MetadataDB.flush`)."""
+
+    __slots__ = ("artifacts", "task_runs", "inputs", "cache", "uncache", "run_end")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.artifacts: list[tuple[Any, ...]] = []
+        self.task_runs: list[tuple[Any, ...]] = []
+        self.inputs: list[tuple[Any, ...]] = []
+        self.cache: list[tuple[Any, ...]] = []
+        self.uncache: list[str] = []
+        self.run_end: tuple[Any, ...] | None = None
+
+    def empty(self) -> bool:
+        return not (self.artifacts or self.task_runs or self.inputs or self.cache or self.uncache or self.run_end)
+
+    def __len__(self) -> int:
+        return len(self.task_runs) + len(self.artifacts) + len(self.inputs) + len(self.cache)
