@@ -178,8 +178,10 @@ class _Loop:
         found = self.store.db.cache_lookup(wanted)
         now = self.clock.time()
         hits = {}
-        for key, row in found.items():
-            node_id = wanted[key]
+        for key, node_id in wanted.items():  # in node order, so records come out in a stable order
+            row = found.get(key)
+            if row is None:
+                continue
             ttl = nodes[node_id].task.options.cache_ttl
             if ttl is None or row[1] is None or now - row[1] <= ttl:
                 hits[node_id] = row

@@ -101,12 +101,15 @@ _SIMPLE = (int, float, complex, str, bytes, bool, type(None))
 
 
 def _is_simple_constant(value: Any, depth: int = 0) -> bool:
+    """Immutable literals (numbers, strings, tuples of them...): configuration, not state.
+
+    Mutable globals (lists, dicts, objects) are left out on purpose: they are
+    often state that changes while a program runs, which must not change code identity.
+    """
     if isinstance(value, _SIMPLE):
         return True
-    if depth < 3 and isinstance(value, (tuple, list, frozenset, set)) and len(value) <= 256:
+    if depth < 3 and type(value) in (tuple, frozenset) and len(value) <= 256:
         return all(_is_simple_constant(v, depth + 1) for v in value)
-    if depth < 3 and isinstance(value, dict) and len(value) <= 256:
-        return all(_is_simple_constant(k, depth + 1) and _is_simple_constant(v, depth + 1) for k, v in value.items())
     return False
 
 

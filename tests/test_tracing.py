@@ -159,7 +159,7 @@ def test_flow_may_return_a_constant_or_containers_of_refs_and_constants():
         return {"a": [one(), 2], "b": (inc(one()), None)}
 
     assert const() == "done" and CALLS == ["one"]
-    assert nothing() is None and CALLS == ["one", "one"]
+    assert nothing() is None and CALLS == ["one"]  # same task, same inputs: shared through the cache
     assert mixed() == {"a": [1, 2], "b": (2, None)}
 
 

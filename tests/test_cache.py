@@ -1,0 +1,343 @@
+"""Caching: keys, hits, invalidation by code / input / File edits, refresh, ttl, resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import flowkit as fk
+from conftest import CALLS, add, failing, fan, inc, linear, one
+
+LOADS: list[str] = []
+
+
+class Counted:
+    """A value that notes every time it is unpickled, to see which cached values are loaded."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self):
+        return (_load_counted, (self.name,))
+
+
+def _load_counted(name: str) -> Counted:
+    LOADS.append(name)
+    return Counted(name)
+
+
+@fk.task
+def make(name: str) -> Counted:
+    CALLS.append(f"make:{name}")
+    return Counted(name)
+
+
+@fk.task
+def combine(a: Counted, b: Counted) -> str:
+    CALLS.append("combine")
+    return a.name + b.name
+
+
+def test_rerun_with_same_inputs_runs_nothing():
+    first = linear.run(3)
+    assert CALLS == ["one", "inc", "inc", "inc"]
+    CALLS.clear()
+    second = linear.run(3)
+    assert CALLS == []
+    assert second.result() == first.result() == 4
+    assert {tr.status for tr in second.task_runs} == {"cached"}
+    assert [tr.cache_key for tr in second.task_runs] == [tr.cache_key for tr in first.task_runs]
+
+
+def test_a_changed_parameter_invalidates_exactly_what_depends_on_it():
+    @fk.flow
+    def f(x: int, y: int):
+        return add(inc(x), inc(y))
+
+    f.run(1, 2)
+    CALLS.clear()
+    run = f.run(1, 5)
+    assert {tr.node: tr.status for tr in run.task_runs} == {"inc": "cached", "inc#2": "completed",
+                                                           "add": "completed"}
+    assert run.result() == 8
+
+
+def test_fully_cached_rerun_loads_no_intermediate_and_only_the_output():
+    @fk.flow
+    def f():
+        return combine(make("a"), make("b"))
+
+    assert f() == "ab"
+    LOADS.clear()
+    CALLS.clear()
+    assert f() == "ab"
+    assert CALLS == [] and LOADS == []  # the output is a str: nothing Counted was unpickled
+
+
+def test_only_the_inputs_a_rerunning_task_needs_are_loaded():
+    @fk.flow
+    def f(suffix: str):
+        return combine(make("a"), make("b")), make(suffix)
+
+    f("c")
+    LOADS.clear()
+    CALLS.clear()
+    f("d")  # only make("d") is new; combine is cached, so make("a") and make("b") stay on disk
+    assert CALLS == ["make:d"]
+    assert LOADS == []
+
+
+def test_cache_version_invalidates_and_cache_false_always_runs():
+    linear.run(1)
+    CALLS.clear()
+    bumped = inc.with_options(cache_version=2)
+
+    @fk.flow
+    def f():
+        return bumped(one())
+
+    f.run()
+    assert CALLS == ["inc"]  # one is cached; the bumped task is not
+
+    counter = {"n": 0}
+
+    @fk.task(cache=False)
+    def now():
+        counter["n"] += 1
+        return counter["n"]
+
+    @fk.flow
+    def g():
+        return inc(now())
+
+    assert (g(), g()) == (2, 3)  # now() reran, and inc downstream of it did not reuse a stale value
+
+
+def test_cache_ttl_expires_entries_by_the_injected_clock():
+    clock = fk.ManualClock(start=1000.0)
+    fresh = inc.with_options(cache_ttl=60)
+
+    @fk.flow(clock=clock)
+    def f():
+        return fresh(1)
+
+    f()
+    CALLS.clear()
+    clock.advance(59)
+    f()
+    assert CALLS == []
+    clock.advance(2)
+    f()
+    assert CALLS == ["inc"]
+
+
+def test_refresh_all_and_refresh_by_task_name_with_downstream():
+    @fk.flow
+    def f():
+        a = one()
+        return add(inc(a), 10)
+
+    f.run()
+    CALLS.clear()
+    f.run(refresh=True)
+    assert sorted(CALLS) == ["add", "inc", "one"]
+    CALLS.clear()
+    run = f.run(refresh=["inc"])
+    assert sorted(CALLS) == ["add", "inc"]  # inc and everything downstream of it
+    assert run.task_run("one").status == "cached"
+    with pytest.raises(fk.ParameterError, match="unknown task.*nope.*its tasks are: add, inc, one"):
+        f.run(refresh=["nope"])
+
+
+def test_untokenizable_argument_names_the_task_and_argument():
+    @fk.flow
+    def f():
+        return add(1, threading.Lock())
+
+    with pytest.raises(fk.CacheKeyError, match=r"task 'add', argument 'y'.*cache=False") as info:
+        f.run()
+    assert isinstance(info.value, TypeError)
+    assert CALLS == []
+
+    @fk.task(cache=False)
+    def use_lock(lock):
+        return type(lock).__name__
+
+    @fk.flow
+    def g():
+        return use_lock(threading.Lock())
+
+    assert g() == "lock"
+
+
+def test_rerun_after_failure_skips_completed_tasks(tmp_path):
+    flag = tmp_path / "broken"
+    flag.write_text("yes")
+
+    @fk.task
+    def fragile(x):
+        CALLS.append("fragile")
+        if flag.exists():
+            raise RuntimeError("warehouse down")
+        return x * 100
+
+    @fk.flow
+    def f():
+        a = one()
+        good = inc(a)
+        return add(fragile(a), good)
+
+    first = f.run()
+    assert first.status == "failed"
+    flag.unlink()
+    CALLS.clear()
+    second = f.run()
+    assert second.result() == 102
+    assert sorted(CALLS) == ["add", "fragile"]
+    assert {tr.node: tr.status for tr in second.task_runs} == {"one": "cached", "inc": "cached",
+                                                              "fragile": "completed", "add": "completed"}
+
+
+def test_resume_reuses_what_cache_false_tasks_produced_in_that_run(tmp_path):
+    flag = tmp_path / "broken"
+    flag.write_text("yes")
+    pulls = []
+
+    @fk.task(cache=False)
+    def pull():
+        pulls.append(1)
+        return len(pulls) * 1000
+
+    @fk.task
+    def publish(x):
+        if flag.exists():
+            raise RuntimeError("publish failed")
+        return x + 1
+
+    @fk.flow
+    def f():
+        return publish(pull())
+
+    failed = f.run()
+    assert failed.status == "failed" and len(pulls) == 1
+    flag.unlink()
+    resumed = f.run(resume=failed.id[:8])
+    assert resumed.result() == 1001 and len(pulls) == 1  # the pulled value of that run, not a new pull
+    assert resumed.task_run("pull").status == "cached"
+    fresh = f.run()
+    assert fresh.result() == 2001 and len(pulls) == 2
+    with pytest.raises(fk.ParameterError, match="cannot resume: no run 'nope'"):
+        f.run(resume="nope")
+    with pytest.raises(fk.ParameterError, match="is a run of flow 'f', not of this flow"):
+        linear.run(1, resume=failed.id)
+
+
+def test_failed_and_skipped_tasks_are_not_cached():
+    failing.run()
+    CALLS.clear()
+    failing.run()
+    assert sorted(CALLS) == ["boom"]  # one and the good inc are cached; boom runs again, fails again
+
+
+def test_store_false_keeps_nothing(home):
+    no_store = fan.with_options(store=False)
+    assert no_store(3) == 6
+    assert no_store(3) == 6
+    assert CALLS.count("inc") == 6
+    assert not home.exists()
+
+
+def test_file_inputs_are_hashed_by_content(tmp_path):
+    data = tmp_path / "raw.csv"
+    data.write_text("a,b\n1,2\n")
+    other = tmp_path / "other.csv"
+    other.write_text("x\n")
+
+    @fk.task
+    def read(path):
+        CALLS.append(f"read:{path.name}")
+        return path.read_text()
+
+    @fk.flow
+    def f():
+        return read(fk.File(data)), read(fk.File(other))
+
+    assert f() == ("a,b\n1,2\n", "x\n")
+    CALLS.clear()
+    os.utime(data, (1, 1))  # a touch alone: new mtime, same bytes -> still cached
+    f()
+    assert CALLS == []
+    data.write_text("a,b\n3,4\n")
+    assert f()[0] == "a,b\n3,4\n"
+    assert CALLS == ["read:raw.csv"]  # only the task that reads the edited file
+    data.unlink()
+    with pytest.raises(fk.CacheKeyError, match=r"task 'read', argument 'path': input file .*raw.csv does not exist"):
+        f()
+
+
+def _run_script(path, home):
+    env = {**os.environ, "FLOWKIT_HOME": str(home)}
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, check=True,
+                          cwd=path.parent).stdout
+
+
+def test_editing_a_helper_function_invalidates_the_tasks_that_use_it(tmp_path, home):
+    helpers = tmp_path / "helpers.py"
+    helpers.write_text("def clean(x):\n    return x + 1\n")
+    script = tmp_path / "pipeline.py"
+    script.write_text(textwrap.dedent("""
+        import flowkit as fk
+        import helpers
+        from helpers import clean
+
+        SCALE = 10
+
+        def scale(x):
+            return x * SCALE
+
+        @fk.task
+        def a(x):
+            return clean(x)
+
+        @fk.task
+        def b(x):
+            return scale(x)
+
+        @fk.task
+        def c(x):
+            return helpers.clean(x) * 2
+
+        @fk.flow
+        def f():
+            return a(1), b(1), c(1)
+
+        run = f.run()
+        print(run.result(), sorted((tr.node, tr.status) for tr in run.task_runs))
+    """))
+    assert _run_script(script, home).startswith("(2, 10, 4)")
+    out = _run_script(script, home)
+    assert "('a', 'cached'), ('b', 'cached'), ('c', 'cached')" in out
+    helpers.write_text("# a comment changes nothing\ndef clean(x):\n    return x + 1  # same code\n")
+    assert "('a', 'cached'), ('b', 'cached'), ('c', 'cached')" in _run_script(script, home)
+    helpers.write_text("def clean(x):\n    return x + 2\n")
+    out = _run_script(script, home)
+    assert out.startswith("(3, 10, 6)")
+    assert "('a', 'completed'), ('b', 'cached'), ('c', 'completed')" in out
+    script.write_text(script.read_text().replace("SCALE = 10", "SCALE = 20"))
+    out = _run_script(script, home)
+    assert out.startswith("(3, 20, 6)") and "('a', 'cached'), ('b', 'completed'), ('c', 'cached')" in out
+
+
+def test_decorator_options_do_not_change_the_code_fingerprint():
+    from flowkit.hashing import fingerprint
+
+    def f(x):
+        return x + 1
+
+    assert fingerprint(fk.task(retries=3)(f).fn) == fingerprint(fk.task(f).fn)
+    assert fingerprint(one.fn) != fingerprint(inc.fn)
