@@ -65,7 +65,7 @@ def test_values_are_stored_with_a_serializer_chosen_by_type_and_round_trip(home)
         "frame": "feather", "frame_parquet": "parquet", "array": "npy", "closure": "cloudpickle"}
     assert records["frame"]["columns"] == ["x", "k", "s"] and records["frame"]["rows"] == 50_000
     assert records["frame"]["dtypes"] == [str(d) for d in big_frame(10).dtypes]
-    assert records["frame"]["type"] == "pandas.core.frame.DataFrame"
+    assert records["frame"]["type"] == f"{pd.DataFrame.__module__}.DataFrame"
     assert records["closure"]["inline"] and not records["frame"]["inline"]
     # the artifact's path is derived from its digest alone
     frame_id = run.artifact_id("frame")
