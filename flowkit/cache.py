@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from flowkit._worker import Item, Nested, Slot
 from flowkit.errors import CacheKeyError
 from flowkit.graph import Node
-from flowkit.hashing import Hasher, fingerprint, token
+from xxhash import xxh3_128_hexdigest
+
+from flowkit.hashing import fingerprint, token
 from flowkit.task import Task
 
 if TYPE_CHECKING:
@@ -42,6 +44,15 @@ def _tok_nested(self: Nested) -> tuple[Any, ...]:
 
 def _path_token(path: tuple[Any, ...]) -> str:
     return repr(tuple(("item", k.k) if type(k) is Item else k for k in path))
+
+
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _scalar_token(value: Any) -> str:
+    if type(value) is Slot:
+        return f"${value.index}{_path_token(value.path) if value.path else ''}"
+    return repr(value)
 
 
 Slot.__dask_tokenize__ = _tok_slot  # type: ignore[attr-defined]
@@ -65,8 +76,14 @@ class KeyMaker:
     def args_token(self, node: Node) -> str:
         """The token of a node's argument template (refs as slots)."""
         args, kwargs = node.args, node.kwargs
-        if not kwargs and all(type(a) is Slot for a in args):
-            return "s" + ",".join(f"{a.index}{_path_token(a.path) if a.path else ''}" for a in args)
+        if all(type(a) is Slot or type(a) in _SCALARS for a in args) and (
+            not kwargs or all(type(v) is Slot or type(v) in _SCALARS for v in kwargs.values())
+        ):
+            # Fast path for the common case: slots and plain scalars, whose repr is unambiguous.
+            text = ",".join(_scalar_token(a) for a in args)
+            if kwargs:
+                text += ";" + ",".join(f"{k}={_scalar_token(v)}" for k, v in kwargs.items())
+            return text
         try:
             return token((args, kwargs))
         except CacheKeyError:
@@ -84,26 +101,20 @@ class KeyMaker:
 
     def key(self, node: Node, dep_keys: Iterable[str]) -> str:
         """The key of one node, given its upstream keys in slot order."""
-        h = Hasher()
-        kind = node.kind
-        if kind == "map":
-            h.update(b"map")
+        if node.kind == "map":
+            parts = ["map"]
         else:
             task = node.task
             opts = task.options
-            h.update(kind.encode())
-            h.update(self.fingerprint(task).encode())
-            h.update(repr(opts.cache_version).encode())
+            parts = [node.kind, self.fingerprint(task), repr(opts.cache_version)]
             if opts.cache:
-                h.update(self.args_token(node).encode())
+                parts.append(self.args_token(node))
             else:  # unique to this run (or the run it resumes): never served elsewhere
-                h.update(f"nocache:{self.salt}:{node.id}".encode())
+                parts.append(f"nocache:{self.salt}:{node.id}")
             if node.source_path:
-                h.update(_path_token(node.source_path).encode())
-        for dep_key in dep_keys:
-            h.update(b"\x00")
-            h.update(dep_key.encode())
-        return h.hexdigest()
+                parts.append(_path_token(node.source_path))
+        parts.extend(dep_keys)
+        return xxh3_128_hexdigest("\x00".join(parts).encode())
 
     def keys(self, nodes: dict[str, Node], known: dict[str, str] | None = None) -> dict[str, str]:
         """Keys of ``nodes`` (in a topological order), extending ``known``."""

@@ -131,10 +131,7 @@ def _graph_of(state: RunState, graph: FlowGraph) -> FlowGraph:
     """The graph that ran: the traced one, or a copy with dynamic maps expanded."""
     if not state.expanded:
         return graph
-    g = nx.DiGraph()
-    g.add_nodes_from((nid, {"task": n.task.name, "kind": n.kind, "node": n}) for nid, n in state.nodes.items())
-    g.add_edges_from((dep, nid) for nid, n in state.nodes.items() for dep in n.deps)
-    return FlowGraph(graph.flow, graph.params, g, state.nodes, graph.output, graph.output_deps)
+    return FlowGraph(graph.flow, graph.params, state.nodes, graph.output, graph.output_deps)
 
 
 class _Loop:
@@ -316,15 +313,16 @@ class _Loop:
     def record(self, tr: TaskRun, info: Any = None, node: Node | None = None) -> None:
         self.state.records.append(tr)
         if self.recorder is not None:
-            inputs = self.inputs(tr.id, node) if node is not None else ()
+            inputs = self.inputs(tr.node, node) if node is not None else ()
             self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed")
 
-    def inputs(self, task_run_id: str, node: Node) -> list[tuple[Any, ...]]:
+    def inputs(self, node_id: str, node: Node) -> list[tuple[Any, ...]]:
         """Lineage rows: the artifacts behind each upstream slot, and each constant argument."""
         rows: list[tuple[Any, ...]] = []
+        run_id = self.state.run_id
         for position, dep in enumerate(node.deps):
             for artifact_id in self.artifact_ids(dep):
-                rows.append((task_run_id, position, "artifact", artifact_id, dep, None, None))
+                rows.append((run_id, node_id, position, "artifact", artifact_id, dep, None, None))
         constants = [(i, v) for i, v in enumerate(node.args) if type(v) is not Slot]
         constants += [(k, v) for k, v in (node.kwargs or {}).items() if type(v) is not Slot]
         if constants:
@@ -337,7 +335,7 @@ class _Loop:
                     tok = token(value)
                 except Exception:  # noqa: BLE001 - cache=False tasks may take anything
                     tok = None
-                rows.append((task_run_id, None, "param", None, name, tok, short_repr(value)))
+                rows.append((run_id, node_id, None, "param", None, name, tok, short_repr(value)))
         return rows
 
     def artifact_ids(self, node_id: str) -> list[str]:

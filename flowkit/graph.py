@@ -83,23 +83,32 @@ class FlowGraph:
         output_deps: the node ids the output refers to.
     """
 
-    __slots__ = ("flow", "params", "nx", "nodes", "output", "output_deps")
+    __slots__ = ("flow", "params", "_nx", "nodes", "output", "output_deps")
 
     def __init__(
         self,
         flow: str,
         params: dict[str, Any],
-        nxgraph: nx.DiGraph,
         nodes: dict[str, Node],
         output: Any,
         output_deps: tuple[str, ...],
     ) -> None:
         self.flow = flow
         self.params = params
-        self.nx = nxgraph
         self.nodes = nodes
         self.output = output
         self.output_deps = output_deps
+        self._nx: nx.DiGraph | None = None
+
+    @property
+    def nx(self) -> nx.DiGraph:
+        """The ``networkx.DiGraph`` of node ids (built on first use; running a flow does not need it)."""
+        if self._nx is None:
+            g = nx.DiGraph()
+            g.add_nodes_from((nid, {"task": n.task.name, "kind": n.kind, "node": n}) for nid, n in self.nodes.items())
+            g.add_edges_from((dep, nid) for nid, n in self.nodes.items() for dep in n.deps)
+            self._nx = g
+        return self._nx
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -114,7 +123,8 @@ class FlowGraph:
         return self.nodes[node_id]
 
     def __repr__(self) -> str:
-        return f"<FlowGraph {self.flow!r}: {len(self.nodes)} nodes, {self.nx.number_of_edges()} edges>"
+        edges = sum(len(n.deps) for n in self.nodes.values())
+        return f"<FlowGraph {self.flow!r}: {len(self.nodes)} nodes, {edges} edges>"
 
     def _label(self, node: Node) -> str:
         if node.kind == "map":
@@ -131,8 +141,8 @@ class FlowGraph:
             label = self._label(node).replace('"', "#quot;")
             shape = ('[["', '"]]') if node.kind != "task" else ('["', '"]')
             lines.append(f"    {index[node_id]}{shape[0]}{label}{shape[1]}")
-        for src, dst in self.nx.edges():
-            lines.append(f"    {index[src]} --> {index[dst]}")
+        for dst, node in self.nodes.items():
+            lines.extend(f"    {index[src]} --> {index[dst]}" for src in node.deps)
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
@@ -145,7 +155,7 @@ class FlowGraph:
         for node_id, node in self.nodes.items():
             extra = ", shape=box3d" if node.kind != "task" else ""
             lines.append(f"    {quote(node_id)} [label={quote(self._label(node))}{extra}];")
-        for src, dst in self.nx.edges():
-            lines.append(f"    {quote(src)} -> {quote(dst)};")
+        for dst, node in self.nodes.items():
+            lines.extend(f"    {quote(src)} -> {quote(dst)};" for src in node.deps)
         lines.append("}")
         return "\n".join(lines) + "\n"

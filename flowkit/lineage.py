@@ -47,8 +47,8 @@ def lineage(artifact_id: str, *, home: str | os.PathLike[str] | None = None, sto
         g.add_node(aid, kind="artifact", type=record.get("type"), size=record.get("size"),
                    serializer=record.get("serializer"), columns=record.get("columns"), rows=record.get("rows"))
         producer = db.query(
-            "SELECT tr.id, tr.run_id, tr.task, tr.node, tr.started, tr.cache_key, r.flow, r.git_commit "
-            "FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id "
+            "SELECT tr.run_id || '/' || tr.node, tr.run_id, tr.task, tr.node, tr.started, tr.cache_key, r.flow, "
+            "r.git_commit FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id "
             "WHERE tr.artifact_id = ? AND tr.status = 'completed' ORDER BY tr.started LIMIT 1", (aid,))
         if not producer:
             continue
@@ -57,8 +57,8 @@ def lineage(artifact_id: str, *, home: str | os.PathLike[str] | None = None, sto
                    cache_key=cache_key, git_commit=git_commit)
         g.add_edge(tr_id, aid)
         for kind, input_id, name, tok, text in db.query(
-                "SELECT kind, artifact_id, name, token, repr FROM inputs WHERE task_run_id = ? ORDER BY rowid",
-                (tr_id,)):
+                "SELECT kind, artifact_id, name, token, repr FROM inputs WHERE run_id = ? AND node = ? ORDER BY rowid",
+                (run_id, node)):
             if kind == "artifact":
                 g.add_edge(input_id, tr_id)
                 todo.append(input_id)

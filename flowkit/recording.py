@@ -68,6 +68,7 @@ class Recorder:
         self.flush_every = flush_every
         self.max_rows = max_rows
         self.batch = Batch()
+        self._seq = 0
         self._last_flush = clock.monotonic()
 
     def start(self, flow: str, params: dict[str, Any], started: float, trigger: str, salt: str,
@@ -81,8 +82,9 @@ class Recorder:
                  cache: bool = False) -> None:
         """Record one finished task run, its artifact and cache entry and what it consumed."""
         batch = self.batch
-        batch.task_runs.append((tr.id, tr.run_id, tr.node, tr.name, tr.status, tr.attempts, tr.started, tr.ended,
-                                tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker))
+        self._seq += 1
+        batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
+                                tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker))
         if info is not None:
             desc = info.description
             columns = desc.get("columns")
@@ -94,7 +96,8 @@ class Recorder:
                 batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended))
         if inputs:
             batch.inputs.extend(inputs)
-        if len(batch) >= self.max_rows or self.clock.monotonic() - self._last_flush >= self.flush_every:
+        if not self._seq & 255 and (len(batch) >= self.max_rows
+                                    or self.clock.monotonic() - self._last_flush >= self.flush_every):
             self.flush()
 
     def uncache(self, key: str) -> None:

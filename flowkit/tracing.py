@@ -15,8 +15,6 @@ import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from flowkit._worker import Nested, Slot
 from flowkit.errors import ParameterError, RefUsageError
 from flowkit.files import File
@@ -147,13 +145,15 @@ del _name, _what, _op, _sym
 class Trace:
     """The graph being recorded while one flow body runs."""
 
-    __slots__ = ("flow", "nodes", "counts", "prefix")
+    __slots__ = ("flow", "nodes", "counts", "prefix", "_bound")
 
     def __init__(self, flow: str) -> None:
         self.flow = flow
         self.nodes: dict[str, Node] = {}
         self.counts: dict[str, int] = {}
         self.prefix = ""
+        # Whether arguments bind depends only on how many are positional and which are named.
+        self._bound: set[tuple[int, int, tuple[str, ...]]] = set()
 
     def new_id(self, name: str) -> str:
         """The next stable node id for a call of ``name`` under the current prefix."""
@@ -209,8 +209,12 @@ class Trace:
         return value, False
 
     def _bind_check(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        shape = (id(task), len(args), tuple(kwargs) if kwargs else ())
+        if shape in self._bound:
+            return
         try:
             task.signature.bind(*args, **kwargs)
+            self._bound.add(shape)
         except TypeError as exc:
             raise ParameterError(
                 f"task {task.name!r} was called with arguments that do not match its signature "
@@ -276,10 +280,7 @@ class Trace:
         """Freeze what was recorded into a :class:`FlowGraph`."""
         out_deps: dict[str, int] = {}
         output_template = self.lift(output, out_deps)
-        g = nx.DiGraph()
-        g.add_nodes_from((nid, {"task": n.task.name, "kind": n.kind, "node": n}) for nid, n in self.nodes.items())
-        g.add_edges_from((dep, nid) for nid, n in self.nodes.items() for dep in n.deps)
-        return FlowGraph(self.flow, params, g, self.nodes, output_template, tuple(out_deps))
+        return FlowGraph(self.flow, params, self.nodes, output_template, tuple(out_deps))
 
 
 def trace_flow(name: str, fn: Callable[..., Any], params: dict[str, Any]) -> FlowGraph:

@@ -176,9 +176,9 @@ class Store:
 
     def task_runs(self, run_id: str) -> tuple[TaskRun, ...]:
         """The task runs of a run, in the order they were recorded."""
-        rows = self.db.query("SELECT id, run_id, node, task, status, attempts, started, ended, cache_key, "
-                             "artifact_id, error, traceback, worker FROM task_runs WHERE run_id = ? ORDER BY rowid",
-                             (run_id,))
+        rows = self.db.query("SELECT run_id || '/' || node, run_id, node, task, status, attempts, started, ended, "
+                             "cache_key, artifact_id, error, traceback, worker FROM task_runs WHERE run_id = ? "
+                             "ORDER BY seq", (run_id,))
         return tuple(TaskRun(*r) for r in rows)
 
     def cache_salt(self, run_id: str) -> tuple[str, str]:
@@ -206,8 +206,8 @@ class Store:
             "SELECT artifact_id FROM cache "
             "UNION SELECT tr.artifact_id FROM task_runs tr JOIN runs r ON r.id = tr.run_id "
             "  WHERE r.started >= ? OR r.status = 'running' "
-            "UNION SELECT i.artifact_id FROM inputs i JOIN task_runs tr ON tr.id = i.task_run_id "
-            "  JOIN runs r ON r.id = tr.run_id WHERE r.started >= ? OR r.status = 'running'"
+            "UNION SELECT i.artifact_id FROM inputs i JOIN runs r ON r.id = i.run_id "
+            "  WHERE r.started >= ? OR r.status = 'running'"
         )
         if self.db.query("SELECT name FROM sqlite_master WHERE name = 'models'"):
             keep_sql += " UNION SELECT artifact_id FROM models"

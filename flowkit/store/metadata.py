@@ -35,21 +35,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_flow_started ON runs(flow, started);
     CREATE INDEX runs_started ON runs(started);
     CREATE TABLE task_runs (
-        id TEXT PRIMARY KEY, run_id TEXT NOT NULL, node TEXT NOT NULL, task TEXT NOT NULL,
+        run_id TEXT NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL, task TEXT NOT NULL,
         status TEXT NOT NULL, attempts INTEGER, started REAL, ended REAL, cache_key TEXT, artifact_id TEXT,
-        error TEXT, traceback TEXT, worker TEXT
-    );
-    CREATE INDEX task_runs_run ON task_runs(run_id);
-    CREATE INDEX task_runs_artifact ON task_runs(artifact_id);
+        error TEXT, traceback TEXT, worker TEXT,
+        PRIMARY KEY (run_id, node)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_runs_produced ON task_runs(artifact_id) WHERE status = 'completed';
     CREATE TABLE artifacts (
         id TEXT PRIMARY KEY, uri TEXT, serializer TEXT NOT NULL, type TEXT, size INTEGER,
         columns TEXT, dtypes TEXT, rows INTEGER, created REAL, data BLOB
     );
     CREATE TABLE inputs (
-        task_run_id TEXT NOT NULL, position INTEGER, kind TEXT NOT NULL, artifact_id TEXT, name TEXT,
-        token TEXT, repr TEXT
+        run_id TEXT NOT NULL, node TEXT NOT NULL, position INTEGER, kind TEXT NOT NULL, artifact_id TEXT,
+        name TEXT, token TEXT, repr TEXT
     );
-    CREATE INDEX inputs_task_run ON inputs(task_run_id);
+    CREATE INDEX inputs_task_run ON inputs(run_id, node);
     CREATE TABLE cache (
         key TEXT PRIMARY KEY, artifact_id TEXT NOT NULL, task TEXT, task_run_id TEXT, created REAL
     );
@@ -170,12 +170,12 @@ class MetadataDB:
                 c.executemany("INSERT OR IGNORE INTO artifacts (id, uri, serializer, type, size, columns, dtypes, "
                               "rows, created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.artifacts)
             if batch.task_runs:
-                c.executemany("INSERT OR REPLACE INTO task_runs (id, run_id, node, task, status, attempts, started, "
+                c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, attempts, started, "
                               "ended, cache_key, artifact_id, error, traceback, worker) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
             if batch.inputs:
-                c.executemany("INSERT INTO inputs (task_run_id, position, kind, artifact_id, name, token, repr) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?)", batch.inputs)
+                c.executemany("INSERT INTO inputs (run_id, node, position, kind, artifact_id, name, token, repr) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.inputs)
             if batch.cache:
                 c.executemany("INSERT OR REPLACE INTO cache (key, artifact_id, task, task_run_id, created) "
                               "VALUES (?, ?, ?, ?, ?)", batch.cache)
