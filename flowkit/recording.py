@@ -96,8 +96,11 @@ class Recorder:
                 batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended))
         if inputs:
             batch.inputs.extend(inputs)
-        if not self._seq & 255 and (len(batch) >= self.max_rows
-                                    or self.clock.monotonic() - self._last_flush >= self.flush_every):
+        # Batch fast tasks, but never let a slow task's result wait: if the process dies
+        # later, at most ``flush_every`` seconds of quick work is lost and recomputed.
+        slow = tr.started is not None and tr.ended is not None and tr.ended - tr.started >= self.flush_every / 10
+        if slow or self.clock.monotonic() - self._last_flush >= self.flush_every or (
+                not self._seq & 255 and len(batch) >= self.max_rows):
             self.flush()
 
     def uncache(self, key: str) -> None:
