@@ -122,6 +122,35 @@ def execute(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
     return fn(*args)
 
 
+def call_with_timeout(name: str, timeout: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` in a helper thread and stop waiting for it after ``timeout`` seconds.
+
+    Python cannot kill a thread: a timed-out attempt is abandoned (it runs on
+    in the background, its result discarded) and the caller moves on at once.
+    """
+    import threading
+
+    from flowkit.errors import TaskTimeoutError
+
+    outcome: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append((True, fn(*args, **kwargs)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=attempt, name=f"flowkit-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise TaskTimeoutError(f"task {name!r} timed out after {timeout:g}s; the attempt was abandoned")
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 def collect(*values: Any) -> list[Any]:
     """The function of a map node: the list of its children's values."""
     return list(values)

@@ -31,7 +31,10 @@ reported, forgotten, and its node recomputed instead of loaded.
 
 from __future__ import annotations
 
+import functools
+import heapq
 import logging
+import random
 import traceback as _tb
 import uuid
 from collections import deque
@@ -41,16 +44,28 @@ from typing import Any
 
 import networkx as nx
 
-from flowkit._worker import Item, Slot, collect, execute, fill, load_artifact, resolve_path, run_and_store
+from flowkit._worker import (
+    Item,
+    Slot,
+    call_with_timeout,
+    collect,
+    execute,
+    fill,
+    load_artifact,
+    resolve_path,
+    run_and_store,
+)
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.errors import FlowRunError
 from flowkit.executors import Completion, Executor, Session
 from flowkit.graph import FlowGraph, Node
-from flowkit.records import Run, TaskRun
+from flowkit.records import Attempt, Run, TaskRun
 from flowkit.recording import Recorder, short_repr
 from flowkit.store import Store
+from flowkit.retry import retry_delay, should_retry
 from flowkit.store.artifacts import DamagedArtifact
+from flowkit.task import Task, TaskOptions, effective_options
 
 __all__ = ["RunState", "expand_map", "run_graph"]
 
@@ -138,7 +153,8 @@ class _Loop:
     """One run of one graph on one executor session."""
 
     def __init__(self, graph: FlowGraph, session: Session, clock: Clock, run_id: str, store: Store | None,
-                 keymaker: KeyMaker | None, recorder: Recorder | None, forced: Collection[str]) -> None:
+                 keymaker: KeyMaker | None, recorder: Recorder | None, forced: Collection[str],
+                 task_defaults: dict[str, Any] | None = None, fail_fast: bool = False) -> None:
         self.graph = graph
         self.session = session
         self.clock = clock
@@ -146,9 +162,22 @@ class _Loop:
         self.keymaker = keymaker
         self.recorder = recorder
         self.forced = forced
+        self.task_defaults = task_defaults
+        self.fail_fast = fail_fast
+        self.stopped = False
         self.state = RunState(run_id, dict(graph.nodes))
         self.submitted: set[str] = set()
         self.loads: set[str] = set()
+        self.attempts: dict[str, list[Attempt]] = {}
+        self.timers: list[tuple[float, int, str]] = []  # (due, tie-breaker, node id): retries waiting
+        self._options: dict[int, TaskOptions] = {}
+
+    def options(self, task: Task[..., Any]) -> TaskOptions:
+        """A task's options with the flow's ``task_defaults`` applied (memoized per task)."""
+        opts = self._options.get(id(task))
+        if opts is None:
+            opts = self._options[id(task)] = effective_options(task, self.task_defaults)
+        return opts
 
     # --- planning ------------------------------------------------------------------------------
 
@@ -234,11 +263,16 @@ class _Loop:
             deps = [handles[d] for d in node.deps]
             kind = node.kind
             if kind == "task":
+                task = node.task
+                fn: Callable[..., Any] = task.fn
+                timeout = self.options(task).timeout
+                if timeout is not None:
+                    fn = functools.partial(call_with_timeout, task.name, timeout, fn)
                 if self.store is None:
-                    self.session.submit(key, execute, (node.task.fn, node.args, node.kwargs), deps)
+                    self.session.submit(key, execute, (fn, node.args, node.kwargs), deps)
                 else:
-                    self.session.submit(key, run_and_store, (self.store.files, node.task.options.serializer,
-                                                             node.task.fn, node.args, node.kwargs), deps)
+                    self.session.submit(key, run_and_store, (self.store.files, task.options.serializer, fn,
+                                                             node.args, node.kwargs), deps)
             elif kind == "map":
                 self.session.submit(key, collect, (), deps)
             else:
@@ -285,16 +319,37 @@ class _Loop:
                 info = done.info
                 if info is not None:
                     state.artifacts[key] = info.digest
-                self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed", 1,
-                                    done.started, done.ended, state.keys.get(key),
-                                    info.digest if info is not None else None, worker=done.worker), info, node)
+                history = self.attempted(done)
+                self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
+                                    len(history), history[0].started, done.ended, state.keys.get(key),
+                                    info.digest if info is not None else None, worker=done.worker,
+                                    history=history), info, node)
             complete(state, key, done.handle)
         elif isinstance(done.error, KeyboardInterrupt):
             raise done.error
         elif key in self.loads and isinstance(done.error, DamagedArtifact):
             self.recompute(key, done.error)
+        elif key not in self.loads and state.nodes[key].kind == "task" and not self.stopped and should_retry(
+                self.options(state.nodes[key].task), done.error, len(self.attempts.get(key, ())) + 1):
+            self.retry_later(done)
         else:
             self.finish_failure(done)
+
+    def attempted(self, done: Completion) -> tuple[Attempt, ...]:
+        """Every attempt of a node so far, ending with the one that just finished."""
+        earlier = self.attempts.pop(done.key, [])
+        error = _error_text(done.error) if done.error is not None else None
+        return (*earlier, Attempt(len(earlier) + 1, done.started, done.ended, error))
+
+    def retry_later(self, done: Completion) -> None:
+        """Note the failed attempt and schedule the next one after the policy's delay."""
+        history = self.attempted(done)
+        self.attempts[done.key] = list(history)
+        opts = self.options(self.state.nodes[done.key].task)
+        delay = retry_delay(opts, len(history) - 1, random.random())
+        log.info("flowkit: task %r failed (attempt %d of %d: %s); retrying in %.3gs", done.key, len(history),
+                 opts.retries + 1, history[-1].error, delay)
+        heapq.heappush(self.timers, (self.clock.monotonic() + delay, len(self.timers), done.key))
 
     def recompute(self, key: str, damage: DamagedArtifact) -> None:
         """A cached artifact is damaged: report it, forget it, and run the node instead."""
@@ -352,11 +407,14 @@ class _Loop:
         node = state.nodes[done.key]
         exc = done.error
         assert exc is not None
+        history = self.attempted(done)
         self.record(TaskRun(
-            f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", 1, done.started,
-            done.ended, state.keys.get(done.key), error=_error_text(exc),
-            traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc,
+            f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", len(history),
+            history[0].started, done.ended, state.keys.get(done.key), error=_error_text(exc),
+            traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc, history=history,
         ))
+        if self.fail_fast:
+            self.stop()
         for skipped in fail(state, done.key):
             if state.nodes[skipped].kind != "map":
                 self.record(TaskRun(f"{state.run_id}/{skipped}", state.run_id, skipped,
@@ -374,13 +432,53 @@ class _Loop:
     def loop(self) -> None:
         state = self.state
         ready = state.ready
+        timers = self.timers
+        clock = self.clock
+        session = self.session
         while True:
             while ready:
                 self.submit(ready.popleft())
-            if state.running == 0:
+                for done in session.wait(0):  # an in-process session may have finished it already
+                    self.finish(done)
+            if timers:
+                now = clock.monotonic()
+                if timers[0][0] <= now:
+                    while timers and timers[0][0] <= now:
+                        ready.append(heapq.heappop(timers)[2])
+                    continue
+                if state.running == 0:
+                    clock.sleep(timers[0][0] - now)  # nothing else to do until the next retry
+                    continue
+                completions = self.session.wait(timers[0][0] - now)
+            elif state.running == 0:
                 return
-            for done in self.session.wait():
+            else:
+                completions = self.session.wait(None)
+            for done in completions:
                 self.finish(done)
+
+    def stop(self) -> None:
+        """``fail_fast``: submit nothing more (retries included); running tasks finish and are recorded."""
+        self.stopped = True
+        state = self.state
+        waiting = [key for _, _, key in self.timers]
+        self.timers.clear()
+        for key in waiting:  # a retry that will not happen: the task failed with what it had
+            history = tuple(self.attempts.pop(key))
+            node = state.nodes[key]
+            state.failed.append(key)
+            self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "failed",
+                                len(history), history[0].started, history[-1].ended, state.keys.get(key),
+                                error=history[-1].error, history=history))
+        state.ready.clear()
+        for key in state.scheduled:
+            node = state.nodes[key]
+            if (key in state.handles or key in state.skipped or key in self.submitted or key in state.failed
+                    or node.kind != "task"):
+                continue
+            state.skipped.add(key)
+            self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "skipped",
+                                cache_key=state.keys.get(key)))
 
     def cancel(self) -> None:
         """Ctrl-C: stop the session; running tasks are cancelled, the rest skipped."""
@@ -420,6 +518,8 @@ def run_graph(
     refresh: bool | Collection[str] = False,
     salt: str | None = None,
     context: dict[str, Any] | None = None,
+    task_defaults: dict[str, Any] | None = None,
+    fail_fast: bool = False,
     on_end: Callable[[Run], None] | None = None,
 ) -> Run:
     """Run every node of ``graph`` and return the :class:`Run` record.
@@ -430,6 +530,8 @@ def run_graph(
             everything downstream of them).
         salt: what ``cache=False`` keys are unique to (default: this run's id; a
             resumed run passes the salt of the run it resumes).
+        task_defaults: the flow's defaults for its tasks' retry and timeout options.
+        fail_fast: stop submitting tasks at the first final failure.
 
     Never raises for a task failure (the run is ``failed`` and ``run.result()``
     raises). A ``KeyboardInterrupt`` ends the run ``cancelled`` and is re-raised.
@@ -457,7 +559,7 @@ def run_graph(
     loop = None
     try:
         with executor.session(clock) as session:
-            loop = _Loop(graph, session, clock, run_id, store, keymaker, recorder, forced)
+            loop = _Loop(graph, session, clock, run_id, store, keymaker, recorder, forced, task_defaults, fail_fast)
             state = loop.state
             try:
                 loop.plan(keys)

@@ -25,7 +25,7 @@ from flowkit.graph import FlowGraph
 from flowkit.records import Run
 from flowkit.recording import run_context
 from flowkit.store import Store
-from flowkit.task import Task, check_name, make_options
+from flowkit.task import Task, check_name, check_task_defaults, make_options
 from flowkit.tracing import current_trace, inline_subflow, trace_flow
 
 __all__ = ["Flow", "FlowOptions", "flow"]
@@ -49,6 +49,8 @@ class FlowOptions:
         store: where results are cached and runs recorded: ``None`` for the
             default (``$FLOWKIT_HOME``, else ``./.flowkit``), a folder, a
             :class:`~flowkit.Store`, or ``False`` to keep nothing (no caching).
+        task_defaults: retry and timeout options for every task of the flow,
+            e.g. ``{"retries": 2, "timeout": 600}``; a task's own options win.
     """
 
     name: str | None = None
@@ -56,6 +58,7 @@ class FlowOptions:
     executor: Executor | None = None
     clock: Clock | None = None
     store: Store | str | os.PathLike[str] | bool | None = None
+    task_defaults: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         owner = f"flow {self.name!r}" if isinstance(self.name, str) else "@fk.flow"
@@ -70,6 +73,8 @@ class FlowOptions:
         if not (self.store is None or self.store is False or isinstance(self.store, (Store, str, os.PathLike))):
             raise DefinitionError(f"{owner}: option store= must be a folder, an fk.Store, False or None, "
                                   f"got {self.store!r}")
+        if self.task_defaults is not None:
+            object.__setattr__(self, "task_defaults", check_task_defaults(owner, self.task_defaults))
         if self.clock is not None and not isinstance(self.clock, Clock):
             raise DefinitionError(f"{owner}: option clock= must have time(), monotonic() and sleep(), "
                                   f"got {self.clock!r}")
@@ -151,7 +156,7 @@ class Flow(Generic[P, R]):
         return trace_flow(self.name, self._body, self.bind(*args, **kwargs))
 
     def run(self, *args: Any, refresh: bool | Iterable[str] = False, resume: str | None = None,
-            **kwargs: Any) -> Run:
+            fail_fast: bool = False, **kwargs: Any) -> Run:
         """Run the flow and return its :class:`Run` record.
 
         Args:
@@ -160,13 +165,15 @@ class Flow(Generic[P, R]):
                 recomputes those tasks and everything downstream of them.
             resume: the id of an earlier run of this flow: besides everything
                 cached, reuse what its ``cache=False`` tasks produced.
+            fail_fast: at the first task that fails for good, submit nothing
+                more (running tasks finish and are recorded; the rest is skipped).
 
         A task failure does not raise here: the run's status is ``"failed"``
         and ``run.result()`` raises :class:`~flowkit.FlowRunError`. Bad
         parameters raise :class:`~flowkit.errors.ParameterError` before
         anything runs; Ctrl-C cancels the run and re-raises.
         """
-        return self._run(self.bind(*args, **kwargs), refresh=refresh, resume=resume)
+        return self._run(self.bind(*args, **kwargs), refresh=refresh, resume=resume, fail_fast=fail_fast)
 
     def store(self) -> Store | None:
         """The store this flow records into (``None`` when ``store=False``)."""
@@ -178,7 +185,7 @@ class Flow(Generic[P, R]):
         return Store.open(None if option is None or option is True else option)
 
     def _run(self, params: dict[str, Any], *, trigger: str = "manual", refresh: bool | Iterable[str] = False,
-             resume: str | None = None) -> Run:
+             resume: str | None = None, fail_fast: bool = False) -> Run:
         graph = trace_flow(self.name, self._body, params)
         executor = self.options.executor or LocalExecutor()
         clock = self.options.clock or SystemClock()
@@ -206,7 +213,7 @@ class Flow(Generic[P, R]):
             forced = {nid for nid, node in graph.nodes.items() if node.task.name in names}
         context = run_context(_source_file(self.fn)) if store is not None else None
         return run_graph(graph, executor, clock, store=store, trigger=trigger, refresh=forced, salt=salt,
-                         context=context)
+                         context=context, task_defaults=self.options.task_defaults, fail_fast=fail_fast)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the flow and return its value (inside a flow body: inline it)."""

@@ -94,6 +94,8 @@ class Recorder:
                                     desc.get("rows"), tr.ended, info.inline))
             if cache and tr.cache_key is not None:
                 batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended))
+        if len(tr.history) > 1 or tr.status == "failed":
+            batch.attempts.extend((tr.run_id, tr.node, a.number, a.started, a.ended, a.error) for a in tr.history)
         if inputs:
             batch.inputs.extend(inputs)
         # Batch fast tasks, but never let a slow task's result wait: if the process dies

@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flowkit.errors import FlowRunError
 
 if TYPE_CHECKING:
     from flowkit.graph import FlowGraph
 
-__all__ = ["Run", "TaskRun"]
+__all__ = ["Attempt", "Run", "TaskRun"]
 
 #: Final statuses of a task run. "cancelled": the run was interrupted while
 #: the task was running (or before it started, when it had been submitted).
@@ -28,6 +28,15 @@ RUN_STATUSES = ("completed", "failed", "cancelled")
 
 def _when(ts: float | None) -> _dt.datetime | None:
     return None if ts is None else _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc)
+
+
+class Attempt(NamedTuple):
+    """One attempt of a task run: its number (from 1), timings, and error text if it failed."""
+
+    number: int
+    started: float | None
+    ended: float | None
+    error: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,6 +57,7 @@ class TaskRun:
         traceback: the formatted traceback of that exception.
         worker: where it ran (a thread name or a Dask worker address).
         exception: the exception object itself (only in the process that ran it).
+        history: every :class:`Attempt`, in order.
     """
 
     id: str
@@ -64,6 +74,7 @@ class TaskRun:
     traceback: str | None = None
     worker: str | None = None
     exception: BaseException | None = dataclasses.field(default=None, compare=False, repr=False)
+    history: tuple[Attempt, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def duration(self) -> float | None:
@@ -179,6 +190,17 @@ class Run:
                 return tr
         raise KeyError(f"run {self.id} of flow {self.flow!r} has no node {node!r}; its nodes are: "
                        f"{', '.join(tr.node for tr in self.task_runs)}")
+
+    def summary(self) -> str:
+        """A few lines for people: status, counts, and each failed task with attempts and error."""
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts().items()) or "no tasks"
+        took = f" in {self.duration:.2f}s" if self.duration is not None else ""
+        lines = [f"flow {self.flow!r} run {self.id[:12]} {self.status}{took}: {counts}"]
+        for tr in self.failed:
+            first_line = (tr.error or "").splitlines()[0] if tr.error else "unknown error"
+            lines.append(f"  failed: {tr.node} after {tr.attempts} attempt{'s' if tr.attempts != 1 else ''}: "
+                         f"{first_line}")
+        return "\n".join(lines)
 
     def counts(self) -> dict[str, int]:
         """How many task runs ended in each status."""

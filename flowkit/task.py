@@ -170,6 +170,30 @@ def _check_retry_on(owner: str, retry_on: object) -> Any:
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TaskOptions))
 
+#: The task options a flow may set for all its tasks with ``task_defaults``.
+DEFAULTABLE = ("retries", "retry_delay", "backoff", "jitter", "max_retry_delay", "retry_on", "timeout")
+
+
+def check_task_defaults(owner: str, defaults: object) -> dict[str, Any]:
+    """Validate a flow's ``task_defaults``: only execution options, with valid values."""
+    if not isinstance(defaults, Mapping):
+        raise DefinitionError(f"{owner}: option task_defaults= must be a dict like {{'retries': 2}}, "
+                              f"got {defaults!r}")
+    bad = [k for k in defaults if k not in DEFAULTABLE]
+    if bad:
+        raise DefinitionError(f"{owner}: task_defaults= cannot set {', '.join(map(repr, bad))}; it may set: "
+                              f"{', '.join(DEFAULTABLE)}")
+    TaskOptions(**defaults)  # validates the values
+    return dict(defaults)
+
+
+def effective_options(task: Task[..., Any], defaults: Mapping[str, Any] | None) -> TaskOptions:
+    """A task's options with a flow's ``task_defaults`` filling those it did not set itself."""
+    if not defaults:
+        return task.options
+    fill = {k: v for k, v in defaults.items() if k not in task.explicit}
+    return dataclasses.replace(task.options, **fill) if fill else task.options
+
 
 def make_options(cls: type[Any], owner: str, options: dict[str, Any], valid: tuple[str, ...]) -> Any:
     """Build an options dataclass, turning unknown names into a helpful error."""
@@ -192,7 +216,7 @@ class Task(Generic[P, R]):
         name: the task's name.
     """
 
-    def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
+    def __init__(self, fn: Callable[P, R], options: TaskOptions, explicit: frozenset[str] = frozenset()) -> None:
         if isinstance(fn, Task) or _is_flow(fn):
             raise DefinitionError(f"{fn!r} is already a flowkit {type(fn).__name__.lower()}; decorate it only once")
         if not callable(fn):
@@ -203,6 +227,8 @@ class Task(Generic[P, R]):
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
         self.fn = fn
         self.options = options
+        #: The options given explicitly (a flow's ``task_defaults`` fill in the others).
+        self.explicit = explicit
         self.name: str = options.name or check_name(getattr(fn, "__name__", type(fn).__name__), "task")
         try:
             self.signature = inspect.signature(fn)
@@ -230,7 +256,7 @@ class Task(Generic[P, R]):
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A new task with some options changed (``dataclasses.replace``)."""
         make_options(dict, f"task {self.name!r}", changes, _OPTION_NAMES)
-        return Task(self.fn, dataclasses.replace(self.options, **changes))
+        return Task(self.fn, dataclasses.replace(self.options, **changes), self.explicit | frozenset(changes))
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r}>"
@@ -269,7 +295,8 @@ def task(fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
     if fn is not None and options:
         raise DefinitionError("@fk.task takes options as keywords only: @fk.task(retries=2)")
     opts = make_options(TaskOptions, "@fk.task", options, _OPTION_NAMES)
+    explicit = frozenset(options)
     if fn is not None:
-        return Task(fn, opts)
-    return lambda f: Task(f, opts)
+        return Task(fn, opts, explicit)
+    return lambda f: Task(f, opts, explicit)
 

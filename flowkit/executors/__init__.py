@@ -8,8 +8,9 @@ only ever calls four methods on it:
   are the results behind the ``deps`` handles (handles are whatever the
   session returned in earlier completions: the value itself in-process, a
   future on Dask, so data can stay where it was computed);
-- ``wait()``: block until at least one submitted call has finished and return
-  every :class:`Completion` gathered since the last call;
+- ``wait(timeout)``: block until at least one submitted call has finished (or
+  ``timeout`` seconds have passed) and return every :class:`Completion`
+  gathered since the last call (possibly none, after a timeout);
 - ``fetch(handles)``: the values behind handles (for the flow's output);
 - ``cancel()``: stop what is queued; running calls may finish in the background.
 
@@ -50,7 +51,7 @@ class Session(Protocol):
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None: ...
 
-    def wait(self) -> list[Completion]: ...
+    def wait(self, timeout: float | None = None) -> list[Completion]: ...
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]: ...
 

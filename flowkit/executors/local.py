@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -72,7 +73,7 @@ class _SequentialSession:
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
         self._done.append(_call(self._clock, key, fn, args, deps, self._worker))
 
-    def wait(self) -> list[Completion]:
+    def wait(self, timeout: float | None = None) -> list[Completion]:
         done, self._done = self._done, []
         return done
 
@@ -98,14 +99,17 @@ class _ThreadSession:
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
         self._pool.submit(self._run, key, fn, args, deps)
 
-    def wait(self) -> list[Completion]:
+    def wait(self, timeout: float | None = None) -> list[Completion]:
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
             try:
-                # A timeout keeps the main thread responsive to Ctrl-C.
-                first = self._queue.get(timeout=0.5)
+                # Short waits keep the main thread responsive to Ctrl-C.
+                first = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 break
             except queue.Empty:
-                continue
+                if left <= 0:
+                    return []
         done = [first]
         while True:
             try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from flowkit.errors import CacheCorruptionError, StoreError
 from flowkit.hashing import file_digest
-from flowkit.records import Run, TaskRun
+from flowkit.records import Attempt, Run, TaskRun
 from flowkit.store.artifacts import ArtifactFiles, DamagedArtifact
 from flowkit.store.metadata import MetadataDB
 
@@ -179,7 +179,18 @@ class Store:
         rows = self.db.query("SELECT run_id || '/' || node, run_id, node, task, status, attempts, started, ended, "
                              "cache_key, artifact_id, error, traceback, worker FROM task_runs WHERE run_id = ? "
                              "ORDER BY seq", (run_id,))
-        return tuple(TaskRun(*r) for r in rows)
+        history: dict[str, list[Attempt]] = {}
+        for node, number, started, ended, error in self.db.query(
+                "SELECT node, number, started, ended, error FROM attempts WHERE run_id = ? ORDER BY node, number",
+                (run_id,)):
+            history.setdefault(node, []).append(Attempt(number, started, ended, error))
+        out = []
+        for r in rows:
+            attempts = history.get(r[2])
+            if attempts is None and r[4] == "completed":
+                attempts = [Attempt(1, r[6], r[7], None)]
+            out.append(TaskRun(*r, history=tuple(attempts or ())))
+        return tuple(out)
 
     def cache_salt(self, run_id: str) -> tuple[str, str]:
         """(flow, cache salt) of a run, for ``resume=``."""

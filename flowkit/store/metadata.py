@@ -56,6 +56,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX cache_artifact ON cache(artifact_id);
     CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, digest TEXT);
     """,
+    """
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL, node TEXT NOT NULL, number INTEGER NOT NULL, started REAL, ended REAL, error TEXT,
+        PRIMARY KEY (run_id, node, number)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -173,6 +179,9 @@ class MetadataDB:
                 c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, attempts, started, "
                               "ended, cache_key, artifact_id, error, traceback, worker) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
+            if batch.attempts:
+                c.executemany("INSERT OR REPLACE INTO attempts (run_id, node, number, started, ended, error) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", batch.attempts)
             if batch.inputs:
                 c.executemany("INSERT INTO inputs (run_id, node, position, kind, artifact_id, name, token, repr) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.inputs)
@@ -209,7 +218,7 @@ class MetadataDB:
 class Batch:
     """Rows waiting to be written together (see :meth:`MetadataDB.flush`)."""
 
-    __slots__ = ("artifacts", "task_runs", "inputs", "cache", "uncache", "run_end")
+    __slots__ = ("artifacts", "task_runs", "attempts", "inputs", "cache", "uncache", "run_end")
 
     def __init__(self) -> None:
         self.clear()
@@ -217,13 +226,14 @@ class Batch:
     def clear(self) -> None:
         self.artifacts: list[tuple[Any, ...]] = []
         self.task_runs: list[tuple[Any, ...]] = []
+        self.attempts: list[tuple[Any, ...]] = []
         self.inputs: list[tuple[Any, ...]] = []
         self.cache: list[tuple[Any, ...]] = []
         self.uncache: list[str] = []
         self.run_end: tuple[Any, ...] | None = None
 
     def empty(self) -> bool:
-        return not (self.artifacts or self.task_runs or self.inputs or self.cache or self.uncache or self.run_end)
+        return not (self.artifacts or self.task_runs or self.attempts or self.inputs or self.cache or self.uncache or self.run_end)
 
     def __len__(self) -> int:
         return len(self.task_runs) + len(self.artifacts) + len(self.inputs) + len(self.cache)
