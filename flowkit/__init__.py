@@ -54,6 +54,7 @@ __all__ = [
     "CacheCorruptionError",
     "CacheKeyError",
     "Clock",
+    "DaskExecutor",
     "DefinitionError",
     "Executor",
     "File",
@@ -83,6 +84,15 @@ __all__ = [
     "runs",
     "task",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # DaskExecutor imports distributed: load it only when asked for.
+    if name == "DaskExecutor":
+        from flowkit.executors.dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'flowkit' has no attribute {name!r}")
 
 
 def runs(flow: str | Flow | None = None, limit: int | None = None, *, status: str | None = None,

@@ -233,3 +233,24 @@ def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None
     else:
         data = files.read(digest)
     return loads(data, serializer)
+
+
+def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:
+    """What a Dask worker runs for one node: ``fn(*args, *deps)``, reporting to the client.
+
+    Upstream values arrive as ``deps`` (Dask resolves the futures on the
+    worker); an upstream :class:`Output` is unwrapped to its value. One small
+    event goes to the client through the scheduler: ``done``, with the timings
+    and the artifact record. The value itself stays on the worker.
+    """
+    import time
+
+    from distributed import get_worker
+
+    worker = get_worker()
+    started = time.time()
+    values = [d.value if type(d) is Output else d for d in deps]
+    out = fn(*args, *values)
+    info = out.info if type(out) is Output else None
+    worker.log_event(topic, ("done", node, worker.address, started, time.time(), info))
+    return out

@@ -257,7 +257,8 @@ class _Loop:
         if key in self.loads:
             artifact_id, _, serializer, uri, _ = state.hits[key]
             inline = None if uri else self.store.db.inline_data(artifact_id)  # type: ignore[union-attr]
-            self.session.submit(key, load_artifact, (self.store.files, artifact_id, serializer, inline), ())  # type: ignore[union-attr]
+            self.session.submit(key, load_artifact, (self.store.files, artifact_id, serializer, inline), (),  # type: ignore[union-attr]
+                                name=node.task.name)
         else:
             handles = state.handles
             deps = [handles[d] for d in node.deps]
@@ -268,13 +269,15 @@ class _Loop:
                 timeout = self.options(task).timeout
                 if timeout is not None:
                     fn = functools.partial(call_with_timeout, task.name, timeout, fn)
+                hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
+                         "code": task.fn}
                 if self.store is None:
-                    self.session.submit(key, execute, (fn, node.args, node.kwargs), deps)
+                    self.session.submit(key, execute, (fn, node.args, node.kwargs), deps, **hints)
                 else:
                     self.session.submit(key, run_and_store, (self.store.files, task.options.serializer, fn,
-                                                             node.args, node.kwargs), deps)
+                                                             node.args, node.kwargs), deps, **hints)
             elif kind == "map":
-                self.session.submit(key, collect, (), deps)
+                self.session.submit(key, collect, (), deps, name=node.task.name)
             else:
                 self.expand(node, deps[0])
                 return
@@ -338,6 +341,8 @@ class _Loop:
     def attempted(self, done: Completion) -> tuple[Attempt, ...]:
         """Every attempt of a node so far, ending with the one that just finished."""
         earlier = self.attempts.pop(done.key, [])
+        for worker in done.lost:  # attempts that died with their worker, recomputed by the cluster
+            earlier.append(Attempt(len(earlier) + 1, None, None, f"worker {worker} was lost during the attempt"))
         error = _error_text(done.error) if done.error is not None else None
         return (*earlier, Attempt(len(earlier) + 1, done.started, done.ended, error))
 

@@ -215,6 +215,25 @@ def _feed(hasher: Any, obj: Any, seen: set[int]) -> None:
             hasher.update(f"\x00{name}={token(value)}\x00".encode())
 
 
+def user_modules(fn: Callable[..., Any]) -> set[str]:
+    """The user-code modules ``fn`` comes from or uses, transitively (for shipping code to workers)."""
+    found: set[str] = set()
+    todo, seen = [_unwrap(fn)], set()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or not _is_user_object(obj):
+            continue
+        seen.add(id(obj))
+        found.add(obj.__module__)
+        for _, value in _referenced(obj):
+            value = _unwrap(value)
+            if isinstance(value, types.ModuleType) and _is_user_module(value.__name__):
+                found.add(value.__name__)
+            else:
+                todo.append(value)
+    return found
+
+
 def fingerprint(fn: Callable[..., Any]) -> str:
     """The identity of ``fn``'s code and of the user code it depends on (hex digest)."""
     hasher = Hasher()

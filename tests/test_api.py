@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_public_names_are_pinned():
     assert sorted(fk.__all__) == [
-        "CacheCorruptionError", "CacheKeyError", "Clock", "DefinitionError", "Executor", "File", "Flow",
+        "CacheCorruptionError", "CacheKeyError", "Clock", "DaskExecutor", "DefinitionError", "Executor", "File", "Flow",
         "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError", "GCReport", "LocalExecutor", "ManualClock",
         "Node", "ParameterError", "Ref", "RefUsageError", "Run", "ScheduleError", "Store", "StoreError",
         "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "flow", "lineage", "runs", "task",

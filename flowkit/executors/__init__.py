@@ -4,10 +4,12 @@ An :class:`Executor` is an inert, reusable configuration. For each run the
 engine opens a :class:`Session` (``with executor.session(clock) as s``) and
 only ever calls four methods on it:
 
-- ``submit(key, fn, args, deps)``: run ``fn(*args, *values)`` where ``values``
-  are the results behind the ``deps`` handles (handles are whatever the
-  session returned in earlier completions: the value itself in-process, a
-  future on Dask, so data can stay where it was computed);
+- ``submit(key, fn, args, deps, **hints)``: run ``fn(*args, *values)`` where
+  ``values`` are the results behind the ``deps`` handles (handles are whatever
+  the session returned in earlier completions: the value itself in-process, a
+  future on Dask, so data can stay where it was computed). ``hints`` (``name``,
+  ``tags``, ``resources``, ``code``) describe the task for placement and display;
+  a session may ignore them;
 - ``wait(timeout)``: block until at least one submitted call has finished (or
   ``timeout`` seconds have passed) and return every :class:`Completion`
   gathered since the last call (possibly none, after a timeout);
@@ -33,7 +35,9 @@ class Completion(NamedTuple):
 
     When the call returned an :class:`~flowkit._worker.Output` (a value and
     the record of its stored artifact), ``handle`` stands for the value and
-    ``info`` is the artifact record; otherwise ``info`` is ``None``.
+    ``info`` is the artifact record; otherwise ``info`` is ``None``. ``lost``
+    names the workers of earlier attempts of this same submission that died
+    with their worker (Dask recomputed them).
     """
 
     key: str
@@ -43,13 +47,15 @@ class Completion(NamedTuple):
     ended: float
     worker: str | None
     info: Any = None
+    lost: tuple[str, ...] = ()
 
 
 @runtime_checkable
 class Session(Protocol):
     """One run's use of an executor (see the module docstring)."""
 
-    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None: ...
+    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
+               **hints: Any) -> None: ...
 
     def wait(self, timeout: float | None = None) -> list[Completion]: ...
 

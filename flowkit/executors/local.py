@@ -70,7 +70,8 @@ class _SequentialSession:
         self._done: list[Completion] = []
         self._worker = threading.current_thread().name
 
-    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
+    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
+               **hints: Any) -> None:
         self._done.append(_call(self._clock, key, fn, args, deps, self._worker))
 
     def wait(self, timeout: float | None = None) -> list[Completion]:
@@ -96,7 +97,8 @@ class _ThreadSession:
     def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
         self._queue.put(_call(self._clock, key, fn, args, deps, threading.current_thread().name))
 
-    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
+    def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
+               **hints: Any) -> None:
         self._pool.submit(self._run, key, fn, args, deps)
 
     def wait(self, timeout: float | None = None) -> list[Completion]:
