@@ -192,8 +192,17 @@ class ArtifactInfo(tuple):  # noqa: SLOT001 - a plain tuple that pickles cheaply
 def store_value(files: Any, value: Any, serializer: str | None) -> ArtifactInfo | None:
     """Serialize and store a value; ``None`` (and a warning) if it cannot be serialized."""
     from flowkit.hashing import digest
-    from flowkit.store.serializers import describe, dumps
+    from flowkit.store.serializers import describe, dump_to, dumps, streamable_size
 
+    estimate = streamable_size(value, serializer)
+    if estimate is not None and estimate > INLINE_MAX:
+        # A large frame or array goes straight to its file, hashed on the way.
+        used: list[str] = []
+        try:
+            d, size, path = files.write_stream(lambda f: used.append(dump_to(value, serializer, f)))
+            return ArtifactInfo((d, used[0], size, describe(value), None, str(path)))
+        except Exception:  # noqa: BLE001 - e.g. a column Arrow cannot hold: fall back to the general path
+            pass
     try:
         encoded = dumps(value, serializer)
     except Exception as exc:  # noqa: BLE001 - the run goes on, only the cache entry is lost

@@ -55,6 +55,16 @@ def _scalar_token(value: Any) -> str:
     return repr(value)
 
 
+def value_token(value: Any) -> str | None:
+    """A constant's token for lineage records (cheap for scalars); ``None`` if it has none."""
+    if type(value) in _SCALARS:
+        return f"{type(value).__name__}:{value!r}"
+    try:
+        return token(value)
+    except CacheKeyError:
+        return None
+
+
 Slot.__dask_tokenize__ = _tok_slot  # type: ignore[attr-defined]
 Nested.__dask_tokenize__ = _tok_nested  # type: ignore[attr-defined]
 

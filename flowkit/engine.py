@@ -55,7 +55,7 @@ from flowkit._worker import (
     resolve_path,
     run_and_store,
 )
-from flowkit.cache import KeyMaker
+from flowkit.cache import KeyMaker, value_token
 from flowkit.clock import Clock
 from flowkit.errors import FlowRunError
 from flowkit.executors import Completion, Executor, Session
@@ -169,6 +169,7 @@ class _Loop:
         self.submitted: set[str] = set()
         self.loads: set[str] = set()
         self.attempts: dict[str, list[Attempt]] = {}
+        self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
         self.timers: list[tuple[float, int, str]] = []  # (due, tie-breaker, node id): retries waiting
         self._options: dict[int, TaskOptions] = {}
 
@@ -195,6 +196,8 @@ class _Loop:
         for node_id, row in hits.items():  # hits nobody needs: recorded, never loaded
             if node_id not in state.scheduled:
                 self.record_cached(node_id, row[0], None, None, None)
+        if self.store is not None:  # the small values to load come from the database in one query
+            self.inline = self.store.db.inline_many(hits[n][0] for n in self.loads if not hits[n][3])
 
     def lookup(self, nodes: dict[str, Node]) -> dict[str, tuple[Any, ...]]:
         """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``."""
@@ -256,7 +259,11 @@ class _Loop:
         node = state.nodes[key]
         if key in self.loads:
             artifact_id, _, serializer, uri, _ = state.hits[key]
-            inline = None if uri else self.store.db.inline_data(artifact_id)  # type: ignore[union-attr]
+            inline = None
+            if not uri:
+                inline = self.inline.pop(artifact_id, None)
+                if inline is None:
+                    inline = self.store.db.inline_data(artifact_id)  # type: ignore[union-attr]
             self.session.submit(key, load_artifact, (self.store.files, artifact_id, serializer, inline), (),  # type: ignore[union-attr]
                                 name=node.task.name)
         else:
@@ -386,16 +393,10 @@ class _Loop:
         constants = [(i, v) for i, v in enumerate(node.args) if type(v) is not Slot]
         constants += [(k, v) for k, v in (node.kwargs or {}).items() if type(v) is not Slot]
         if constants:
-            from flowkit.hashing import token
-
             names = list(node.task.signature.parameters)
             for where, value in constants:
                 name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
-                try:
-                    tok = token(value)
-                except Exception:  # noqa: BLE001 - cache=False tasks may take anything
-                    tok = None
-                rows.append((run_id, node_id, None, "param", None, name, tok, short_repr(value)))
+                rows.append((run_id, node_id, None, "param", None, name, value_token(value), short_repr(value)))
         return rows
 
     def artifact_ids(self, node_id: str) -> list[str]:

@@ -144,6 +144,14 @@ def _source_identity(obj: Any) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
+def _assigned_globals(code: types.CodeType) -> set[str]:
+    """Global names the code assigns to (``global x; x = ...``)."""
+    import dis
+
+    return {ins.argval for c in _code_objects(code) for ins in dis.get_instructions(c)
+            if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")}
+
+
 def _referenced(obj: Any) -> list[tuple[str, Any]]:
     """The (name, value) pairs of globals and closure cells that ``obj``'s code uses."""
     functions: list[types.FunctionType] = []
@@ -161,6 +169,7 @@ def _referenced(obj: Any) -> list[tuple[str, Any]]:
         names: set[str] = set()
         for code in _code_objects(fn.__code__):
             names.update(code.co_names)
+        names -= _assigned_globals(fn.__code__)  # `global counter; counter += 1` is state, not code
         fn_globals = fn.__globals__
         modules = []
         for name in names:

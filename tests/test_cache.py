@@ -341,3 +341,19 @@ def test_decorator_options_do_not_change_the_code_fingerprint():
 
     assert fingerprint(fk.task(retries=3)(f).fn) == fingerprint(fk.task(f).fn)
     assert fingerprint(one.fn) != fingerprint(inc.fn)
+
+
+COUNTER = 0
+
+
+def test_a_global_the_task_assigns_is_state_not_code():
+    from flowkit.hashing import fingerprint
+
+    def bump():
+        global COUNTER
+        COUNTER += 1
+        return COUNTER
+
+    before = fingerprint(bump)
+    bump()
+    assert fingerprint(bump) == before

@@ -9,11 +9,15 @@ checks the digest before anything is deserialized.
 
 from __future__ import annotations
 
+import mmap
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from flowkit.hashing import Hasher
 from flowkit.hashing import digest as _digest
 
 __all__ = ["ArtifactFiles", "DamagedArtifact"]
@@ -28,6 +32,73 @@ class DamagedArtifact(Exception):
         self.path = path
         self.expected = expected
         self.actual = actual
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _HashingWriter:
+    """A file wrapper that digests and counts what is written through it.
+
+    While a large value is written, the bytes already written are flushed to
+    disk in the background (every ``sync_every`` bytes), so the final fsync
+    only has the tail left and writing to disk overlaps serializing.
+    """
+
+    sync_every = 16 << 20
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.hasher = Hasher()
+        self.size = 0
+        self.closed = False
+        self._unsynced = 0
+        self._syncing: threading.Thread | None = None
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hasher.update(view)
+        n = view.nbytes
+        self.size += n
+        written = self.f.write(view)
+        self._unsynced += n
+        if self._unsynced >= self.sync_every and (self._syncing is None or not self._syncing.is_alive()):
+            self.f.flush()
+            self._unsynced = 0
+            self._syncing = threading.Thread(target=os.fdatasync, args=(self.f.fileno(),), daemon=True)
+            self._syncing.start()
+        return written
+
+    def finish(self) -> None:
+        """Flush and fsync everything written."""
+        if self._syncing is not None:
+            self._syncing.join()
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True  # the real file is closed by its owner
 
 
 class ArtifactFiles:
@@ -48,9 +119,8 @@ class ArtifactFiles:
         final = self.path(digest)
         if final.exists():
             return final
-        folder = final.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".tmp-{uuid.uuid4().hex}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -60,18 +130,44 @@ class ArtifactFiles:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        _fsync_folder(final.parent)
         return final
 
-    def read(self, digest: str) -> bytes:
-        """The bytes of an artifact, after checking them against the digest."""
+    def write_stream(self, produce: Callable[[Any], None]) -> tuple[str, int, Path]:
+        """Store what ``produce(file)`` writes, hashing it on the way: (digest, size, path).
+
+        The bytes go straight to a temporary file (no copy of a large value in
+        memory), which is fsynced and then renamed to the path of its digest.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                writer = _HashingWriter(f)
+                try:
+                    produce(writer)
+                finally:
+                    writer.finish()
+            digest, size = writer.hasher.hexdigest(), writer.size
+            final = self.path(digest)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():
+                tmp.unlink()
+            else:
+                os.replace(tmp, final)
+                _fsync_folder(final.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return digest, size, final
+
+    def read(self, digest: str) -> memoryview:
+        """The bytes of an artifact (memory-mapped), after checking them against the digest."""
         path = self.path(digest)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else memoryview(b"")
         except FileNotFoundError:
             raise DamagedArtifact(path, digest, None) from None
         actual = _digest(data)

@@ -210,6 +210,15 @@ class MetadataDB:
         )
         return {r[0]: r[1:] for r in rows}
 
+    def inline_many(self, artifact_ids: Iterable[str]) -> dict[str, bytes]:
+        """The bytes of many small artifacts kept in the database, in one query."""
+        ids = list(artifact_ids)
+        if not ids:
+            return {}
+        rows = self.query("SELECT id, data FROM artifacts WHERE id IN (SELECT value FROM json_each(?)) "
+                          "AND data IS NOT NULL", (json.dumps(ids),))
+        return dict(rows)
+
     def inline_data(self, artifact_id: str) -> bytes | None:
         rows = self.query("SELECT data FROM artifacts WHERE id = ?", (artifact_id,))
         return rows[0][0] if rows else None

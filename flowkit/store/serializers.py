@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["Encoded", "dumps", "loads", "describe"]
+__all__ = ["Encoded", "describe", "dump_to", "dumps", "loads", "streamable_size"]
 
 
 class Encoded(NamedTuple):
@@ -136,6 +136,37 @@ def dumps(value: Any, requested: str | None = None) -> Encoded:
         except Exception:  # noqa: BLE001 - lambdas, local classes...
             name = "cloudpickle"
     return Encoded(_cloudpickle_dumps(value), name)
+
+
+def streamable_size(value: Any, requested: str | None) -> int | None:
+    """The in-memory size of a value that can be written straight to a file, else ``None``."""
+    name = requested or _by_type(value)
+    if name in ("feather", "parquet") and _is_dataframe(value):
+        return int(value.memory_usage(index=True, deep=False).sum())
+    if name == "npy" and _is_array(value):
+        return int(value.nbytes)
+    return None
+
+
+def dump_to(value: Any, requested: str | None, f: Any) -> str:
+    """Serialize a frame or array straight into the file-like ``f``; return the serializer used."""
+    name = requested or _by_type(value)
+    if name == "feather":
+        import pyarrow.feather as feather
+
+        feather.write_feather(value, f)
+    elif name == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pandas(value), f)
+    elif name == "npy":
+        import numpy as np
+
+        np.save(f, value, allow_pickle=False)
+    else:
+        raise ValueError(f"serializer {name!r} does not stream")
+    return name
 
 
 def loads(data: bytes | memoryview, serializer: str) -> Any:

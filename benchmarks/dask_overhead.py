@@ -1,0 +1,261 @@
+"""flowkit on Dask against raw Dask on the same cluster: per-task overhead and CPU-bound speed-up.
+
+One process starts one LocalCluster of 2 worker processes with 1 thread each
+(``fk.DaskExecutor(n_workers=2, threads_per_worker=1)`` as a context manager)
+and every measurement uses it, flowkit through the executor and raw Dask
+through the executor's own ``.client``:
+
+1. per-task overhead of N no-op tasks (``--n``, default 10,000) as a chain
+   (each task takes the previous result) and as a fan-out (N independent tasks,
+   then one reduce task taking all of them), in ms per task (wall time / tasks):
+
+   * flowkit store=False  ``flow.with_options(executor=ex, store=False).run(n)``:
+                          trace + the engine alone, nothing stored or recorded
+   * flowkit store        the same with ``store=`` a fresh temporary folder per
+                          repetition (results stored by the workers, run recorded)
+   * raw submit           ``client.submit(noop, *futures, pure=False, key=...)``
+                          per task, then ``.result()`` of the last future
+   * raw client.get       the equivalent dict graph run by ``client.get``
+
+2. four CPU-bound tasks of about ``--cpu-seconds`` each (a pure-Python loop
+   calibrated in this process; it holds the GIL) run sequentially in-process
+   with ``fk.LocalExecutor()`` and on the 2 single-thread workers, both with
+   store=False. Ideal dask/local is 0.5.
+
+Each time is the best of ``--repeat``. Before each timed run the client's
+futures are dropped, ``gc.collect()`` runs and the script waits until the
+scheduler holds no task, so every run starts on an empty cluster. The targets
+are ratios of numbers taken in the same process on the same cluster, minutes
+apart: the machine's speed, its load (2 cores shared by the scheduler, two
+workers and this client) and the network stack weigh on both sides alike,
+whereas absolute ms per task on a shared machine mean little. Exit code is 0
+whatever the numbers: this is a benchmark, not a test.
+
+    python benchmarks/dask_overhead.py [--n 10000] [--repeat 2] [--cpu-seconds 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import distributed
+
+import flowkit as fk
+
+RATIO_TARGET = 1.25
+CPU_RATIO_TARGET = 0.60
+CPU_TASKS = 4
+
+
+def noop(*args: Any) -> None:
+    return None
+
+
+def spin(iters: int, seed: int) -> int:
+    """Pure-Python busy loop: holds the GIL the whole time."""
+    total = seed
+    for i in range(iters):
+        total += i
+    return total
+
+
+noop_task = fk.task(noop)
+spin_task = fk.task(spin)
+
+
+@fk.flow
+def chain(n: int) -> Any:
+    ref = noop_task()
+    for _ in range(n - 1):
+        ref = noop_task(ref)
+    return ref
+
+
+@fk.flow
+def fanout(n: int) -> Any:
+    return noop_task(*[noop_task() for _ in range(n)])
+
+
+@fk.flow
+def cpu(iters: int) -> list[int]:
+    return [spin_task(iters, k) for k in range(CPU_TASKS)]
+
+
+def raw_chain(client: distributed.Client, n: int) -> None:
+    tag = f"raw-chain-{uuid.uuid4().hex}"
+    futures = [client.submit(noop, key=f"{tag}-0", pure=False)]
+    for i in range(1, n):  # every future is held to the end, as flowkit holds every handle of a run
+        futures.append(client.submit(noop, futures[-1], key=f"{tag}-{i}", pure=False))
+    futures[-1].result()
+    del futures
+
+
+def raw_fanout(client: distributed.Client, n: int) -> None:
+    tag = f"raw-fanout-{uuid.uuid4().hex}"
+    futures = [client.submit(noop, key=f"{tag}-{i}", pure=False) for i in range(n)]
+    last = client.submit(noop, *futures, key=f"{tag}-reduce", pure=False)
+    last.result()
+    del futures, last
+
+
+def get_chain(client: distributed.Client, n: int) -> None:
+    tag = f"get-chain-{uuid.uuid4().hex}"
+    dsk: dict[str, Any] = {f"{tag}-0": (noop,)}
+    for i in range(1, n):
+        dsk[f"{tag}-{i}"] = (noop, f"{tag}-{i - 1}")
+    client.get(dsk, f"{tag}-{n - 1}")
+
+
+def get_fanout(client: distributed.Client, n: int) -> None:
+    tag = f"get-fanout-{uuid.uuid4().hex}"
+    dsk: dict[str, Any] = {f"{tag}-{i}": (noop,) for i in range(n)}
+    dsk[f"{tag}-reduce"] = (noop, *dsk)
+    client.get(dsk, f"{tag}-reduce")
+
+
+def scheduler_tasks(client: distributed.Client) -> int:
+    return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+
+
+def settle(client: distributed.Client, timeout: float = 60.0) -> int:
+    """Collect garbage, then wait until the scheduler holds no task; return how many are left."""
+    gc.collect()
+    deadline = time.monotonic() + timeout
+    while (left := scheduler_tasks(client)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+LEAKS: list[str] = []
+
+
+def best_seconds(name: str, fn: Callable[[str], Any], repeat: int, client: distributed.Client) -> float:
+    """Best of ``repeat`` calls of ``fn(fresh temporary folder)``, each on an empty cluster."""
+    best = float("inf")
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="fk-dask-bench-") as home:
+            settle(client)
+            start = time.perf_counter()
+            fn(home)
+            best = min(best, time.perf_counter() - start)
+        gc.collect()
+        time.sleep(0.5)  # releases are asynchronous: let them land before counting
+        if left := scheduler_tasks(client):
+            LEAKS.append(f"{name}: {left:,} tasks still on the scheduler 0.5 s after the run")
+    return best
+
+
+def runners(ex: fk.DaskExecutor, n: int) -> dict[str, dict[str, Callable[[str], Any]]]:
+    client = ex.client
+    out = {}
+    for shape, flow, raw, get in (("chain", chain, raw_chain, get_chain), ("fan-out", fanout, raw_fanout, get_fanout)):
+        out[shape] = {
+            "flowkit store=False": lambda home, f=flow: f.with_options(executor=ex, store=False).run(n).result(),
+            "flowkit store": lambda home, f=flow: f.with_options(executor=ex, store=home).run(n).result(),
+            "raw submit": lambda home, raw=raw: raw(client, n),
+            "raw client.get": lambda home, get=get: get(client, n),
+        }
+    return out
+
+
+def calibrate(seconds: float) -> int:
+    """Loop iterations of ``spin`` taking about ``seconds`` in this process (best of 3)."""
+    probe = 2_000_000
+    took = min(_timed(lambda: spin(probe, 0)) for _ in range(3))
+    return max(1, int(probe * seconds / took))
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10000, help="no-op tasks per flow (default 10000)")
+    parser.add_argument("--repeat", type=int, default=2, help="repetitions per measurement; the best is kept")
+    parser.add_argument("--cpu-seconds", type=float, default=1.0, help="duration of each CPU-bound task (default 1.0)")
+    args = parser.parse_args()
+    n = args.n
+    print(f"flowkit {fk.__version__}, dask {dask.__version__}, distributed {distributed.__version__}, "
+          f"Python {platform.python_version()} on {platform.machine()}; best of {args.repeat}")
+
+    with fk.DaskExecutor(n_workers=2, threads_per_worker=1) as ex:
+        client = ex.client
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        print(f"cluster: {client.scheduler.address}, {len(workers)} worker processes x "
+              f"{sorted({w['nthreads'] for w in workers.values()})} thread(s)\n")
+
+        table = runners(ex, n)
+        warm = runners(ex, 50)  # imports, first pickles, first connections: not timed
+        for shape in warm.values():
+            for fn in shape.values():
+                with tempfile.TemporaryDirectory(prefix="fk-dask-bench-") as home:
+                    fn(home)
+        columns = list(table["chain"])
+        print(f"1. no-op tasks, N = {n:,}: ms per task (wall time / tasks)")
+        header = f"  {'shape':<8} {'tasks':>7} " + " ".join(f"{c:>20}" for c in columns) + \
+            f" {'store=False/submit':>19} {'store/submit':>13}"
+        print(header + "\n  " + "-" * (len(header) - 2))
+        ratios: dict[str, float] = {}
+        for shape, fns in table.items():
+            tasks = n if shape == "chain" else n + 1
+            ms = {c: best_seconds(f"{shape} {c}", fns[c], args.repeat, client) / tasks * 1e3 for c in columns}
+            ratio = ratios[shape] = ms["flowkit store=False"] / ms["raw submit"]
+            stored = ms["flowkit store"] / ms["raw submit"]
+            print(f"  {shape:<8} {tasks:>7,} " + " ".join(f"{ms[c]:>20.3f}" for c in columns) +
+                  f" {ratio:>18.2f}x {stored:>12.2f}x", flush=True)
+        for leak in LEAKS:
+            print(f"  warning: {leak}")
+
+        iters = calibrate(args.cpu_seconds)
+        cpu.with_options(executor=ex, store=False).run(1000).result()  # warm-up
+        local = cpu.with_options(executor=fk.LocalExecutor(), store=False)
+        remote = cpu.with_options(executor=ex, store=False)
+        durations: dict[str, list[float]] = {}
+
+        def timed_cpu(label: str, flow: fk.Flow[..., Any]) -> float:
+            best = float("inf")
+            for _ in range(args.repeat):
+                settle(client)
+                start = time.perf_counter()
+                run = flow.run(iters)
+                best = min(best, time.perf_counter() - start)
+                assert run.result() == [k + iters * (iters - 1) // 2 for k in range(CPU_TASKS)]
+                durations.setdefault(label, []).extend(tr.ended - tr.started for tr in run.task_runs)
+            return best
+
+        t_local, t_dask = timed_cpu("local", local), timed_cpu("dask", remote)
+        cpu_ratio = t_dask / t_local
+        print(f"\n2. {CPU_TASKS} CPU-bound tasks of ~{args.cpu_seconds:g} s ({iters:,} pure-Python loop iterations "
+              f"each, calibrated in this process), store=False")
+        for label, seconds, what in (("local", t_local, "fk.LocalExecutor(), sequential in-process"),
+                                     ("dask", t_dask, "DaskExecutor, 2 workers x 1 thread")):
+            each = durations[label]
+            print(f"  {what:<42} {seconds:6.2f} s wall; task bodies {min(each):.2f}-{max(each):.2f} s")
+        print(f"  dask/local: {cpu_ratio:.2f} (ideal 0.50 on 2 workers)\n")
+
+    print("targets")
+    for shape, ratio in ratios.items():
+        print(f"  {shape}: flowkit store=False wall time <= {RATIO_TARGET:g}x raw client.submit, N = {n:,}: "
+              f"ratio {ratio:.2f} ({verdict(ratio <= RATIO_TARGET)})")
+    print(f"  {CPU_TASKS} CPU-bound tasks on 2 single-thread workers < {CPU_RATIO_TARGET:g}x sequential local: "
+          f"ratio {cpu_ratio:.2f} ({verdict(cpu_ratio < CPU_RATIO_TARGET)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
