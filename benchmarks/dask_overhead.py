@@ -1,35 +1,27 @@
 """flowkit on Dask against raw Dask on the same cluster: per-task overhead and CPU-bound speed-up.
 
-One process starts one LocalCluster of 2 worker processes with 1 thread each
-(``fk.DaskExecutor(n_workers=2, threads_per_worker=1)`` as a context manager)
-and every measurement uses it, flowkit through the executor and raw Dask
-through the executor's own ``.client``:
+One process starts one LocalCluster of 2 worker processes x 1 thread
+(``fk.DaskExecutor(n_workers=2, threads_per_worker=1)`` as a context manager);
+flowkit runs on it through the executor, raw Dask through the executor's ``.client``.
 
-1. per-task overhead of N no-op tasks (``--n``, default 10,000) as a chain
-   (each task takes the previous result) and as a fan-out (N independent tasks,
-   then one reduce task taking all of them), in ms per task (wall time / tasks):
-
-   * flowkit store=False  ``flow.with_options(executor=ex, store=False).run(n)``:
-                          trace + the engine alone, nothing stored or recorded
-   * flowkit store        the same with ``store=`` a fresh temporary folder per
-                          repetition (results stored by the workers, run recorded)
-   * raw submit           ``client.submit(noop, *futures, pure=False, key=...)``
-                          per task, then ``.result()`` of the last future
-   * raw client.get       the equivalent dict graph run by ``client.get``
-
+1. N no-op tasks (``--n``) as a chain (each takes the previous result) and a
+   fan-out (N independent tasks, then one reduce taking all), in ms per task:
+   ``flowkit store=False`` is ``flow.with_options(executor=ex, store=False).run(n)``
+   (trace + engine, nothing stored); ``flowkit store`` the same with a fresh
+   temporary store folder per repetition; ``raw submit`` is one
+   ``client.submit(noop, *upstream_futures, pure=False, key=unique)`` per task,
+   then ``.result()`` of the last; ``raw client.get`` runs the equivalent dict graph.
 2. four CPU-bound tasks of about ``--cpu-seconds`` each (a pure-Python loop
-   calibrated in this process; it holds the GIL) run sequentially in-process
-   with ``fk.LocalExecutor()`` and on the 2 single-thread workers, both with
-   store=False. Ideal dask/local is 0.5.
+   calibrated in this process, holding the GIL), store=False, run sequentially
+   in-process with ``fk.LocalExecutor()`` and on the 2 workers (ideal ratio 0.5).
 
-Each time is the best of ``--repeat``. Before each timed run the client's
-futures are dropped, ``gc.collect()`` runs and the script waits until the
-scheduler holds no task, so every run starts on an empty cluster. The targets
-are ratios of numbers taken in the same process on the same cluster, minutes
-apart: the machine's speed, its load (2 cores shared by the scheduler, two
-workers and this client) and the network stack weigh on both sides alike,
-whereas absolute ms per task on a shared machine mean little. Exit code is 0
-whatever the numbers: this is a benchmark, not a test.
+Each time is the best of ``--repeat``; before each timed run futures are
+dropped, ``gc.collect()`` runs and the script waits until the scheduler holds
+no task, so every run starts on an empty cluster. Targets are ratios of
+numbers taken in one process on one cluster minutes apart: the machine's speed
+and load (2 cores shared by the scheduler, two workers and this client) and
+the network stack weigh on both sides alike, while absolute ms per task on a
+shared machine mean little. Exit code is 0 whatever the numbers.
 
     python benchmarks/dask_overhead.py [--n 10000] [--repeat 2] [--cpu-seconds 1.0]
 """
@@ -101,61 +93,50 @@ def raw_chain(client: distributed.Client, n: int) -> None:
 def raw_fanout(client: distributed.Client, n: int) -> None:
     tag = f"raw-fanout-{uuid.uuid4().hex}"
     futures = [client.submit(noop, key=f"{tag}-{i}", pure=False) for i in range(n)]
-    last = client.submit(noop, *futures, key=f"{tag}-reduce", pure=False)
-    last.result()
-    del futures, last
+    client.submit(noop, *futures, key=f"{tag}-reduce", pure=False).result()
+    del futures
 
 
 def get_chain(client: distributed.Client, n: int) -> None:
     tag = f"get-chain-{uuid.uuid4().hex}"
-    dsk: dict[str, Any] = {f"{tag}-0": (noop,)}
-    for i in range(1, n):
-        dsk[f"{tag}-{i}"] = (noop, f"{tag}-{i - 1}")
+    dsk: dict[str, Any] = {f"{tag}-0": (noop,), **{f"{tag}-{i}": (noop, f"{tag}-{i - 1}") for i in range(1, n)}}
     client.get(dsk, f"{tag}-{n - 1}")
 
 
 def get_fanout(client: distributed.Client, n: int) -> None:
     tag = f"get-fanout-{uuid.uuid4().hex}"
     dsk: dict[str, Any] = {f"{tag}-{i}": (noop,) for i in range(n)}
-    dsk[f"{tag}-reduce"] = (noop, *dsk)
-    client.get(dsk, f"{tag}-reduce")
+    client.get({**dsk, f"{tag}-reduce": (noop, *dsk)}, f"{tag}-reduce")
 
 
 def scheduler_tasks(client: distributed.Client) -> int:
     return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
 
 
-def settle(client: distributed.Client, timeout: float = 60.0) -> int:
-    """Collect garbage, then wait until the scheduler holds no task; return how many are left."""
-    gc.collect()
-    deadline = time.monotonic() + timeout
-    while (left := scheduler_tasks(client)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
-
-
 LEAKS: list[str] = []
 
 
 def best_seconds(name: str, fn: Callable[[str], Any], repeat: int, client: distributed.Client) -> float:
-    """Best of ``repeat`` calls of ``fn(fresh temporary folder)``, each on an empty cluster."""
+    """Best of ``repeat`` calls of ``fn(fresh temporary folder)``, each starting on an empty scheduler."""
     best = float("inf")
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="fk-dask-bench-") as home:
-            settle(client)
+            gc.collect()
+            deadline = time.monotonic() + 60
+            while scheduler_tasks(client) and time.monotonic() < deadline:  # releases are asynchronous
+                time.sleep(0.05)
             start = time.perf_counter()
             fn(home)
             best = min(best, time.perf_counter() - start)
         gc.collect()
-        time.sleep(0.5)  # releases are asynchronous: let them land before counting
+        time.sleep(0.5)
         if left := scheduler_tasks(client):
-            LEAKS.append(f"{name}: {left:,} tasks still on the scheduler 0.5 s after the run")
+            LEAKS.append(f"{name}: {left:,} tasks still on the scheduler 0.5 s after the run returned")
     return best
 
 
 def runners(ex: fk.DaskExecutor, n: int) -> dict[str, dict[str, Callable[[str], Any]]]:
-    client = ex.client
-    out = {}
+    out, client = {}, ex.client
     for shape, flow, raw, get in (("chain", chain, raw_chain, get_chain), ("fan-out", fanout, raw_fanout, get_fanout)):
         out[shape] = {
             "flowkit store=False": lambda home, f=flow: f.with_options(executor=ex, store=False).run(n).result(),
@@ -166,17 +147,14 @@ def runners(ex: fk.DaskExecutor, n: int) -> dict[str, dict[str, Callable[[str], 
     return out
 
 
-def calibrate(seconds: float) -> int:
+def calibrate(seconds: float, probe: int = 2_000_000) -> int:
     """Loop iterations of ``spin`` taking about ``seconds`` in this process (best of 3)."""
-    probe = 2_000_000
-    took = min(_timed(lambda: spin(probe, 0)) for _ in range(3))
+    took = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        spin(probe, 0)
+        took = min(took, time.perf_counter() - start)
     return max(1, int(probe * seconds / took))
-
-
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def verdict(ok: bool) -> str:
@@ -195,57 +173,48 @@ def main() -> int:
 
     with fk.DaskExecutor(n_workers=2, threads_per_worker=1) as ex:
         client = ex.client
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
         print(f"cluster: {client.scheduler.address}, {len(workers)} worker processes x "
-              f"{sorted({w['nthreads'] for w in workers.values()})} thread(s)\n")
-
-        table = runners(ex, n)
-        warm = runners(ex, 50)  # imports, first pickles, first connections: not timed
-        for shape in warm.values():
-            for fn in shape.values():
+              f"{'/'.join(str(w['nthreads']) for w in workers)} thread(s)\n")
+        for fns in runners(ex, 50).values():  # imports, first pickles, first connections: not timed
+            for fn in fns.values():
                 with tempfile.TemporaryDirectory(prefix="fk-dask-bench-") as home:
                     fn(home)
+
+        table = runners(ex, n)
         columns = list(table["chain"])
         print(f"1. no-op tasks, N = {n:,}: ms per task (wall time / tasks)")
-        header = f"  {'shape':<8} {'tasks':>7} " + " ".join(f"{c:>20}" for c in columns) + \
-            f" {'store=False/submit':>19} {'store/submit':>13}"
+        header = (f"  {'shape':<8} {'tasks':>7} " + " ".join(f"{c:>20}" for c in columns)
+                  + f" {'store=False/submit':>19} {'store/submit':>13}")
         print(header + "\n  " + "-" * (len(header) - 2))
         ratios: dict[str, float] = {}
         for shape, fns in table.items():
             tasks = n if shape == "chain" else n + 1
             ms = {c: best_seconds(f"{shape} {c}", fns[c], args.repeat, client) / tasks * 1e3 for c in columns}
             ratio = ratios[shape] = ms["flowkit store=False"] / ms["raw submit"]
-            stored = ms["flowkit store"] / ms["raw submit"]
-            print(f"  {shape:<8} {tasks:>7,} " + " ".join(f"{ms[c]:>20.3f}" for c in columns) +
-                  f" {ratio:>18.2f}x {stored:>12.2f}x", flush=True)
+            print(f"  {shape:<8} {tasks:>7,} " + " ".join(f"{ms[c]:>20.3f}" for c in columns)
+                  + f" {ratio:>18.2f}x {ms['flowkit store'] / ms['raw submit']:>12.2f}x", flush=True)
         for leak in LEAKS:
             print(f"  warning: {leak}")
 
         iters = calibrate(args.cpu_seconds)
         cpu.with_options(executor=ex, store=False).run(1000).result()  # warm-up
-        local = cpu.with_options(executor=fk.LocalExecutor(), store=False)
-        remote = cpu.with_options(executor=ex, store=False)
-        durations: dict[str, list[float]] = {}
+        bodies: dict[str, list[float]] = {"local": [], "dask": []}
 
-        def timed_cpu(label: str, flow: fk.Flow[..., Any]) -> float:
-            best = float("inf")
-            for _ in range(args.repeat):
-                settle(client)
-                start = time.perf_counter()
-                run = flow.run(iters)
-                best = min(best, time.perf_counter() - start)
-                assert run.result() == [k + iters * (iters - 1) // 2 for k in range(CPU_TASKS)]
-                durations.setdefault(label, []).extend(tr.ended - tr.started for tr in run.task_runs)
-            return best
+        def run_cpu(label: str, executor: Any) -> None:
+            run = cpu.with_options(executor=executor, store=False).run(iters)
+            assert run.result() == [k + iters * (iters - 1) // 2 for k in range(CPU_TASKS)]
+            bodies[label] += [tr.ended - tr.started for tr in run.task_runs]
 
-        t_local, t_dask = timed_cpu("local", local), timed_cpu("dask", remote)
+        t_local = best_seconds("cpu local", lambda _: run_cpu("local", fk.LocalExecutor()), args.repeat, client)
+        t_dask = best_seconds("cpu dask", lambda _: run_cpu("dask", ex), args.repeat, client)
         cpu_ratio = t_dask / t_local
         print(f"\n2. {CPU_TASKS} CPU-bound tasks of ~{args.cpu_seconds:g} s ({iters:,} pure-Python loop iterations "
               f"each, calibrated in this process), store=False")
         for label, seconds, what in (("local", t_local, "fk.LocalExecutor(), sequential in-process"),
                                      ("dask", t_dask, "DaskExecutor, 2 workers x 1 thread")):
-            each = durations[label]
-            print(f"  {what:<42} {seconds:6.2f} s wall; task bodies {min(each):.2f}-{max(each):.2f} s")
+            print(f"  {what:<42} {seconds:6.2f} s wall; task bodies {min(bodies[label]):.2f}-"
+                  f"{max(bodies[label]):.2f} s")
         print(f"  dask/local: {cpu_ratio:.2f} (ideal 0.50 on 2 workers)\n")
 
     print("targets")

@@ -369,7 +369,8 @@ class _Loop:
         node = state.nodes[key]
         log.warning("flowkit: the cached result of task %r (node %r, key %s) is damaged: %s; it was removed and "
                     "will be recomputed", node.task.name, key, state.keys.get(key), damage)
-        damage.path.unlink(missing_ok=True)
+        if self.store is not None:
+            self.store.files.delete(damage.expected)
         if self.recorder is not None and key in state.keys:
             self.recorder.uncache(state.keys[key])
         self.loads.discard(key)

@@ -386,3 +386,24 @@ def test_a_lost_scheduler_fails_the_run_clearly_and_a_rerun_resumes(tmp_path, ho
     release.write_text("go")
     rerun = f.with_options(store=None).run()  # locally now: `one` comes from the cache
     assert rerun.task_run("one").status == "cached"
+
+
+def test_workers_write_artifacts_to_an_fsspec_url(dask_executor, tmp_path):
+    import numpy as np
+
+    shared = f"file://{tmp_path}/shared-artifacts"
+    store = fk.Store(tmp_path / "meta", artifacts=shared)
+
+    @fk.task
+    def big(n):
+        return np.arange(n)
+
+    @fk.flow(store=store, executor=dask_executor)
+    def f():
+        return big(50_000)
+
+    run = f.run()
+    assert run.result().sum() == sum(range(50_000))
+    assert store.artifact(run.artifact_id("big"))["uri"].startswith(shared)
+    assert list((tmp_path / "shared-artifacts").rglob("*"))
+    assert f.run().task_run("big").status == "cached"

@@ -282,3 +282,24 @@ def test_several_processes_share_one_store(tmp_path, home):
         assert out.strip() == "ok" and "locked" not in err
     runs = fk.runs(flow="f")
     assert len(runs) == 12 and {r.status for r in runs} == {"completed"}
+
+
+def test_the_artifact_root_can_be_an_fsspec_url(tmp_path, caplog):
+    store = fk.Store(tmp_path / "meta", artifacts="memory://flowkit-test-artifacts")
+
+    @fk.flow(store=store)
+    def f():
+        return total_rows(frame(50_000)), frame(10)
+
+    first = f.run()
+    assert first.result()[0] == 50_000
+    record = store.artifact(first.artifact_id("frame"))
+    assert record["uri"].startswith("memory://flowkit-test-artifacts/")
+    CALLS.clear()
+    assert f.run(refresh=["total_rows"]).result()[0] == 50_000 and CALLS == ["total_rows"]
+    # damage it: reported, removed, recomputed, as on a local disk
+    store.files.fs.pipe_file(store.files._key(first.artifact_id("frame")), b"garbage")
+    CALLS.clear()
+    with caplog.at_level(logging.WARNING, logger="flowkit"):
+        assert f.run(refresh=["total_rows"]).result()[0] == 50_000
+    assert CALLS == ["frame", "total_rows"] and "damaged" in caplog.text

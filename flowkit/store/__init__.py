@@ -2,7 +2,10 @@
 
 - ``flowkit.db``: the SQLite metadata database (:mod:`flowkit.store.metadata`);
 - ``artifacts/``: content-addressed files (:mod:`flowkit.store.artifacts`);
-  small values (up to 32 KiB) are kept inside the database instead.
+  small values (up to 32 KiB) are kept inside the database instead. The
+  artifact root may be moved elsewhere, an fsspec URL included, with
+  ``Store(home, artifacts=...)`` or ``$FLOWKIT_ARTIFACTS``, so that the workers
+  of a remote Dask cluster can write and read it.
 
 :class:`Store` is what the engine, the lineage queries and the CLI use. It
 pickles as its home path, so it can travel to a worker.
@@ -24,7 +27,7 @@ from typing import Any
 from flowkit.errors import CacheCorruptionError, StoreError
 from flowkit.hashing import file_digest
 from flowkit.records import Attempt, Run, TaskRun
-from flowkit.store.artifacts import ArtifactFiles, DamagedArtifact
+from flowkit.store.artifacts import DamagedArtifact, artifact_files
 from flowkit.store.metadata import MetadataDB
 
 __all__ = ["GCReport", "Store", "current_file_digests", "default_home"]
@@ -43,8 +46,12 @@ def default_home() -> Path:
     return Path(os.environ.get("FLOWKIT_HOME") or ".flowkit")
 
 
-_OPEN: dict[Path, Store] = {}
+_OPEN: dict[tuple[Path, str | None], Store] = {}
 _OPEN_LOCK = threading.Lock()
+
+
+def _reopen(home: str, artifacts: str) -> Store:
+    return Store.open(home, artifacts=artifacts)
 
 
 @dataclass
@@ -59,7 +66,8 @@ class GCReport:
 class Store:
     """Metadata database plus artifact folder under one home directory."""
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, home: str | os.PathLike[str] | None = None, *,
+                 artifacts: str | os.PathLike[str] | None = None) -> None:
         self.home = Path(home) if home is not None else default_home()
         try:
             self.home.mkdir(parents=True, exist_ok=True)
@@ -67,21 +75,25 @@ class Store:
             raise StoreError(f"cannot create the flowkit store at {self.home}: {exc}. Set FLOWKIT_HOME to a "
                              f"writable folder.") from exc
         self.db = MetadataDB(self.home / "flowkit.db")
-        self.files = ArtifactFiles(self.home / "artifacts")
+        root = artifacts or os.environ.get("FLOWKIT_ARTIFACTS") or self.home / "artifacts"
+        self.artifacts_root = os.fspath(root)
+        self.files = artifact_files(root)
         self._file_memo: dict[tuple[str, int, int], str] = {}
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str] | None = None) -> Store:
+    def open(cls, home: str | os.PathLike[str] | None = None, *,
+             artifacts: str | os.PathLike[str] | None = None) -> Store:
         """The store at ``home`` (default: :func:`default_home`), shared within this process."""
         path = (Path(home) if home is not None else default_home()).absolute()
+        root = artifacts or os.environ.get("FLOWKIT_ARTIFACTS")
         with _OPEN_LOCK:
-            store = _OPEN.get(path)
+            store = _OPEN.get((path, root))
             if store is None:
-                store = _OPEN[path] = cls(path)
+                store = _OPEN[(path, root)] = cls(path, artifacts=root)
             return store
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (Store.open, (str(self.home),))
+        return (_reopen, (str(self.home), self.artifacts_root))
 
     def __repr__(self) -> str:
         return f"Store({str(self.home)!r})"

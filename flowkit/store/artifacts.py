@@ -20,13 +20,13 @@ from typing import Any
 from flowkit.hashing import Hasher
 from flowkit.hashing import digest as _digest
 
-__all__ = ["ArtifactFiles", "DamagedArtifact"]
+__all__ = ["ArtifactFiles", "DamagedArtifact", "FsspecArtifactFiles", "artifact_files"]
 
 
 class DamagedArtifact(Exception):
     """The bytes on disk no longer match their digest (or the file is gone)."""
 
-    def __init__(self, path: Path, expected: str, actual: str | None) -> None:
+    def __init__(self, path: Path | str, expected: str, actual: str | None) -> None:
         what = "is missing" if actual is None else f"has digest {actual}"
         super().__init__(f"artifact file {path} {what}, expected {expected}")
         self.path = path
@@ -189,3 +189,91 @@ class ArtifactFiles:
             for entry in os.scandir(folder):
                 if not entry.name.startswith(".tmp-"):
                     yield entry.name, entry.stat().st_mtime
+
+
+class FsspecArtifactFiles:
+    """The artifact folder at an fsspec URL (``s3://bucket/flowkit``, ``gcs://...``, ``file:///shared``).
+
+    Used when the workers of a remote cluster cannot see the client's disk.
+    The same layout and rules apply: the name is the digest, a write goes to a
+    temporary name first and is moved into place, a read is checked against
+    the digest before anything is deserialized.
+    """
+
+    def __init__(self, url: str) -> None:
+        import fsspec
+
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.root = self.root.rstrip("/")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (FsspecArtifactFiles, (self.url,))
+
+    def _key(self, digest: str) -> str:
+        return f"{self.root}/{digest[:2]}/{digest}"
+
+    def path(self, digest: str) -> str:
+        """The URL of the artifact with this digest."""
+        return f"{self.url}/{digest[:2]}/{digest}"
+
+    def _put(self, digest: str, write: Callable[[Any], None]) -> str:
+        final = self._key(digest)
+        if self.fs.exists(final):
+            return self.path(digest)
+        self.fs.makedirs(f"{self.root}/{digest[:2]}", exist_ok=True)
+        tmp = f"{self.root}/{digest[:2]}/.tmp-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                write(f)
+            self.fs.mv(tmp, final)
+        except BaseException:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+            raise
+        return self.path(digest)
+
+    def write(self, digest: str, data: bytes | memoryview) -> str:
+        return self._put(digest, lambda f: f.write(data))
+
+    def write_stream(self, produce: Callable[[Any], None]) -> tuple[str, int, str]:
+        import io
+
+        buffer = io.BytesIO()
+        writer = _HashingWriter(buffer)
+        writer.sync_every = 1 << 62  # a memory buffer has nothing to sync
+        produce(writer)
+        digest = writer.hasher.hexdigest()
+        return digest, writer.size, self._put(digest, lambda f: f.write(buffer.getbuffer()))
+
+    def read(self, digest: str) -> bytes:
+        try:
+            data = self.fs.cat_file(self._key(digest))
+        except FileNotFoundError:
+            raise DamagedArtifact(self.path(digest), digest, None) from None
+        actual = _digest(data)
+        if actual != digest:
+            raise DamagedArtifact(self.path(digest), digest, actual)
+        return data
+
+    def delete(self, digest: str) -> None:
+        if self.fs.exists(self._key(digest)):
+            self.fs.rm(self._key(digest))
+
+    def digests(self) -> Iterator[tuple[str, float]]:
+        import time
+
+        if not self.fs.exists(self.root):
+            return
+        for info in self.fs.find(self.root, detail=True).values():
+            name = info["name"].rsplit("/", 1)[-1]
+            if name.startswith(".tmp-"):
+                continue
+            mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or time.time()
+            yield name, mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
+
+
+def artifact_files(root: str | os.PathLike[str]) -> ArtifactFiles | FsspecArtifactFiles:
+    """The artifact folder for a local path or an fsspec URL."""
+    text = os.fspath(root)
+    return FsspecArtifactFiles(text) if "://" in text else ArtifactFiles(text)
