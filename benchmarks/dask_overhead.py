@@ -15,13 +15,12 @@ flowkit runs on it through the executor, raw Dask through the executor's ``.clie
    calibrated in this process, holding the GIL), store=False, run sequentially
    in-process with ``fk.LocalExecutor()`` and on the 2 workers (ideal ratio 0.5).
 
-Each time is the best of ``--repeat``; before each timed run futures are
-dropped, ``gc.collect()`` runs and the script waits until the scheduler holds
-no task, so every run starts on an empty cluster. Targets are ratios of
-numbers taken in one process on one cluster minutes apart: the machine's speed
-and load (2 cores shared by the scheduler, two workers and this client) and
-the network stack weigh on both sides alike, while absolute ms per task on a
-shared machine mean little. Exit code is 0 whatever the numbers.
+Each time is the best of ``--repeat``, each run starting on an empty scheduler
+(futures dropped, ``gc.collect()``, wait for the scheduler to forget them).
+Targets are ratios of numbers taken in one process on one cluster minutes
+apart: the machine's speed and load (2 cores shared by the scheduler, two
+workers and this client) weigh on both sides alike, while absolute ms per task
+on a shared machine mean little. Exit code is 0 whatever the numbers.
 
     python benchmarks/dask_overhead.py [--n 10000] [--repeat 2] [--cpu-seconds 1.0]
 """
@@ -33,6 +32,7 @@ import gc
 import platform
 import tempfile
 import time
+import timeit
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -113,7 +113,7 @@ def scheduler_tasks(client: distributed.Client) -> int:
     return client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
 
 
-LEAKS: list[str] = []
+LEAKS: list[str] = []  # runs after which the scheduler still held tasks
 
 
 def best_seconds(name: str, fn: Callable[[str], Any], repeat: int, client: distributed.Client) -> float:
@@ -149,11 +149,7 @@ def runners(ex: fk.DaskExecutor, n: int) -> dict[str, dict[str, Callable[[str], 
 
 def calibrate(seconds: float, probe: int = 2_000_000) -> int:
     """Loop iterations of ``spin`` taking about ``seconds`` in this process (best of 3)."""
-    took = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        spin(probe, 0)
-        took = min(took, time.perf_counter() - start)
+    took = min(timeit.repeat(lambda: spin(probe, 0), number=1, repeat=3))
     return max(1, int(probe * seconds / took))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from flowkit.files import File
 
-__all__ = ["Item", "Nested", "Output", "Slot", "execute", "fill", "load_artifact", "resolve_path", "run_and_store"]
+__all__ = ["Item", "Nested", "Output", "Slot", "execute", "fill", "load_artifact", "resolve_path", "run_task"]
 
 
 class Slot:
@@ -128,15 +128,17 @@ def call_with_timeout(name: str, timeout: float, fn: Callable[..., Any], *args: 
     Python cannot kill a thread: a timed-out attempt is abandoned (it runs on
     in the background, its result discarded) and the caller moves on at once.
     """
+    import contextvars
     import threading
 
     from flowkit.errors import TaskTimeoutError
 
     outcome: list[Any] = []
+    context = contextvars.copy_context()  # the attempt's output is still the task's
 
     def attempt() -> None:
         try:
-            outcome.append((True, fn(*args, **kwargs)))
+            outcome.append((True, context.run(fn, *args, **kwargs)))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller below
             outcome.append((False, exc))
 
@@ -164,16 +166,17 @@ INLINE_MAX = 32 * 1024
 
 
 class Output:
-    """What a node call returns when results are stored: the value and its artifact."""
+    """What a node call returns besides its value: its artifact record and captured output."""
 
-    __slots__ = ("value", "info")
+    __slots__ = ("value", "info", "logs")
 
-    def __init__(self, value: Any, info: ArtifactInfo | None) -> None:
+    def __init__(self, value: Any, info: ArtifactInfo | None, logs: str | None = None) -> None:
         self.value = value
         self.info = info
+        self.logs = logs
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Output, (self.value, self.info))
+        return (Output, (self.value, self.info, self.logs))
 
 
 class ArtifactInfo(tuple):  # noqa: SLOT001 - a plain tuple that pickles cheaply
@@ -221,11 +224,19 @@ def store_value(files: Any, value: Any, serializer: str | None) -> ArtifactInfo 
     return ArtifactInfo((d, encoded.serializer, size, describe(value), None, str(path)))
 
 
-def run_and_store(files: Any, serializer: str | None, fn: Callable[..., Any], args: tuple[Any, ...],
-                  kwargs: dict[str, Any] | None, *values: Any) -> Output:
-    """Run a node and store its result as an artifact."""
-    value = execute(fn, args, kwargs, *values)
-    return Output(value, store_value(files, value, serializer))
+def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Callable[..., Any],
+             args: tuple[Any, ...], kwargs: dict[str, Any] | None, *values: Any) -> Any:
+    """Run a task node with its output captured and, given ``files``, store its result.
+
+    Returns the bare value when there is nothing else to report, else an :class:`Output`.
+    """
+    from flowkit.logs import task_output
+
+    value, logs = task_output(node, sink, execute, fn, args, kwargs, *values)
+    info = store_value(files, value, serializer) if files is not None else None
+    if info is None and logs is None:
+        return value
+    return Output(value, info, logs)
 
 
 def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None) -> Any:
@@ -256,10 +267,13 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
 
     from distributed import get_worker
 
+    from flowkit.logs import capturing
+
     worker = get_worker()
     started = time.time()
     values = [d.value if type(d) is Output else d for d in deps]
-    out = fn(*args, *values)
-    info = out.info if type(out) is Output else None
-    worker.log_event(topic, ("done", node, worker.address, started, time.time(), info))
+    with capturing():
+        out = fn(*args, *values)
+    info, logs = (out.info, out.logs) if type(out) is Output else (None, None)
+    worker.log_event(topic, ("done", node, worker.address, started, time.time(), info, logs))
     return out

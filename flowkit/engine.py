@@ -40,7 +40,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import networkx as nx
 
@@ -49,17 +49,17 @@ from flowkit._worker import (
     Slot,
     call_with_timeout,
     collect,
-    execute,
     fill,
     load_artifact,
     resolve_path,
-    run_and_store,
+    run_task,
 )
 from flowkit.cache import KeyMaker, value_token
 from flowkit.clock import Clock
 from flowkit.errors import FlowRunError
 from flowkit.executors import Completion, Executor, Session
 from flowkit.graph import FlowGraph, Node
+from flowkit.logs import capturing
 from flowkit.records import Attempt, Run, TaskRun
 from flowkit.recording import Recorder, short_repr
 from flowkit.store import Store
@@ -67,9 +67,25 @@ from flowkit.retry import retry_delay, should_retry
 from flowkit.store.artifacts import DamagedArtifact
 from flowkit.task import Task, TaskOptions, effective_options
 
-__all__ = ["RunState", "expand_map", "run_graph"]
+__all__ = ["RunListener", "RunState", "expand_map", "run_graph"]
 
 log = logging.getLogger("flowkit")
+
+
+class RunListener(Protocol):
+    """Follows a run as it goes (the CLI's progress display is one)."""
+
+    def on_plan(self, tasks: int) -> None:
+        """The graph is planned: ``tasks`` task nodes (dynamic maps may add more)."""
+
+    def on_start(self, node: str, task: str) -> None:
+        """A task node was handed to the executor."""
+
+    def on_finish(self, task_run: TaskRun) -> None:
+        """A task run ended (completed, cached, failed, skipped or cancelled)."""
+
+    def on_output(self, node: str, line: str) -> None:
+        """A line a task printed or logged."""
 
 
 @dataclass
@@ -154,7 +170,8 @@ class _Loop:
 
     def __init__(self, graph: FlowGraph, session: Session, clock: Clock, run_id: str, store: Store | None,
                  keymaker: KeyMaker | None, recorder: Recorder | None, forced: Collection[str],
-                 task_defaults: dict[str, Any] | None = None, fail_fast: bool = False) -> None:
+                 task_defaults: dict[str, Any] | None = None, fail_fast: bool = False,
+                 listener: RunListener | None = None) -> None:
         self.graph = graph
         self.session = session
         self.clock = clock
@@ -170,6 +187,9 @@ class _Loop:
         self.loads: set[str] = set()
         self.attempts: dict[str, list[Attempt]] = {}
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
+        self.listener = listener
+        # Task output goes to the listener line by line when tasks run in this process.
+        self.sink = listener.on_output if listener is not None and getattr(session, "in_process", False) else None
         self.timers: list[tuple[float, int, str]] = []  # (due, tie-breaker, node id): retries waiting
         self._options: dict[int, TaskOptions] = {}
 
@@ -198,6 +218,8 @@ class _Loop:
                 self.record_cached(node_id, row[0], None, None, None)
         if self.store is not None:  # the small values to load come from the database in one query
             self.inline = self.store.db.inline_many(hits[n][0] for n in self.loads if not hits[n][3])
+        if self.listener is not None:
+            self.listener.on_plan(sum(1 for n in state.nodes.values() if n.kind != "map"))
 
     def lookup(self, nodes: dict[str, Node]) -> dict[str, tuple[Any, ...]]:
         """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``."""
@@ -278,11 +300,11 @@ class _Loop:
                     fn = functools.partial(call_with_timeout, task.name, timeout, fn)
                 hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
                          "code": task.fn}
-                if self.store is None:
-                    self.session.submit(key, execute, (fn, node.args, node.kwargs), deps, **hints)
-                else:
-                    self.session.submit(key, run_and_store, (self.store.files, task.options.serializer, fn,
-                                                             node.args, node.kwargs), deps, **hints)
+                files = self.store.files if self.store is not None else None
+                self.session.submit(key, run_task, (key, self.sink, files, task.options.serializer, fn, node.args,
+                                                    node.kwargs), deps, **hints)
+                if self.listener is not None:
+                    self.listener.on_start(key, task.name)
             elif kind == "map":
                 self.session.submit(key, collect, (), deps, name=node.task.name)
             else:
@@ -333,7 +355,7 @@ class _Loop:
                 self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
                                     len(history), history[0].started, done.ended, state.keys.get(key),
                                     info.digest if info is not None else None, worker=done.worker,
-                                    history=history), info, node)
+                                    history=history, logs=self.output_of(done, done.logs)), info, node)
             complete(state, key, done.handle)
         elif isinstance(done.error, KeyboardInterrupt):
             raise done.error
@@ -378,8 +400,17 @@ class _Loop:
         state.scheduled.discard(key)
         self.materialize(key)
 
+    def output_of(self, done: Completion, logs: str | None) -> str | None:
+        """A task's captured output; shown by the listener now unless it was streamed live."""
+        if logs and self.listener is not None and self.sink is None:
+            for line in logs.splitlines():
+                self.listener.on_output(done.key, line)
+        return logs
+
     def record(self, tr: TaskRun, info: Any = None, node: Node | None = None) -> None:
         self.state.records.append(tr)
+        if self.listener is not None:
+            self.listener.on_finish(tr)
         if self.recorder is not None:
             inputs = self.inputs(tr.node, node) if node is not None else ()
             self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed")
@@ -419,6 +450,7 @@ class _Loop:
             f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", len(history),
             history[0].started, done.ended, state.keys.get(done.key), error=_error_text(exc),
             traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc, history=history,
+            logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
         ))
         if self.fail_fast:
             self.stop()
@@ -527,6 +559,7 @@ def run_graph(
     context: dict[str, Any] | None = None,
     task_defaults: dict[str, Any] | None = None,
     fail_fast: bool = False,
+    listener: RunListener | None = None,
     on_end: Callable[[Run], None] | None = None,
 ) -> Run:
     """Run every node of ``graph`` and return the :class:`Run` record.
@@ -539,6 +572,7 @@ def run_graph(
             resumed run passes the salt of the run it resumes).
         task_defaults: the flow's defaults for its tasks' retry and timeout options.
         fail_fast: stop submitting tasks at the first final failure.
+        listener: told of the plan, each task's start, end and output (progress displays).
 
     Never raises for a task failure (the run is ``failed`` and ``run.result()``
     raises). A ``KeyboardInterrupt`` ends the run ``cancelled`` and is re-raised.
@@ -565,8 +599,9 @@ def run_graph(
     status = "completed"
     loop = None
     try:
-        with executor.session(clock) as session:
-            loop = _Loop(graph, session, clock, run_id, store, keymaker, recorder, forced, task_defaults, fail_fast)
+        with capturing(), executor.session(clock) as session:
+            loop = _Loop(graph, session, clock, run_id, store, keymaker, recorder, forced, task_defaults, fail_fast,
+                         listener)
             state = loop.state
             try:
                 loop.plan(keys)

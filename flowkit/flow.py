@@ -185,7 +185,7 @@ class Flow(Generic[P, R]):
         return Store.open(None if option is None or option is True else option)
 
     def _run(self, params: dict[str, Any], *, trigger: str = "manual", refresh: bool | Iterable[str] = False,
-             resume: str | None = None, fail_fast: bool = False) -> Run:
+             resume: str | None = None, fail_fast: bool = False, listener: Any = None) -> Run:
         graph = trace_flow(self.name, self._body, params)
         executor = self.options.executor or LocalExecutor()
         clock = self.options.clock or SystemClock()
@@ -213,7 +213,8 @@ class Flow(Generic[P, R]):
             forced = {nid for nid, node in graph.nodes.items() if node.task.name in names}
         context = run_context(_source_file(self.fn)) if store is not None else None
         return run_graph(graph, executor, clock, store=store, trigger=trigger, refresh=forced, salt=salt,
-                         context=context, task_defaults=self.options.task_defaults, fail_fast=fail_fast)
+                         context=context, task_defaults=self.options.task_defaults, fail_fast=fail_fast,
+                         listener=listener)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the flow and return its value (inside a flow body: inline it)."""

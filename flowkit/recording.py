@@ -45,8 +45,18 @@ def run_context(flow_file: str | None) -> dict[str, Any]:
             "git_commit": _git_commit(folder) if folder else None}
 
 
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return repr(value)
+
+
 def _json_params(params: dict[str, Any]) -> str:
-    return json.dumps(params, default=repr, sort_keys=True)
+    return json.dumps(params, default=_json_default, sort_keys=True)
 
 
 def short_repr(value: Any, limit: int = 200) -> str:
@@ -84,7 +94,7 @@ class Recorder:
         batch = self.batch
         self._seq += 1
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
-                                tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker))
+                                tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker, tr.logs))
         if info is not None:
             desc = info.description
             columns = desc.get("columns")

@@ -58,6 +58,7 @@ class TaskRun:
         worker: where it ran (a thread name or a Dask worker address).
         exception: the exception object itself (only in the process that ran it).
         history: every :class:`Attempt`, in order.
+        logs: what the task printed or logged (the end of it, when very long).
     """
 
     id: str
@@ -75,6 +76,7 @@ class TaskRun:
     worker: str | None = None
     exception: BaseException | None = dataclasses.field(default=None, compare=False, repr=False)
     history: tuple[Attempt, ...] = dataclasses.field(default=(), repr=False)
+    logs: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def duration(self) -> float | None:

@@ -37,7 +37,7 @@ class Completion(NamedTuple):
     the record of its stored artifact), ``handle`` stands for the value and
     ``info`` is the artifact record; otherwise ``info`` is ``None``. ``lost``
     names the workers of earlier attempts of this same submission that died
-    with their worker (Dask recomputed them).
+    with their worker (Dask recomputed them); ``logs`` is the task's captured output.
     """
 
     key: str
@@ -48,6 +48,7 @@ class Completion(NamedTuple):
     worker: str | None
     info: Any = None
     lost: tuple[str, ...] = ()
+    logs: str | None = None
 
 
 @runtime_checkable

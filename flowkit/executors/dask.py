@@ -289,11 +289,12 @@ class _DaskSession:
             if event is None:
                 self._done[node] = future
                 return None
-            _, _, worker, started, ended, info = event
+            _, _, worker, started, ended, info, logs = event
             if info is not None:  # events travel as msgpack: the tuple arrives as a list
                 info = ArtifactInfo(tuple(info))
             self._futures.pop(node, None)
-            return Completion(node, future, None, started, ended, worker, info, tuple(self.starts.get(node, ())))
+            return Completion(node, future, None, started, ended, worker, info, tuple(self.starts.get(node, ())),
+                              logs)
         self._futures.pop(node, None)
         try:
             error = future.exception(timeout=30)

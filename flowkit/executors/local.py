@@ -37,6 +37,12 @@ class LocalExecutor:
     def __repr__(self) -> str:
         return f"LocalExecutor(max_workers={self.max_workers!r})"
 
+    def __enter__(self) -> LocalExecutor:
+        return self  # nothing to start; here so every executor can be used with `with`
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
     @contextmanager
     def session(self, clock: Clock) -> Iterator[_SequentialSession | _ThreadSession]:
         if self.max_workers is None:
@@ -58,12 +64,14 @@ def _call(clock: Clock, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
     except BaseException as exc:  # noqa: BLE001 - the engine decides (KeyboardInterrupt cancels the run)
         return Completion(key, None, exc, started, clock.time(), worker)
     if type(value) is Output:
-        return Completion(key, value.value, None, started, clock.time(), worker, value.info)
+        return Completion(key, value.value, None, started, clock.time(), worker, value.info, (), value.logs)
     return Completion(key, value, None, started, clock.time(), worker)
 
 
 class _SequentialSession:
     """Runs each call as it is submitted, in the calling thread."""
+
+    in_process = True  # task output can be streamed live
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -87,6 +95,8 @@ class _SequentialSession:
 
 class _ThreadSession:
     """Runs calls on a thread pool; completions arrive through a queue."""
+
+    in_process = True
 
     def __init__(self, clock: Clock, pool: ThreadPoolExecutor) -> None:
         self._clock = clock

@@ -189,7 +189,7 @@ class Store:
     def task_runs(self, run_id: str) -> tuple[TaskRun, ...]:
         """The task runs of a run, in the order they were recorded."""
         rows = self.db.query("SELECT run_id || '/' || node, run_id, node, task, status, attempts, started, ended, "
-                             "cache_key, artifact_id, error, traceback, worker FROM task_runs WHERE run_id = ? "
+                             "cache_key, artifact_id, error, traceback, worker, logs FROM task_runs WHERE run_id = ? "
                              "ORDER BY seq", (run_id,))
         history: dict[str, list[Attempt]] = {}
         for node, number, started, ended, error in self.db.query(
@@ -201,7 +201,7 @@ class Store:
             attempts = history.get(r[2])
             if attempts is None and r[4] == "completed":
                 attempts = [Attempt(1, r[6], r[7], None)]
-            out.append(TaskRun(*r, history=tuple(attempts or ())))
+            out.append(TaskRun(*r[:13], history=tuple(attempts or ()), logs=r[13]))
         return tuple(out)
 
     def cache_salt(self, run_id: str) -> tuple[str, str]:
@@ -210,6 +210,26 @@ class Store:
         if not rows:
             raise KeyError(run_id)
         return rows[0][0], rows[0][1] or run_id
+
+    # --- the cache -----------------------------------------------------------------------------
+
+    def cache_entries(self) -> list[dict[str, Any]]:
+        """Every cache entry with its task, artifact and size, newest first."""
+        rows = self.db.query("SELECT c.key, c.task, c.artifact_id, c.created, a.size, a.type FROM cache c "
+                             "LEFT JOIN artifacts a ON a.id = c.artifact_id ORDER BY c.created DESC")
+        return [{"key": r[0], "task": r[1], "artifact_id": r[2], "created": r[3], "size": r[4], "type": r[5]}
+                for r in rows]
+
+    def clear_cache(self, *, tasks: list[str] | None = None, dry_run: bool = False) -> int:
+        """Forget cache entries (all, or those of some tasks); return how many. Artifacts go at the next gc."""
+        where, params = "", []
+        if tasks:
+            where = " WHERE task IN (SELECT value FROM json_each(?))"
+            params = [json.dumps(tasks)]
+        count = self.db.query("SELECT COUNT(*) FROM cache" + where, params)[0][0]
+        if not dry_run and count:
+            self.db.write(lambda c: c.execute("DELETE FROM cache" + where, params))
+        return count
 
     # --- garbage collection --------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, node, number)
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE task_runs ADD COLUMN logs TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,8 +180,8 @@ class MetadataDB:
                               "rows, created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.artifacts)
             if batch.task_runs:
                 c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, attempts, started, "
-                              "ended, cache_key, artifact_id, error, traceback, worker) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
+                              "ended, cache_key, artifact_id, error, traceback, worker, logs) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
             if batch.attempts:
                 c.executemany("INSERT OR REPLACE INTO attempts (run_id, node, number, started, ended, error) "
                               "VALUES (?, ?, ?, ?, ?, ?)", batch.attempts)

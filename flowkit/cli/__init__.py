@@ -1,0 +1,319 @@
+"""The ``flowkit`` command: run flows, look back at runs, trace lineage, manage the cache.
+
+Each command parses its arguments, calls one public function, and formats the
+answer. Bad input gets a message that says what to do (exit code 2), a failed
+flow exit code 1; ``--debug`` shows the Python traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from flowkit.errors import FlowkitError, FlowRunError
+from flowkit.cli.loading import UsageProblem, load_flow, parse_params
+from flowkit.cli.progress import Progress, duration, first_line, summary_table
+
+__all__ = ["main"]
+
+# Piped output (CI logs, `| less`) is not squeezed into 80 columns.
+_WIDTH = None if sys.stdout.isatty() else shutil.get_terminal_size((160, 24)).columns
+console = Console(highlight=False, width=_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=_WIDTH)
+
+
+class _Group(click.Group):
+    """Turns flowkit's errors into messages and exit codes instead of tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if ctx.obj and ctx.obj.get("debug") and exc.__cause__ is not None:
+                import traceback
+
+                traceback.print_exception(exc.__cause__, file=sys.stderr)
+            raise
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - shown as a message; --debug shows the traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            usage = isinstance(exc, (FlowkitError, KeyError, FileNotFoundError, ConnectionError))
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            err_console.print(f"[bold red]error:[/] {escape(str(message))}")
+            err_console.print("[dim](run with --debug to see the traceback)[/dim]")
+            ctx.exit(2 if usage else 1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), envvar="FLOWKIT_HOME",
+              help="The store folder (default: $FLOWKIT_HOME, else ./.flowkit).")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+@click.version_option(package_name="flowkit")
+@click.pass_context
+def main(ctx: click.Context, home: str | None, debug: bool) -> None:
+    """flowkit: ML and data workflows as plain Python."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    if home:
+        os.environ["FLOWKIT_HOME"] = home
+
+
+def _store() -> Any:
+    from flowkit.store import Store
+
+    return Store.open()
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _short(value: Any, limit: int = 400) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+param_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                            help="A flow parameter, converted by the flow's type hints (repeatable).")
+
+
+@main.command()
+@click.argument("target", metavar="FILE.py[:FLOW]")
+@param_option
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Run in this process, or on Dask.")
+@click.option("--address", metavar="tcp://HOST:PORT", help="An existing Dask scheduler (implies --executor dask).")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker count: threads for local, processes for dask.")
+@click.option("--refresh", "refresh", multiple=True, is_flag=False, flag_value="*", metavar="[TASK]",
+              help="Recompute TASK and what depends on it; alone, recompute everything.")
+@click.option("--resume", metavar="RUN_ID", help="Also reuse what cache=False tasks produced in that run.")
+@click.option("--fail-fast", is_flag=True, help="Stop submitting tasks at the first failure.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+def run(target: str, params: tuple[str, ...], executor: str, address: str | None, workers: int | None,
+        refresh: tuple[str, ...], resume: str | None, fail_fast: bool, as_json: bool) -> None:
+    """Run a flow from a file: flowkit run flows.py:train -p rows=1000"""
+    import flowkit as fk
+
+    flow = load_flow(target)
+    kwargs = parse_params(flow, params)
+    bound = flow.bind(**kwargs)
+    if address or executor == "dask":
+        chosen: Any = fk.DaskExecutor(address=address, n_workers=None if address else workers)
+    else:
+        chosen = fk.LocalExecutor(max_workers=workers)
+    refresh_arg: bool | list[str] = True if "*" in refresh else list(refresh)
+    out = err_console if as_json else console
+    with chosen:
+        link = getattr(chosen, "dashboard_link", None)
+        if link and not as_json:
+            out.print(f"Dask dashboard: {link}")
+        progress = Progress(out, live=out.is_terminal and not as_json)
+        with progress:
+            result = flow.with_options(executor=chosen)._run(bound, trigger="cli", refresh=refresh_arg,
+                                                             resume=resume, fail_fast=fail_fast,
+                                                             listener=None if as_json else progress)
+    if as_json:
+        click.echo(json.dumps({
+            "run_id": result.id, "flow": result.flow, "status": result.status, "counts": result.counts(),
+            "duration": result.duration, "result": _jsonable(result.value) if result.status == "completed" else None,
+            "failed": [{"node": tr.node, "attempts": tr.attempts, "error": first_line(tr.error, 500)}
+                       for tr in result.failed],
+        }))
+    else:
+        console.print(summary_table(result))
+        console.print(escape(result.summary()))
+        if result.status == "completed":
+            console.print(f"result: {escape(_short(result.value))}")
+    if result.status != "completed":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("target", metavar="FILE.py[:FLOW]")
+@param_option
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "png", "svg"]), default="mermaid",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (png/svg need one).")
+def graph(target: str, params: tuple[str, ...], fmt: str, output: str | None) -> None:
+    """Show a flow's graph without running it."""
+    flow = load_flow(target)
+    g = flow.graph(**parse_params(flow, params))
+    if fmt == "mermaid":
+        text = g.to_mermaid()
+    else:
+        text = g.to_dot()
+    if fmt in ("mermaid", "dot"):
+        if output:
+            with open(output, "w") as fh:
+                fh.write(text)
+        else:
+            click.echo(text, nl=False)
+        return
+    dot = shutil.which("dot")
+    if dot is None:
+        raise UsageProblem(f"--format {fmt} needs Graphviz's `dot` program, which is not installed "
+                           f"(e.g. `apt-get install graphviz`); --format dot or mermaid work without it")
+    target_file = output or f"{flow.name}.{fmt}"
+    subprocess.run([dot, f"-T{fmt}", "-o", target_file], input=text, text=True, check=True)
+    console.print(f"wrote {target_file}")
+
+
+@main.command()
+@click.option("--flow", help="Only runs of this flow.")
+@click.option("--status", type=click.Choice(["completed", "failed", "cancelled", "running"]))
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first."""
+    found = _store().runs(flow, limit, status)
+    if as_json:
+        click.echo(json.dumps([{"id": r.id, "flow": r.flow, "status": r.status, "trigger": r.trigger,
+                                "params": r.params, "started": r.started, "ended": r.ended,
+                                "error": r.error if isinstance(r.error, str) else None} for r in found]))
+        return
+    if not found:
+        console.print("no runs yet" + (f" of flow {flow!r}" if flow else ""))
+        return
+    table = Table()
+    for column in ("run", "flow", "status", "trigger", "started", "duration"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("params", overflow="ellipsis", no_wrap=True)
+    for r in found:
+        table.add_row(r.id[:12], r.flow, r.status, r.trigger or "", _when(r.started), duration(r.duration),
+                      ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in r.params.items()))
+    console.print(table)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--logs", "logs_of", metavar="TASK", help="Print what a task printed or logged.")
+@click.option("--json", "as_json", is_flag=True)
+def show(run_id: str, logs_of: str | None, as_json: bool) -> None:
+    """Show one run's task runs (a unique prefix of the id is enough)."""
+    found = _store().run(run_id)
+    if logs_of is not None:
+        matches = [tr for tr in found.task_runs if logs_of in (tr.node, tr.name)]
+        if not matches:
+            raise UsageProblem(f"run {found.id[:12]} has no task {logs_of!r}; its tasks are: "
+                               f"{', '.join(tr.node for tr in found.task_runs)}")
+        for tr in matches:
+            if len(matches) > 1:
+                console.print(f"[bold]{escape(tr.node)}[/bold]")
+            click.echo(tr.logs or "", nl=False)
+        return
+    if as_json:
+        click.echo(json.dumps({"id": found.id, "flow": found.flow, "status": found.status, "task_runs": [
+            {"node": tr.node, "task": tr.name, "status": tr.status, "attempts": tr.attempts, "duration": tr.duration,
+             "artifact_id": tr.artifact_id, "error": first_line(tr.error, 500)} for tr in found.task_runs]}))
+        return
+    console.print(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
+                  f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
+    if isinstance(found.error, str):
+        console.print(f"[red]{escape(found.error)}[/red]")
+    console.print(summary_table(found, limit=500))
+
+
+@main.command()
+@click.argument("artifact_id")
+@click.option("--format", "fmt", type=click.Choice(["tree", "mermaid", "json"]), default="tree",
+              show_default=True)
+def lineage(artifact_id: str, fmt: str) -> None:
+    """Show what produced an artifact: task runs, input artifacts, parameters."""
+    import networkx as nx
+
+    from flowkit.lineage import lineage as lineage_of
+
+    g = lineage_of(artifact_id, store=_store())
+    root = next(n for n, d in g.nodes(data=True) if d["kind"] == "artifact" and g.out_degree(n) == 0)
+    if fmt == "json":
+        click.echo(json.dumps(nx.node_link_data(g, edges="edges"), default=repr))
+    elif fmt == "mermaid":
+        index = {n: f"n{i}" for i, n in enumerate(g.nodes)}
+        lines = ["flowchart LR"]
+        for n, d in g.nodes(data=True):
+            label = _label(n, d).replace('"', "#quot;")
+            lines.append(f'    {index[n]}["{label}"]')
+        lines += [f"    {index[a]} --> {index[b]}" for a, b in g.edges]
+        click.echo("\n".join(lines))
+    else:
+        tree = Tree(_label(root, g.nodes[root]))
+        _grow(tree, g, root, set())
+        console.print(tree)
+
+
+def _label(node: str, data: dict[str, Any]) -> str:
+    if data["kind"] == "artifact":
+        rows = f", {data['rows']} rows" if data.get("rows") is not None else ""
+        return f"artifact {node[:12]} ({data.get('type')}, {data.get('size')} bytes{rows})"
+    if data["kind"] == "task_run":
+        return f"task {data['node']} in run {data['run_id'][:12]} of {data.get('flow')}"
+    return f"param {data['name']} = {data['repr']}"
+
+
+def _grow(tree: Tree, g: Any, node: str, seen: set[str]) -> None:
+    for parent in g.predecessors(node):
+        branch = tree.add(escape(_label(parent, g.nodes[parent])))
+        if parent not in seen:
+            seen.add(parent)
+            _grow(branch, g, parent, seen)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and clean the cache."""
+
+
+@cache.command("ls")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+def cache_ls(limit: int) -> None:
+    """List cache entries, newest first."""
+    entries = _store().cache_entries()
+    table = Table(caption=f"{len(entries)} entries, {sum(e['size'] or 0 for e in entries)} bytes")
+    for column in ("task", "key", "artifact", "type", "size", "created"):
+        table.add_column(column)
+    for e in entries[:limit]:
+        table.add_row(e["task"] or "", e["key"][:12], (e["artifact_id"] or "")[:12], e["type"] or "",
+                      str(e["size"]), _when(e["created"]))
+    console.print(table)
+
+
+@cache.command("gc")
+@click.option("--keep-days", type=float, default=30.0, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+def cache_gc(keep_days: float, dry_run: bool) -> None:
+    """Remove artifacts no cache entry, recent run or registered model needs."""
+    report = _store().gc(keep_days=keep_days, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{verb} {len(report.artifacts)} artifacts ({report.bytes} bytes)")
+
+
+@cache.command("clear")
+@click.option("--task", "tasks", multiple=True, help="Only this task's entries (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be forgotten.")
+def cache_clear(tasks: tuple[str, ...], dry_run: bool) -> None:
+    """Forget cache entries so tasks run again (their artifacts go at the next gc)."""
+    count = _store().clear_cache(tasks=list(tasks) or None, dry_run=dry_run)
+    console.print(f"{'would forget' if dry_run else 'forgot'} {count} cache entries")
+
+
