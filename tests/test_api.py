@@ -37,10 +37,15 @@ def test_import_does_not_load_heavy_libraries():
     assert out.strip() == "[]"
 
 
-def test_readme_quickstart_runs():
+def test_readme_quickstart_runs(tmp_path):
     readme = (ROOT / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    module, usage = re.findall(r"```python\n(.*?)```", readme, re.S)[:2]
+    (tmp_path / "pipeline.py").write_text(module)
+    cli = subprocess.run([sys.executable, "-m", "flowkit", "run", "pipeline.py:pipeline", "-p", "rows=5"],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert "[load] loading 5 rows" in cli and "result: 20.0" in cli
+    out = subprocess.run([sys.executable, "-c", usage], capture_output=True, text=True, check=True,
+                         cwd=tmp_path).stdout
     assert out.splitlines()[0] == "20.0"
     assert out.splitlines()[1] == "completed [('load', 'cached'), ('total', 'cached')]"
 
