@@ -54,6 +54,7 @@ __all__ = [
     "CacheCorruptionError",
     "CacheKeyError",
     "Clock",
+    "Cron",
     "DaskExecutor",
     "DefinitionError",
     "Executor",
@@ -72,6 +73,7 @@ __all__ = [
     "RefUsageError",
     "Run",
     "ScheduleError",
+    "Scheduler",
     "Store",
     "StoreError",
     "SystemClock",
@@ -87,11 +89,19 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # DaskExecutor imports distributed: load it only when asked for.
+    # These import distributed or croniter: load them only when asked for.
     if name == "DaskExecutor":
         from flowkit.executors.dask import DaskExecutor
 
         return DaskExecutor
+    if name == "Cron":
+        from flowkit.schedule import Cron
+
+        return Cron
+    if name == "Scheduler":
+        from flowkit.scheduler import Scheduler
+
+        return Scheduler
     raise AttributeError(f"module 'flowkit' has no attribute {name!r}")
 
 

@@ -185,7 +185,8 @@ class Flow(Generic[P, R]):
         return Store.open(None if option is None or option is True else option)
 
     def _run(self, params: dict[str, Any], *, trigger: str = "manual", refresh: bool | Iterable[str] = False,
-             resume: str | None = None, fail_fast: bool = False, listener: Any = None) -> Run:
+             resume: str | None = None, fail_fast: bool = False, listener: Any = None, run_id: str | None = None,
+             scheduled: float | None = None) -> Run:
         graph = trace_flow(self.name, self._body, params)
         executor = self.options.executor or LocalExecutor()
         clock = self.options.clock or SystemClock()
@@ -212,7 +213,9 @@ class Flow(Generic[P, R]):
                                      f"its tasks are: {', '.join(sorted(known))}")
             forced = {nid for nid, node in graph.nodes.items() if node.task.name in names}
         context = run_context(_source_file(self.fn)) if store is not None else None
-        return run_graph(graph, executor, clock, store=store, trigger=trigger, refresh=forced, salt=salt,
+        if context is not None and scheduled is not None:
+            context["scheduled"] = scheduled
+        return run_graph(graph, executor, clock, store=store, run_id=run_id, trigger=trigger, refresh=forced, salt=salt,
                          context=context, task_defaults=self.options.task_defaults, fail_fast=fail_fast,
                          listener=listener)
 

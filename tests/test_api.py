@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_public_names_are_pinned():
     assert sorted(fk.__all__) == [
-        "CacheCorruptionError", "CacheKeyError", "Clock", "DaskExecutor", "DefinitionError", "Executor", "File", "Flow",
+        "CacheCorruptionError", "CacheKeyError", "Clock", "Cron", "DaskExecutor", "DefinitionError", "Executor", "File", "Flow",
         "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError", "GCReport", "LocalExecutor", "ManualClock",
-        "Node", "ParameterError", "Ref", "RefUsageError", "Run", "ScheduleError", "Store", "StoreError",
+        "Node", "ParameterError", "Ref", "RefUsageError", "Run", "ScheduleError", "Scheduler", "Store", "StoreError",
         "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "flow", "lineage", "runs", "task",
     ]
     for name in fk.__all__:

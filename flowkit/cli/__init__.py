@@ -50,7 +50,7 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - shown as a message; --debug shows the traceback
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            usage = isinstance(exc, (FlowkitError, KeyError, FileNotFoundError, ConnectionError))
+            usage = isinstance(exc, (FlowkitError, KeyError, LookupError, FileNotFoundError, ConnectionError))
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             err_console.print(f"[bold red]error:[/] {escape(str(message))}")
             err_console.print("[dim](run with --debug to see the traceback)[/dim]")
@@ -317,3 +317,113 @@ def cache_clear(tasks: tuple[str, ...], dry_run: bool) -> None:
     console.print(f"{'would forget' if dry_run else 'forgot'} {count} cache entries")
 
 
+
+
+@main.group()
+def schedule() -> None:
+    """Manage cron schedules (run them with `flowkit scheduler`)."""
+
+
+def _scheduler(**kwargs: Any) -> Any:
+    from flowkit.scheduler import Scheduler
+
+    return Scheduler(**kwargs)
+
+
+@schedule.command("add")
+@click.argument("target", metavar="FILE.py[:FLOW]")
+@click.option("--cron", "expr", required=True, help='A cron expression, e.g. "0 3 * * *" or @daily.')
+@click.option("--tz", default="UTC", show_default=True, help="An IANA time zone, e.g. Europe/Paris.")
+@param_option
+@click.option("--name", help="The schedule's name (default: the flow's name).")
+@click.option("--catchup", type=click.Choice(["none", "latest", "all"]), default="latest", show_default=True)
+@click.option("--overlap", type=click.Choice(["skip", "allow"]), default="skip", show_default=True)
+@click.option("--max-catchup", type=click.IntRange(min=1))
+def schedule_add(target: str, expr: str, tz: str, params: tuple[str, ...], name: str | None, catchup: str,
+                 overlap: str, max_catchup: int | None) -> None:
+    """Schedule a flow: flowkit schedule add flows.py:train --cron "0 3 * * *" --tz Europe/Paris"""
+    from flowkit.schedule import Cron
+
+    flow = load_flow(target)
+    cron = Cron(expr, tz=tz, catchup=catchup, overlap=overlap, max_catchup=max_catchup)
+    added = _scheduler().add(flow, cron, parse_params(flow, params), name=name)
+    nxt = added.next_fire(added.created)
+    console.print(f"scheduled {escape(added.name)}: {escape(added.flow_ref)} at {escape(cron.expr)} ({cron.tz}); "
+                  f"next run {nxt.isoformat()}")
+
+
+@schedule.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+def schedule_ls(as_json: bool) -> None:
+    """List schedules with their next fire time."""
+    import time
+
+    scheduler = _scheduler()
+    items = scheduler.schedules()
+    now = time.time()
+    if as_json:
+        click.echo(json.dumps([{"name": s.name, "flow": s.flow_ref, "cron": s.cron.expr, "tz": s.cron.tz,
+                                "paused": s.paused, "params": s.params,
+                                "next": None if s.paused else s.next_fire(now).isoformat()} for s in items]))
+        return
+    if not items:
+        console.print("no schedules; add one with `flowkit schedule add FILE.py:FLOW --cron ...`")
+        return
+    table = Table()
+    for column in ("name", "flow", "cron", "tz", "catchup", "overlap", "state", "next run"):
+        table.add_column(column)
+    for s in items:
+        table.add_row(s.name, s.flow_ref, s.cron.expr, s.cron.tz, s.cron.catchup, s.cron.overlap,
+                      "paused" if s.paused else "active", "" if s.paused else s.next_fire(now).isoformat())
+    console.print(table)
+
+
+@schedule.command("rm")
+@click.argument("name")
+def schedule_rm(name: str) -> None:
+    """Remove a schedule."""
+    _scheduler().remove(name)
+    console.print(f"removed schedule {escape(name)}")
+
+
+@schedule.command("pause")
+@click.argument("name")
+def schedule_pause(name: str) -> None:
+    """Pause a schedule (no runs until it is resumed)."""
+    _scheduler().pause(name)
+    console.print(f"paused schedule {escape(name)}")
+
+
+@schedule.command("resume")
+@click.argument("name")
+def schedule_resume(name: str) -> None:
+    """Resume a paused schedule (slots that passed meanwhile are not run)."""
+    _scheduler().resume(name)
+    console.print(f"resumed schedule {escape(name)}")
+
+
+@main.command("scheduler")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--once", is_flag=True, help="One tick, then exit (e.g. from system cron).")
+@click.option("--lease", type=float, default=30.0, show_default=True, help="Seconds a scheduler's lease lasts.")
+def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
+    """Fire due runs until stopped (SIGTERM/Ctrl-C); FILES' @fk.flow(schedule=...) flows are added first."""
+    import logging
+
+    from flowkit.scheduler import load_scheduled_flows
+
+    scheduler = _scheduler(lease_seconds=lease, background=not once)
+    for found in load_scheduled_flows(list(files), scheduler):
+        console.print(f"schedule {escape(found.name)}: {escape(found.cron.expr)} ({found.cron.tz})")
+    if once:
+        for fire in scheduler.tick():
+            console.print(f"{escape(fire.schedule)} {fire.slot.isoformat()}: {fire.status}")
+        scheduler.release()
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("flowkit").addHandler(handler)
+    logging.getLogger("flowkit").setLevel(logging.INFO)
+    console.print(f"scheduler {scheduler.id} running; stop with Ctrl-C or SIGTERM")
+    scheduler.run_forever()
+    console.print("scheduler stopped")

@@ -1,14 +1,12 @@
-"""Finding a flow in a file and turning ``-p name=value`` strings into typed parameters."""
+"""Loading a flow for the CLI and turning ``-p name=value`` strings into typed parameters."""
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-import importlib.util
 import json
 import os
 import pathlib
-import sys
 import types
 import typing
 from typing import Any
@@ -17,6 +15,8 @@ import click
 
 from flowkit.files import File
 from flowkit.flow import Flow, describe_params
+from flowkit.loading import FlowLoadError
+from flowkit.loading import load_flow as _load_flow
 
 __all__ = ["convert", "load_flow", "parse_params"]
 
@@ -25,62 +25,12 @@ class UsageProblem(click.UsageError):
     """Bad input from the command line: a message that says what to do, exit code 2."""
 
 
-def load_module(path: str) -> types.ModuleType:
-    """Import a Python file as a module named after it, its folder first on ``sys.path``."""
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise UsageProblem(f"no such file: {path}. Give the path of a Python file, e.g. flows/train.py:train")
-    folder = str(file.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    name = file.stem if file.stem not in sys.modules else f"_flowkit_{file.stem}_{abs(hash(folder))}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    if spec is None or spec.loader is None:
-        raise UsageProblem(f"{path} is not a Python file flowkit can import")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[name]
-        raise FileProblem(path, exc) from exc
-    return module
-
-
-class FileProblem(click.ClickException):
-    """The user's file raised while being imported."""
-
-    exit_code = 2
-
-    def __init__(self, path: str, exc: BaseException) -> None:
-        import traceback
-
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(os.path.basename(path))]
-        where = f" (line {frames[-1].lineno})" if frames else ""
-        super().__init__(f"importing {path} failed{where}: {type(exc).__name__}: {exc}")
-
-
-def flows_in(module: types.ModuleType) -> dict[str, Flow[..., Any]]:
-    """The flows a module defines, by flow name."""
-    return {value.name: value for value in vars(module).values() if isinstance(value, Flow)}
-
-
 def load_flow(target: str) -> Flow[..., Any]:
-    """``FILE.py:FLOW`` (or ``FILE.py`` when it holds a single flow) to the Flow."""
-    path, _, name = target.partition(":")
-    module = load_module(path)
-    flows = flows_in(module)
-    by_attr = {k: v for k, v in vars(module).items() if isinstance(v, Flow)}
-    if not flows:
-        raise UsageProblem(f"{path} defines no flow; decorate a function with @fk.flow")
-    if not name:
-        if len(flows) == 1:
-            return next(iter(flows.values()))
-        raise UsageProblem(f"{path} defines several flows: {', '.join(sorted(flows))}; pick one as {path}:NAME")
-    found = by_attr.get(name) or flows.get(name)
-    if found is None:
-        raise UsageProblem(f"{path} has no flow {name!r}; its flows are: {', '.join(sorted(flows))}")
-    return found
+    """The flow a CLI target names; a bad target is a usage error."""
+    try:
+        return _load_flow(target)
+    except FlowLoadError as exc:
+        raise UsageProblem(str(exc)) from exc
 
 
 def _describe_type(tp: Any) -> str:

@@ -165,8 +165,8 @@ class Store:
         if status is not None:
             where.append("status = ?")
             params.append(status)
-        sql = ("SELECT id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file "
-               "FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started DESC, rowid DESC")
+        sql = ("SELECT id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file, "
+               "scheduled FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started DESC, rowid DESC")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [self._run(r) for r in self.db.query(sql, params)]
@@ -174,7 +174,7 @@ class Store:
     def run(self, run_id: str) -> Run:
         """One run record by id (a unique prefix of it is enough)."""
         rows = self.db.query("SELECT id, flow, status, params, started, ended, trigger, error, host, user, "
-                             "git_commit, flow_file FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",))
+                             "git_commit, flow_file, scheduled FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",))
         if not rows:
             raise KeyError(f"no run {run_id!r} in the store at {self.home}")
         if len(rows) > 1:
@@ -182,7 +182,7 @@ class Store:
         return self._run(rows[0])
 
     def _run(self, r: tuple[Any, ...]) -> Run:
-        info = {"host": r[8], "user": r[9], "git_commit": r[10], "flow_file": r[11]}
+        info = {"host": r[8], "user": r[9], "git_commit": r[10], "flow_file": r[11], "scheduled": r[12]}
         return Run(r[0], r[1], r[2], json.loads(r[3]) if r[3] else {}, r[4], r[5], None, r[6], r[7], info=info,
                    load=self.task_runs)
 

@@ -65,6 +65,18 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE task_runs ADD COLUMN logs TEXT;
     """,
+    """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY, flow_ref TEXT NOT NULL, flow TEXT NOT NULL, expr TEXT NOT NULL, tz TEXT NOT NULL,
+        catchup TEXT NOT NULL, overlap TEXT NOT NULL, max_catchup INTEGER, params TEXT, paused INTEGER DEFAULT 0,
+        created REAL NOT NULL, checked REAL NOT NULL
+    );
+    CREATE TABLE fires (
+        schedule TEXT NOT NULL, slot REAL NOT NULL, status TEXT NOT NULL, run_id TEXT, holder TEXT,
+        fired REAL, PRIMARY KEY (schedule, slot)
+    ) WITHOUT ROWID;
+    CREATE TABLE lease (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, expires REAL NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,359 @@
+"""The scheduler: fires due runs of scheduled flows, never twice, never silently missing one.
+
+Schedules live in the store (``schedules``), so any process can add one and a
+restarted scheduler picks them up; a schedule names its flow by an importable
+reference (``package.module:flow`` or ``/path/file.py:flow``).
+
+Each :meth:`Scheduler.tick`:
+
+1. takes or renews the *lease* (one row): only its holder fires; another
+   scheduler on the same store is a standby and takes over once the lease
+   expires;
+2. for each active schedule, lists the slots due since it was last checked
+   (never before the schedule was added), applies the catch-up policy, and
+   claims each slot by inserting ``(schedule, slot)`` into ``fires``, whose
+   primary key makes a second claim fail: a restart or a second scheduler
+   cannot fire a slot twice;
+3. launches the claimed runs (in-process by default, finished when ``tick``
+   returns) with ``trigger="schedule"`` and the slot as their scheduled time.
+
+Missed slots are those older than ``misfire_grace`` seconds. Their fate is the
+schedule's ``catchup``: ``"none"`` skips them, ``"latest"`` runs the most
+recent one, ``"all"`` runs each (at most ``max_catchup``, the most recent).
+Skipped slots are recorded too (status ``missed``), so nothing vanishes
+without a trace. ``overlap="skip"`` records a slot as ``skipped`` while the
+schedule's previous run is still going.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from flowkit.clock import Clock, SystemClock
+from flowkit.errors import ScheduleError
+from flowkit.flow import Flow
+from flowkit.loading import flow_reference, load_flow
+from flowkit.schedule import Cron
+from flowkit.store import Store
+
+__all__ = ["Fire", "Schedule", "Scheduler"]
+
+log = logging.getLogger("flowkit")
+_UTC = dt.timezone.utc
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A stored schedule: which flow, with which parameters, on which cron."""
+
+    name: str
+    flow_ref: str
+    flow: str
+    cron: Cron
+    params: dict[str, Any]
+    paused: bool
+    created: float
+    checked: float
+
+    def next_fire(self, after: float) -> dt.datetime:
+        """The next slot after ``after`` (epoch seconds), or after the schedule was last checked."""
+        start = max(after, self.checked)
+        return self.cron.next_after(dt.datetime.fromtimestamp(start, _UTC))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fire:
+    """One slot the scheduler handled: ``status`` is ``completed``, ``failed``, ``running``
+    (launched in the background), ``missed`` or ``skipped``."""
+
+    schedule: str
+    slot: dt.datetime
+    status: str
+    run_id: str | None = None
+
+
+def _ts(when: dt.datetime) -> float:
+    return when.timestamp()
+
+
+class Scheduler:
+    """Fires the store's schedules when they are due.
+
+    Args:
+        home: the store folder (default ``$FLOWKIT_HOME``, else ``./.flowkit``).
+        clock: where time comes from (inject an ``fk.ManualClock`` in tests).
+        lease_seconds: how long a tick's lease lasts; a standby takes over after it.
+        misfire_grace: a slot older than this many seconds at its tick counts as missed.
+        background: launch runs on threads instead of waiting for them in ``tick``
+            (``run_forever`` uses this so a long run does not delay other schedules).
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, clock: Clock | None = None, *,
+                 lease_seconds: float = 30.0, misfire_grace: float = 60.0, background: bool = False,
+                 name: str | None = None) -> None:
+        self.store = Store.open(home)
+        self.clock = clock or SystemClock()
+        self.lease_seconds = lease_seconds
+        self.misfire_grace = misfire_grace
+        self.id = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="flowkit-scheduler") if background else None
+        self._running: dict[str, Future[Any]] = {}
+        self._stop = threading.Event()
+
+    # --- schedules -----------------------------------------------------------------------------
+
+    def add(self, flow: Flow[..., Any] | str, cron: Cron | str | None = None, params: dict[str, Any] | None = None,
+            name: str | None = None, *, tz: str | None = None) -> Schedule:
+        """Store a schedule (replacing one of the same name); it never fires for slots before now.
+
+        ``flow`` is a Flow or a reference (``"pkg.module:flow"``, ``"file.py:flow"``);
+        ``cron`` a :class:`Cron` or an expression (default: the flow's own ``schedule``).
+        """
+        target = load_flow(flow) if isinstance(flow, str) else flow
+        ref = flow if isinstance(flow, str) else flow_reference(flow)
+        if cron is None:
+            cron = target.options.schedule
+            if cron is None:
+                raise ScheduleError(f"flow {target.name!r} has no schedule; pass cron=, e.g. cron='0 3 * * *'")
+        if isinstance(cron, str):
+            cron = Cron(cron, tz=tz)
+        bound = target.bind(**(params or {}))
+        name = name or target.name
+        now = self.clock.time()
+        row = (name, ref, target.name, cron.expr, cron.tz, cron.catchup, cron.overlap, cron.max_catchup,
+               json.dumps(bound, default=str), now, now)
+        self.store.db.write(lambda c: c.execute(
+            "INSERT OR REPLACE INTO schedules (name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, "
+            "params, created, checked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
+        return self.get(name)
+
+    def ensure(self, flow: Flow[..., Any]) -> Schedule:
+        """Store the schedule a flow declares (``@fk.flow(schedule=...)``) unless it is stored already."""
+        existing = {s.name: s for s in self.schedules()}.get(flow.name)
+        cron = flow.options.schedule
+        if existing is not None and existing.cron == cron and existing.flow_ref == flow_reference(flow):
+            return existing
+        return self.add(flow, cron)
+
+    def schedules(self) -> list[Schedule]:
+        """Every stored schedule, by name."""
+        rows = self.store.db.query("SELECT name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, params, "
+                                   "paused, created, checked FROM schedules ORDER BY name")
+        return [Schedule(r[0], r[1], r[2], Cron(r[3], tz=r[4], catchup=r[5], overlap=r[6], max_catchup=r[7]),
+                         json.loads(r[8] or "{}"), bool(r[9]), r[10], r[11]) for r in rows]
+
+    def get(self, name: str) -> Schedule:
+        for schedule in self.schedules():
+            if schedule.name == name:
+                return schedule
+        names = ", ".join(s.name for s in self.schedules()) or "none"
+        raise KeyError(f"no schedule {name!r}; the schedules are: {names}")
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        self.store.db.write(lambda c: c.execute("DELETE FROM schedules WHERE name = ?", (name,)))
+
+    def pause(self, name: str) -> None:
+        self.get(name)
+        self.store.db.write(lambda c: c.execute("UPDATE schedules SET paused = 1 WHERE name = ?", (name,)))
+
+    def resume(self, name: str) -> None:
+        """Resume a paused schedule; slots that passed while it was paused are not fired."""
+        self.get(name)
+        now = self.clock.time()
+        self.store.db.write(lambda c: c.execute(
+            "UPDATE schedules SET paused = 0, checked = MAX(checked, ?) WHERE name = ?", (now, name)))
+
+    def fires(self, name: str | None = None) -> list[Fire]:
+        """Recorded fires, oldest first."""
+        sql = "SELECT schedule, slot, status, run_id FROM fires"
+        rows = self.store.db.query(sql + (" WHERE schedule = ?" if name else "") + " ORDER BY slot, schedule",
+                                   (name,) if name else ())
+        return [Fire(r[0], dt.datetime.fromtimestamp(r[1], _UTC), r[2], r[3]) for r in rows]
+
+    # --- the lease -----------------------------------------------------------------------------
+
+    def _take_lease(self, now: float) -> bool:
+        def take(c: Any) -> bool:
+            row = c.execute("SELECT holder, expires FROM lease WHERE id = 1").fetchone()
+            if row is not None and row[0] != self.id and row[1] > now:
+                return False
+            c.execute("INSERT OR REPLACE INTO lease (id, holder, expires) VALUES (1, ?, ?)",
+                      (self.id, now + self.lease_seconds))
+            return True
+
+        return bool(self.store.db.write(take))
+
+    def release(self) -> None:
+        """Give up the lease (a standby can take over at once)."""
+        self.store.db.write(lambda c: c.execute("DELETE FROM lease WHERE id = 1 AND holder = ?", (self.id,)))
+
+    # --- firing --------------------------------------------------------------------------------
+
+    def _due(self, schedule: Schedule, now: float) -> tuple[list[dt.datetime], list[dt.datetime]]:
+        """(slots to run, slots to record as missed) since the schedule was last checked."""
+        start = dt.datetime.fromtimestamp(schedule.checked, _UTC)
+        slots = schedule.cron.fires_between(start, dt.datetime.fromtimestamp(now, _UTC))
+        on_time = [s for s in slots if now - _ts(s) <= self.misfire_grace]
+        late = [s for s in slots if now - _ts(s) > self.misfire_grace]
+        cron = schedule.cron
+        if not late:
+            return slots, []
+        if cron.catchup == "none":
+            return on_time, late
+        if cron.catchup == "latest":
+            return slots[-1:], slots[:-1]
+        keep = slots if cron.max_catchup is None else slots[-cron.max_catchup:]
+        return keep, slots[: len(slots) - len(keep)]
+
+    def _claim(self, schedule: Schedule, run: list[dt.datetime], missed: list[dt.datetime], now: float) -> list[
+            tuple[dt.datetime, str]]:
+        """Record the slots under their unique key; return the ones this scheduler got, with their status."""
+
+        def claim(c: Any) -> list[tuple[dt.datetime, str]]:
+            busy = schedule.cron.overlap == "skip" and self._previous_running(c, schedule.name)
+            got = []
+            for slot in missed:
+                c.execute("INSERT OR IGNORE INTO fires (schedule, slot, status, holder, fired) VALUES (?, ?, ?, ?, ?)",
+                          (schedule.name, _ts(slot), "missed", self.id, now))
+            for slot in run:
+                status = "skipped" if busy else "pending"
+                cur = c.execute("INSERT OR IGNORE INTO fires (schedule, slot, status, holder, fired) "
+                                "VALUES (?, ?, ?, ?, ?)", (schedule.name, _ts(slot), status, self.id, now))
+                if cur.rowcount == 1 and status == "pending":
+                    got.append((slot, status))
+            c.execute("UPDATE schedules SET checked = MAX(checked, ?) WHERE name = ?", (now, schedule.name))
+            return got
+
+        return self.store.db.write(claim)
+
+    def _previous_running(self, c: Any, name: str) -> bool:
+        future = self._running.get(name)
+        if future is not None and not future.done():
+            return True
+        row = c.execute("SELECT f.holder FROM fires f WHERE f.schedule = ? AND f.status IN ('pending', 'running') "
+                        "ORDER BY f.slot DESC LIMIT 1", (name,)).fetchone()
+        if row is None:
+            return False
+        if row[0] == self.id:
+            return False  # ours, and not running any more: it ended without updating (a crash of the run)
+        lease = c.execute("SELECT holder, expires FROM lease WHERE id = 1").fetchone()
+        return lease is not None and lease[0] == row[0] and lease[1] > self.clock.time()
+
+    def _launch(self, schedule: Schedule, slots: list[dt.datetime]) -> list[Fire]:
+        """Run the claimed slots of one schedule, one after the other (in the background if asked)."""
+        run_ids = [uuid.uuid4().hex for _ in slots]
+        self.store.db.write(lambda c: c.executemany(
+            "UPDATE fires SET status = 'running', run_id = ? WHERE schedule = ? AND slot = ?",
+            [(run_id, schedule.name, _ts(slot)) for run_id, slot in zip(run_ids, slots)]))
+
+        def go(slot: dt.datetime, run_id: str) -> str:
+            try:
+                flow = load_flow(schedule.flow_ref)
+                run = flow._run(dict(schedule.params), trigger="schedule", run_id=run_id, scheduled=_ts(slot))
+                status = run.status
+            except Exception as exc:  # noqa: BLE001 - a broken schedule must not stop the scheduler
+                log.error("flowkit: schedule %r could not run its flow %s: %s: %s", schedule.name,
+                          schedule.flow_ref, type(exc).__name__, exc)
+                status = "failed"
+            self.store.db.write(lambda c: c.execute(
+                "UPDATE fires SET status = ? WHERE schedule = ? AND slot = ?", (status, schedule.name, _ts(slot))))
+            return status
+
+        if self._pool is None:
+            return [Fire(schedule.name, slot, go(slot, run_id), run_id) for slot, run_id in zip(slots, run_ids)]
+        self._running[schedule.name] = self._pool.submit(lambda: [go(s, r) for s, r in zip(slots, run_ids)])
+        return [Fire(schedule.name, slot, "running", run_id) for slot, run_id in zip(slots, run_ids)]
+
+    def tick(self) -> list[Fire]:
+        """Fire every due slot now; return what was done (nothing while another scheduler holds the lease)."""
+        now = self.clock.time()
+        if not self._take_lease(now):
+            return []
+        fired: list[Fire] = []
+        for schedule in self.schedules():
+            if schedule.paused:
+                continue
+            run, missed = self._due(schedule, now)
+            if not run and not missed:
+                continue
+            claimed = self._claim(schedule, run, missed, now)
+            fired.extend(Fire(schedule.name, slot, "missed") for slot in missed)
+            claimed_slots = {slot for slot, _ in claimed}
+            fired.extend(Fire(schedule.name, slot, "skipped") for slot in run if slot not in claimed_slots
+                         and self._was(schedule.name, slot, "skipped"))
+            if claimed:
+                fired.extend(self._launch(schedule, [slot for slot, _ in claimed]))
+        return fired
+
+    def _was(self, name: str, slot: dt.datetime, status: str) -> bool:
+        rows = self.store.db.query("SELECT status, holder FROM fires WHERE schedule = ? AND slot = ?",
+                                   (name, _ts(slot)))
+        return bool(rows) and rows[0][0] == status and rows[0][1] == self.id
+
+    def next_due(self) -> float | None:
+        """When the next slot of any active schedule comes (epoch seconds)."""
+        now = self.clock.time()
+        times = [_ts(s.next_fire(now)) for s in self.schedules() if not s.paused]
+        return min(times) if times else None
+
+    def stop(self) -> None:
+        """Make ``run_forever`` return after its current tick."""
+        self._stop.set()
+
+    def run_forever(self, *, poll: float | None = None, handle_signals: bool = True) -> None:
+        """Tick whenever a slot is due (and often enough to keep the lease) until stopped.
+
+        SIGTERM and SIGINT stop it cleanly: the current tick finishes, runs launched in the
+        background are waited for, and the lease is released.
+        """
+        poll = poll or max(0.2, self.lease_seconds / 3)
+        previous: dict[int, Any] = {}
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        try:
+            while not self._stop.is_set():
+                for fire in self.tick():
+                    log.info("flowkit: schedule %r slot %s: %s", fire.schedule, fire.slot.isoformat(), fire.status)
+                due = self.next_due()
+                wait = poll if due is None else min(poll, max(0.0, due - self.clock.time()))
+                self._sleep(wait)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self.release()
+
+    def _sleep(self, seconds: float) -> None:
+        if isinstance(self.clock, SystemClock):
+            self._stop.wait(seconds)  # wakes at once on stop()
+        else:
+            self.clock.sleep(seconds)
+
+
+def load_scheduled_flows(paths: list[str], scheduler: Scheduler,
+                         on_flow: Callable[[Flow[..., Any]], None] | None = None) -> list[Schedule]:
+    """Register the schedules that the flows in these files declare (``@fk.flow(schedule=...)``)."""
+    from flowkit.loading import flows_in, load_module
+
+    found = []
+    for path in paths:
+        for flow in flows_in(load_module(path)).values():
+            if flow.options.schedule is not None:
+                found.append(scheduler.ensure(flow))
+                if on_flow is not None:
+                    on_flow(flow)
+    return found
