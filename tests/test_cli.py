@@ -220,3 +220,28 @@ def test_live_progress_panel_shows_counts_running_tasks_and_elapsed_time():
     panel = progress._panel().plain
     assert panel.startswith("2/4 tasks") and "cached 1" in panel and "failed 1" in panel
     assert "running: load, train[0]" in panel and panel.rstrip().split("\n")[0].endswith("s")
+
+
+def test_schedule_commands(flows, tmp_path, home):
+    add = flowkit("schedule", "add", f"{flows}:pipeline", "--cron", "0 3 * * *", "--tz", "Europe/Paris",
+                  "-p", "rows=3", "--name", "nightly", cwd=tmp_path, home=home)
+    assert add.returncode == 0, add.stderr
+    assert "scheduled nightly" in add.stdout and "next run" in add.stdout and "+01:00" in add.stdout
+    listed = json.loads(flowkit("schedule", "ls", "--json", cwd=tmp_path, home=home).stdout)
+    assert [(s["name"], s["cron"], s["tz"], s["params"]) for s in listed] == [
+        ("nightly", "0 3 * * *", "Europe/Paris", {"rows": 3, "scale": 1.0, "day": "2026-01-01", "verbose": False,
+                                                  "tags": []})]
+    assert listed[0]["flow"].endswith("flows.py:pipeline") and listed[0]["next"].endswith("T03:00:00+01:00")
+    assert "paused" in flowkit("schedule", "pause", "nightly", cwd=tmp_path, home=home).stdout
+    assert "paused" in flowkit("schedule", "ls", cwd=tmp_path, home=home).stdout
+    assert "resumed" in flowkit("schedule", "resume", "nightly", cwd=tmp_path, home=home).stdout
+    once = flowkit("scheduler", "--once", cwd=tmp_path, home=home)
+    assert once.returncode == 0 and once.stdout == ""  # nothing due at this minute
+    bad = flowkit("schedule", "add", f"{flows}:pipeline", "--cron", "0 25 * * *", cwd=tmp_path, home=home)
+    assert bad.returncode == 2 and "invalid cron expression '0 25 * * *'" in bad.stderr
+    zone = flowkit("schedule", "add", f"{flows}:pipeline", "--cron", "@daily", "--tz", "Europe/Pariss",
+                   cwd=tmp_path, home=home)
+    assert zone.returncode == 2 and "unknown time zone 'Europe/Pariss'" in zone.stderr
+    assert "removed schedule nightly" in flowkit("schedule", "rm", "nightly", cwd=tmp_path, home=home).stdout
+    gone = flowkit("schedule", "rm", "nightly", cwd=tmp_path, home=home)
+    assert gone.returncode == 2 and "no schedule 'nightly'" in gone.stderr
