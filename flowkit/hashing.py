@@ -30,7 +30,7 @@ import xxhash
 
 from flowkit.errors import CacheKeyError
 
-__all__ = ["Hasher", "digest", "file_digest", "fingerprint", "token"]
+__all__ = ["Hasher", "digest", "file_digest", "fingerprint", "short_repr", "token", "user_modules"]
 
 Hasher = xxhash.xxh3_128
 
@@ -51,13 +51,14 @@ def token(value: Any, *, task: str = "?", argument: str = "?") -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means: no stable identity
         raise CacheKeyError(
             f"task {task!r}, argument {argument!r}: cannot compute a deterministic cache key for "
-            f"{_short_repr(value)} ({type(exc).__name__}: {exc}). Pass a value that is hashable by content "
+            f"{short_repr(value, 80)} ({type(exc).__name__}: {exc}). Pass a value that is hashable by content "
             f"(numbers, strings, containers, DataFrames, arrays, dataclasses, picklable objects), give its type "
             f"a __dask_tokenize__() method, or mark the task @fk.task(cache=False)."
         ) from exc
 
 
-def _short_repr(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, shortened to ``limit`` characters (and never raising)."""
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001

@@ -18,11 +18,12 @@ from typing import Any
 
 from flowkit._worker import ArtifactInfo
 from flowkit.clock import Clock
+from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
 from flowkit.store import Store
 from flowkit.store.metadata import Batch
 
-__all__ = ["Recorder", "run_context"]
+__all__ = ["Recorder", "run_context", "short_repr"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,14 +58,6 @@ def _json_default(value: Any) -> Any:
 
 def _json_params(params: dict[str, Any]) -> str:
     return json.dumps(params, default=_json_default, sort_keys=True)
-
-
-def short_repr(value: Any, limit: int = 200) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Recorder:

@@ -21,7 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from flowkit.errors import FlowkitError, FlowRunError
+from flowkit.errors import FlowkitError
+from flowkit.hashing import short_repr
 from flowkit.cli.loading import UsageProblem, load_flow, parse_params
 from flowkit.cli.progress import Progress, duration, first_line, summary_table
 
@@ -89,11 +90,6 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def _short(value: Any, limit: int = 400) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 param_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
                             help="A flow parameter, converted by the flow's type hints (repeatable).")
 
@@ -144,7 +140,7 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
         console.print(summary_table(result))
         console.print(escape(result.summary()))
         if result.status == "completed":
-            console.print(f"result: {escape(_short(result.value))}")
+            console.print(f"result: {escape(short_repr(result.value, 400))}")
     if result.status != "completed":
         sys.exit(1)
 
