@@ -8,8 +8,10 @@ For N no-op tasks in two shapes:
 it times, each as the best of ``--repeat`` runs (gc.collect() before each):
 
 * flowkit trace      ``flow.graph(n)``: the flow body traced into a FlowGraph
-* flowkit trace+run  ``flow.run(n)``: trace, then the engine with the default
+* flowkit trace+run  ``flow.run(n)`` with ``store=False``: trace, then the engine with the default
                      LocalExecutor (sequential, in-process)
+* +store uncached    the same, recording into a fresh store (keys, artifacts, lineage);
+                     informational: the target is stated for the engine alone
 * dask.get           the same graph as a plain dict ``{"t1": (noop, "t0"), ...}``
                      built and run by Dask's synchronous scheduler (building the
                      dict is included, as tracing is for flowkit)
@@ -33,6 +35,7 @@ import argparse
 import gc
 import platform
 import time
+import tempfile
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -90,16 +93,28 @@ def py_fanout(n: int) -> None:
     noop(*[noop() for _ in range(n)])
 
 
+def with_fresh_store(flow: fk.Flow[..., Any]) -> Callable[[int], Any]:
+    """Run ``flow`` uncached, recording into a new temporary store each time."""
+
+    def run(n: int) -> Any:
+        with tempfile.TemporaryDirectory() as home:
+            return flow.with_options(store=home).run(n).result()
+
+    return run
+
+
 SHAPES: dict[str, dict[str, Callable[[int], Any]]] = {
     "chain": {
         "flowkit trace": chain.graph,
-        "flowkit trace+run": lambda n: chain.run(n).result(),
+        "flowkit trace+run": lambda n: chain.with_options(store=False).run(n).result(),
+        "+store uncached": with_fresh_store(chain),
         "dask.get": dask_chain,
         "python": py_chain,
     },
     "fan-out": {
         "flowkit trace": fanout.graph,
-        "flowkit trace+run": lambda n: fanout.run(n).result(),
+        "flowkit trace+run": lambda n: fanout.with_options(store=False).run(n).result(),
+        "+store uncached": with_fresh_store(fanout),
         "dask.get": dask_fanout,
         "python": py_fanout,
     },
@@ -126,6 +141,7 @@ def trace_memory(n: int) -> tuple[int, int, int]:
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
         graph = chain.graph(n)
+        graph.nx  # the networkx view is built on first use: count it too
         gc.collect()
         current, peak = tracemalloc.get_traced_memory()
     finally:
@@ -145,7 +161,7 @@ def main() -> int:
     print(f"flowkit {fk.__version__}, dask {dask.__version__}, Python {platform.python_version()} "
           f"on {platform.machine()}; best of {args.repeat}; times in microseconds per task\n")
 
-    columns = ["flowkit trace", "flowkit trace+run", "dask.get", "python"]
+    columns = ["flowkit trace", "flowkit trace+run", "+store uncached", "dask.get", "python"]
     header = f"{'shape':<8} {'N':>7} " + " ".join(f"{c:>17}" for c in columns) + f" {'flowkit/dask':>13}"
     print(header)
     print("-" * len(header))
