@@ -92,7 +92,7 @@ class KeyMaker:
             # Fast path for the common case: slots and plain scalars, whose repr is unambiguous.
             text = ",".join(_scalar_token(a) for a in args)
             if kwargs:
-                text += ";" + ",".join(f"{k}={_scalar_token(v)}" for k, v in kwargs.items())
+                text += ";" + ",".join(f"{k!r}={_scalar_token(v)}" for k, v in kwargs.items())
             return text
         try:
             return token((args, kwargs))
@@ -116,11 +116,10 @@ class KeyMaker:
         else:
             task = node.task
             opts = task.options
-            parts = [node.kind, self.fingerprint(task), repr(opts.cache_version)]
             if opts.cache:
-                parts.append(self.args_token(node))
+                parts = [node.kind, self.fingerprint(task), repr(opts.cache_version), self.args_token(node)]
             else:  # unique to this run (or the run it resumes): never served elsewhere
-                parts.append(f"nocache:{self.salt}:{node.id}")
+                parts = [node.kind, f"nocache:{self.salt}:{node.id}"]
             if node.source_path:
                 parts.append(_path_token(node.source_path))
         parts.extend(dep_keys)

@@ -31,6 +31,7 @@ reported, forgotten, and its node recomputed instead of loaded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import logging
@@ -120,21 +121,6 @@ def complete(state: RunState, key: str, handle: Any) -> None:
             state.ready.append(dep)
 
 
-def fail(state: RunState, key: str) -> list[str]:
-    """Mark a node failed and every scheduled node downstream of it skipped; return the new skips."""
-    state.failed.append(key)
-    new: list[str] = []
-    stack = list(state.dependents.get(key, ()))
-    while stack:
-        node_id = stack.pop()
-        if node_id in state.skipped:
-            continue
-        state.skipped.add(node_id)
-        new.append(node_id)
-        stack.extend(state.dependents.get(node_id, ()))
-    return new
-
-
 def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
     """Replace a dynamic map node by ``length`` item nodes and a collector; return the items.
 
@@ -208,8 +194,11 @@ class _Loop:
         if self.store is not None:
             state.hits = self.lookup(state.nodes)
         hits = state.hits
+        consumed = {dep for node in state.nodes.values() for dep in node.deps}
         for node_id, node in state.nodes.items():
-            if node.kind == "task" and node_id not in hits:
+            # Tasks not in the cache must run; so must a map over a run-time value that nothing
+            # consumes: only running it can tell which of its items are cached.
+            if (node.kind == "task" and node_id not in hits) or (node.kind == "dynamic_map" and node_id not in consumed):
                 self.materialize(node_id)
         for node_id in self.graph.output_deps:
             self.materialize(node_id)
@@ -222,21 +211,51 @@ class _Loop:
             self.listener.on_plan(sum(1 for n in state.nodes.values() if n.kind != "map"))
 
     def lookup(self, nodes: dict[str, Node]) -> dict[str, tuple[Any, ...]]:
-        """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``."""
+        """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``.
+
+        A hit whose ``cache_ttl`` has passed is recomputed, and so is everything downstream
+        of it, whose keys do not change with the new value.
+        """
         assert self.store is not None
         keys = self.state.keys
-        wanted = {keys[n]: n for n, node in nodes.items() if node.kind == "task" and n not in self.forced}
+        wanted: dict[str, list[str]] = {}  # identical calls share a key
+        for node_id, node in nodes.items():
+            if node.kind == "task" and node_id not in self.forced:
+                wanted.setdefault(keys[node_id], []).append(node_id)
         found = self.store.db.cache_lookup(wanted)
         now = self.clock.time()
-        hits = {}
-        for key, node_id in wanted.items():  # in node order, so records come out in a stable order
+        hits: dict[str, tuple[Any, ...]] = {}
+        expired: list[str] = []
+        for key, node_ids in wanted.items():
             row = found.get(key)
             if row is None:
                 continue
-            ttl = nodes[node_id].task.options.cache_ttl
-            if ttl is None or row[1] is None or now - row[1] <= ttl:
-                hits[node_id] = row
-        return hits
+            for node_id in node_ids:
+                ttl = nodes[node_id].task.options.cache_ttl
+                if ttl is None or row[1] is None or now - row[1] <= ttl:
+                    hits[node_id] = row
+                else:
+                    expired.append(node_id)
+        if expired:
+            stale = self.downstream(expired)
+            self.forced = set(self.forced) | stale
+            hits = {n: row for n, row in hits.items() if n not in stale}
+        return {n: hits[n] for n in nodes if n in hits}  # in node order: records come out stably
+
+    def downstream(self, roots: list[str]) -> set[str]:
+        """``roots`` and every node that depends on them, in the whole run."""
+        children: dict[str, list[str]] = {}
+        for node_id, node in self.state.nodes.items():
+            for dep in node.deps:
+                children.setdefault(dep, []).append(node_id)
+        out: set[str] = set()
+        stack = list(roots)
+        while stack:
+            node_id = stack.pop()
+            if node_id not in out:
+                out.add(node_id)
+                stack.extend(children.get(node_id, ()))
+        return out
 
     def materialize(self, root: str) -> None:
         """Schedule ``root`` (and first what it needs): a hit is loaded, anything else runs."""
@@ -257,21 +276,24 @@ class _Loop:
             deps = nodes[node_id].deps
             todo = [d for d in deps if d not in scheduled]
             if todo:
-                stack.extend(todo)
+                stack.extend(reversed(todo))  # the first upstream is handled first
                 continue
             stack.pop()
             scheduled.add(node_id)
             waiting = 0
+            doomed = False
             for dep in deps:
                 if dep in state.handles:
                     continue
                 if dep in state.skipped or dep in state.failed:
-                    state.skipped.add(node_id)
+                    doomed = True
                     continue
                 state.dependents.setdefault(dep, []).append(node_id)
                 waiting += 1
             state.waiting[node_id] = waiting
-            if waiting == 0 and node_id not in state.skipped:
+            if doomed:
+                self.skip([node_id])
+            elif waiting == 0:
                 state.ready.append(node_id)
 
     # --- submitting ----------------------------------------------------------------------------
@@ -279,6 +301,9 @@ class _Loop:
     def submit(self, key: str) -> None:
         state = self.state
         node = state.nodes[key]
+        if self.stopped and key not in self.loads:  # fail_fast: nothing new starts
+            self.skip([key])
+            return
         if key in self.loads:
             artifact_id, _, serializer, uri, _ = state.hits[key]
             inline = None
@@ -359,7 +384,7 @@ class _Loop:
             complete(state, key, done.handle)
         elif isinstance(done.error, KeyboardInterrupt):
             raise done.error
-        elif key in self.loads and isinstance(done.error, DamagedArtifact):
+        elif key in self.loads:
             self.recompute(key, done.error)
         elif key not in self.loads and state.nodes[key].kind == "task" and not self.stopped and should_retry(
                 self.options(state.nodes[key].task), done.error, len(self.attempts.get(key, ())) + 1):
@@ -385,16 +410,25 @@ class _Loop:
                  opts.retries + 1, history[-1].error, delay)
         heapq.heappush(self.timers, (self.clock.monotonic() + delay, len(self.timers), done.key))
 
-    def recompute(self, key: str, damage: DamagedArtifact) -> None:
-        """A cached artifact is damaged: report it, forget it, and run the node instead."""
+    def recompute(self, key: str, error: BaseException) -> None:
+        """A cached value could not be loaded: report it, forget it, and run the node instead.
+
+        Damaged bytes are removed; bytes that are intact but no longer load (a class that was
+        renamed, a library that changed) stay on disk, only the cache entry goes.
+        """
         state = self.state
         node = state.nodes[key]
-        log.warning("flowkit: the cached result of task %r (node %r, key %s) is damaged: %s; it was removed and "
-                    "will be recomputed", node.task.name, key, state.keys.get(key), damage)
-        if self.store is not None:
-            self.store.files.delete(damage.expected)
+        artifact_id = state.hits[key][0]
+        if isinstance(error, DamagedArtifact):
+            log.warning("flowkit: the cached result of task %r (node %r, key %s) is damaged: %s; it was removed "
+                        "and will be recomputed", node.task.name, key, state.keys.get(key), error)
+            if self.store is not None:
+                self.store.files.delete(error.expected)
+        else:
+            log.warning("flowkit: the cached result of task %r (node %r, key %s) could not be loaded (%s); it "
+                        "will be recomputed", node.task.name, key, state.keys.get(key), _error_text(error))
         if self.recorder is not None and key in state.keys:
-            self.recorder.uncache(state.keys[key])
+            self.recorder.forget(state.keys[key], artifact_id if isinstance(error, DamagedArtifact) else None)
         self.loads.discard(key)
         del state.hits[key]
         state.scheduled.discard(key)
@@ -413,7 +447,8 @@ class _Loop:
             self.listener.on_finish(tr)
         if self.recorder is not None:
             inputs = self.inputs(tr.node, node) if node is not None else ()
-            self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed")
+            self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed",
+                                   salted=node is not None and not node.task.options.cache)
 
     def inputs(self, node_id: str, node: Node) -> list[tuple[Any, ...]]:
         """Lineage rows: the artifacts behind each upstream slot, and each constant argument."""
@@ -452,12 +487,25 @@ class _Loop:
             traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc, history=history,
             logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
         ))
+        state.failed.append(done.key)
+        self.skip(list(state.dependents.get(done.key, ())))
         if self.fail_fast:
             self.stop()
-        for skipped in fail(state, done.key):
-            if state.nodes[skipped].kind != "map":
-                self.record(TaskRun(f"{state.run_id}/{skipped}", state.run_id, skipped,
-                                    state.nodes[skipped].task.name, "skipped", cache_key=state.keys.get(skipped)))
+
+    def skip(self, roots: list[str]) -> None:
+        """Mark ``roots`` and every scheduled node downstream of them skipped, and record them."""
+        state = self.state
+        stack = list(roots)
+        while stack:
+            node_id = stack.pop()
+            if node_id in state.skipped:
+                continue
+            state.skipped.add(node_id)
+            node = state.nodes[node_id]
+            if node.kind == "task" and node_id not in state.handles:
+                self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, node.task.name, "skipped",
+                                    cache_key=state.keys.get(node_id)))
+            stack.extend(state.dependents.get(node_id, ()))
 
     def record_cached(self, node_id: str, artifact_id: str, started: float | None, ended: float | None,
                       worker: str | None) -> None:
@@ -510,14 +558,8 @@ class _Loop:
                                 len(history), history[0].started, history[-1].ended, state.keys.get(key),
                                 error=history[-1].error, history=history))
         state.ready.clear()
-        for key in state.scheduled:
-            node = state.nodes[key]
-            if (key in state.handles or key in state.skipped or key in self.submitted or key in state.failed
-                    or node.kind != "task"):
-                continue
-            state.skipped.add(key)
-            self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "skipped",
-                                cache_key=state.keys.get(key)))
+        self.skip([key for key in state.scheduled if key not in state.handles and key not in self.submitted
+                   and key not in state.failed])
 
     def cancel(self) -> None:
         """Ctrl-C: stop the session; running tasks are cancelled, the rest skipped."""
@@ -598,8 +640,9 @@ def run_graph(
     value = None
     status = "completed"
     loop = None
+    files = store.digesting_files() if store is not None else contextlib.nullcontext()
     try:
-        with capturing(), executor.session(clock) as session:
+        with capturing(), files, executor.session(clock) as session:
             loop = _Loop(graph, session, clock, run_id, store, keymaker, recorder, forced, task_defaults, fail_fast,
                          listener)
             state = loop.state
@@ -619,8 +662,11 @@ def run_graph(
                 _end(recorder, run, on_end)
                 raise
     except BaseException as exc:
-        if recorder is not None and not isinstance(exc, KeyboardInterrupt):
-            recorder.finish("failed", clock.time(), f"flowkit internal error: {_error_text(exc)}")
+        if recorder is not None and not recorder.finished:
+            if isinstance(exc, KeyboardInterrupt):  # while the executor started or stopped
+                recorder.finish("cancelled", clock.time(), "interrupted")
+            else:
+                recorder.finish("failed", clock.time(), f"flowkit internal error: {_error_text(exc)}")
         raise
     run = _record(graph, state, status, started, clock.time(), trigger, value, context)
     _end(recorder, run, on_end)

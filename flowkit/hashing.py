@@ -40,10 +40,22 @@ def digest(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+@functools.lru_cache(maxsize=1)
+def _tokenizer() -> Callable[..., str]:
+    """dask's tokenize, taught to hash frozensets by content (it would pickle them, in hash order)."""
+    from dask.base import normalize_token, tokenize
+    from dask.tokenize import _normalize_seq_func
+
+    @normalize_token.register(frozenset)
+    def _normalize_frozenset(s: frozenset[Any]) -> tuple[str, Any]:
+        return "frozenset", _normalize_seq_func(sorted(s, key=str))
+
+    return tokenize
+
+
 def token(value: Any, *, task: str = "?", argument: str = "?") -> str:
     """A deterministic token of ``value``; a clear error when there is none."""
-    from dask.base import tokenize
-
+    tokenize = _tokenizer()
     try:
         return tokenize(value, ensure_deterministic=True)
     except FileNotFoundError as exc:
@@ -125,7 +137,8 @@ def _code_shape(code: types.CodeType) -> str:
     """Source-free identity of a code object (when no source is available)."""
     parts = []
     for c in _code_objects(code):
-        consts = [repr(k) for k in c.co_consts if not isinstance(k, types.CodeType)]
+        consts = [repr(sorted(k, key=repr)) if isinstance(k, frozenset) else repr(k)
+                  for k in c.co_consts if not isinstance(k, types.CodeType)]
         parts.append(f"{c.co_name}|{c.co_code.hex()}|{consts}|{c.co_names}|{c.co_varnames}")
     return "\n".join(parts)
 
@@ -154,18 +167,22 @@ def _assigned_globals(code: types.CodeType) -> set[str]:
 
 
 def _referenced(obj: Any) -> list[tuple[str, Any]]:
-    """The (name, value) pairs of globals and closure cells that ``obj``'s code uses."""
+    """The (name, value) pairs of globals, closure cells and base classes that ``obj``'s code uses."""
     functions: list[types.FunctionType] = []
+    found_bases: list[type] = []
     if isinstance(obj, types.FunctionType):
         functions.append(obj)
     elif isinstance(obj, type):
+        for base in obj.__mro__[1:]:  # an edit to a user-code base class changes the subclass's behaviour
+            if _is_user_object(base):
+                found_bases.append(base)
         for attr in vars(obj).values():
             attr = getattr(attr, "__func__", attr)
             if isinstance(attr, types.FunctionType):
                 functions.append(attr)
             elif isinstance(attr, property):
                 functions.extend(f for f in (attr.fget, attr.fset, attr.fdel) if isinstance(f, types.FunctionType))
-    found: dict[str, Any] = {}
+    found: dict[str, Any] = {f"<base>{b.__module__}.{b.__qualname__}": b for b in found_bases}
     for fn in functions:
         names: set[str] = set()
         for code in _code_objects(fn.__code__):
@@ -216,6 +233,8 @@ def _feed(hasher: Any, obj: Any, seen: set[int]) -> None:
         hasher.update(token(obj).encode())
         return
     hasher.update(_source_identity(obj).encode())
+    if getattr(obj, "__name__", "") == "<lambda>":  # its source line may hold other lambdas too
+        hasher.update(_code_shape(obj.__code__).encode())
     for name, value in _referenced(obj):
         value = _unwrap(value)
         if _is_user_object(value):
@@ -223,6 +242,15 @@ def _feed(hasher: Any, obj: Any, seen: set[int]) -> None:
             _feed(hasher, value, seen)
         elif _is_simple_constant(value):
             hasher.update(f"\x00{name}={token(value)}\x00".encode())
+        elif name.startswith("<closure>") and not isinstance(value, types.ModuleType):
+            # A value baked in by a factory (`make(config)` returning a task) is part of what the
+            # task computes, so its content counts. A resource with no content identity (a lock,
+            # a connection, a client) counts by its type only.
+            try:
+                identity = token(value)
+            except CacheKeyError:
+                identity = f"<{type(value).__module__}.{type(value).__qualname__}>"
+            hasher.update(f"\x00{name}={identity}\x00".encode())
 
 
 def user_modules(fn: Callable[..., Any]) -> set[str]:

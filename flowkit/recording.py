@@ -71,6 +71,7 @@ class Recorder:
         self.flush_every = flush_every
         self.max_rows = max_rows
         self.batch = Batch()
+        self.finished = False
         self._seq = 0
         self._last_flush = clock.monotonic()
 
@@ -82,8 +83,12 @@ class Recorder:
         })
 
     def task_run(self, tr: TaskRun, info: ArtifactInfo | None = None, inputs: list[tuple[Any, ...]] = (),
-                 cache: bool = False) -> None:
-        """Record one finished task run, its artifact and cache entry and what it consumed."""
+                 cache: bool = False, salted: bool = False) -> None:
+        """Record one finished task run, its artifact and cache entry and what it consumed.
+
+        ``salted`` marks the cache entry of a ``cache=False`` task: only ``resume=`` of this
+        run can use it, so it expires with the run's history.
+        """
         batch = self.batch
         self._seq += 1
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
@@ -96,7 +101,7 @@ class Recorder:
                                     json.dumps(desc["dtypes"]) if columns is not None else None,
                                     desc.get("rows"), tr.ended, info.inline))
             if cache and tr.cache_key is not None:
-                batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended))
+                batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted))
         if len(tr.history) > 1 or tr.status == "failed":
             batch.attempts.extend((tr.run_id, tr.node, a.number, a.started, a.ended, a.error) for a in tr.history)
         if inputs:
@@ -108,9 +113,11 @@ class Recorder:
                 not self._seq & 255 and len(batch) >= self.max_rows):
             self.flush()
 
-    def uncache(self, key: str) -> None:
-        """Forget a cache entry whose artifact turned out damaged."""
+    def forget(self, key: str, artifact_id: str | None = None) -> None:
+        """Forget a cache entry whose value could not be loaded (and the record of damaged bytes)."""
         self.batch.uncache.append(key)
+        if artifact_id is not None:
+            self.batch.forget_artifacts.append(artifact_id)
         self.flush()
 
     def flush(self) -> None:
@@ -120,3 +127,4 @@ class Recorder:
     def finish(self, status: str, ended: float, error: str | None) -> None:
         self.batch.run_end = (status, ended, error, self.run_id)
         self.flush()
+        self.finished = True

@@ -246,7 +246,9 @@ class Store:
         now = time.time() if now is None else now
         since = now - keep_days * 86400
         keep_sql = (
-            "SELECT artifact_id FROM cache "
+            "SELECT artifact_id FROM cache WHERE salted = 0 "
+            "UNION SELECT c.artifact_id FROM cache c JOIN runs r ON r.id = c.run_id "
+            "  WHERE r.started >= ? OR r.status = 'running' "
             "UNION SELECT tr.artifact_id FROM task_runs tr JOIN runs r ON r.id = tr.run_id "
             "  WHERE r.started >= ? OR r.status = 'running' "
             "UNION SELECT i.artifact_id FROM inputs i JOIN runs r ON r.id = i.run_id "
@@ -254,7 +256,7 @@ class Store:
         )
         if self.db.query("SELECT name FROM sqlite_master WHERE name = 'models'"):
             keep_sql += " UNION SELECT artifact_id FROM models"
-        keep = {r[0] for r in self.db.query(keep_sql, (since, since)) if r[0]}
+        keep = {r[0] for r in self.db.query(keep_sql, (since, since, since)) if r[0]}
         report = GCReport(dry_run=dry_run)
         doomed_rows = self.db.query("SELECT id, size FROM artifacts")
         for artifact_id, size in doomed_rows:
@@ -274,6 +276,8 @@ class Store:
 
         def forget(c: Any) -> None:
             c.executemany("DELETE FROM artifacts WHERE id = ?", [(a,) for a in gone])
+            # entries of cache=False tasks (kept for resume=) expire with their run's history
+            c.executemany("DELETE FROM cache WHERE artifact_id = ? AND salted = 1", [(a,) for a in gone])
 
         self.db.write(forget)
         for a in gone:

@@ -51,7 +51,8 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX inputs_task_run ON inputs(run_id, node);
     CREATE TABLE cache (
-        key TEXT PRIMARY KEY, artifact_id TEXT NOT NULL, task TEXT, task_run_id TEXT, created REAL
+        key TEXT PRIMARY KEY, artifact_id TEXT NOT NULL, task TEXT, task_run_id TEXT, created REAL,
+        run_id TEXT, salted INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX cache_artifact ON cache(artifact_id);
     CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, digest TEXT);
@@ -187,6 +188,8 @@ class MetadataDB:
             return
 
         def write(c: sqlite3.Connection) -> None:
+            if batch.forget_artifacts:  # damaged bytes: the recomputed value will be stored afresh
+                c.executemany("DELETE FROM artifacts WHERE id = ?", [(a,) for a in batch.forget_artifacts])
             if batch.artifacts:
                 c.executemany("INSERT OR IGNORE INTO artifacts (id, uri, serializer, type, size, columns, dtypes, "
                               "rows, created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.artifacts)
@@ -201,8 +204,8 @@ class MetadataDB:
                 c.executemany("INSERT INTO inputs (run_id, node, position, kind, artifact_id, name, token, repr) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.inputs)
             if batch.cache:
-                c.executemany("INSERT OR REPLACE INTO cache (key, artifact_id, task, task_run_id, created) "
-                              "VALUES (?, ?, ?, ?, ?)", batch.cache)
+                c.executemany("INSERT OR REPLACE INTO cache (key, artifact_id, task, task_run_id, created, run_id, "
+                              "salted) VALUES (?, ?, ?, ?, ?, ?, ?)", batch.cache)
             if batch.uncache:
                 c.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in batch.uncache])
             if batch.run_end:
@@ -242,7 +245,7 @@ class MetadataDB:
 class Batch:
     """Rows waiting to be written together (see :meth:`MetadataDB.flush`)."""
 
-    __slots__ = ("artifacts", "task_runs", "attempts", "inputs", "cache", "uncache", "run_end")
+    __slots__ = ("artifacts", "task_runs", "attempts", "inputs", "cache", "uncache", "forget_artifacts", "run_end")
 
     def __init__(self) -> None:
         self.clear()
@@ -254,10 +257,12 @@ class Batch:
         self.inputs: list[tuple[Any, ...]] = []
         self.cache: list[tuple[Any, ...]] = []
         self.uncache: list[str] = []
+        self.forget_artifacts: list[str] = []
         self.run_end: tuple[Any, ...] | None = None
 
     def empty(self) -> bool:
-        return not (self.artifacts or self.task_runs or self.attempts or self.inputs or self.cache or self.uncache or self.run_end)
+        return not (self.artifacts or self.task_runs or self.attempts or self.inputs or self.cache or self.uncache
+                    or self.forget_artifacts or self.run_end)
 
     def __len__(self) -> int:
         return len(self.task_runs) + len(self.artifacts) + len(self.inputs) + len(self.cache)
