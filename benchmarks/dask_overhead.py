@@ -216,9 +216,9 @@ def main() -> int:
     print("targets")
     for shape, ratio in ratios.items():
         print(f"  {shape}: flowkit store=False wall time <= {RATIO_TARGET:g}x raw client.submit, N = {n:,}: "
-              f"ratio {ratio:.2f} ({verdict(ratio <= RATIO_TARGET)})")
+              f"ratio {ratio:.3f} ({verdict(ratio <= RATIO_TARGET)})")
     print(f"  {CPU_TASKS} CPU-bound tasks on 2 single-thread workers < {CPU_RATIO_TARGET:g}x sequential local: "
-          f"ratio {cpu_ratio:.2f} ({verdict(cpu_ratio < CPU_RATIO_TARGET)})")
+          f"ratio {cpu_ratio:.3f} ({verdict(cpu_ratio < CPU_RATIO_TARGET)})")
     return 0
 
 

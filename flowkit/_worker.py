@@ -275,5 +275,6 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     with capturing():
         out = fn(*args, *values)
     info, logs = (out.info, out.logs) if type(out) is Output else (None, None)
-    worker.log_event(topic, ("done", node, worker.address, started, time.time(), info, logs))
+    worker.log_event(topic, ("done", node, worker.get_current_task(), worker.address, started, time.time(), info,
+                             logs))
     return out

@@ -118,14 +118,16 @@ class Cron:
             return [first]
         if utc_first.astimezone(zone).replace(tzinfo=None) != wall:
             # In a gap: zoneinfo maps fold=0 past the gap and fold=1 before it; the gap ends in between.
-            low, high = min(utc_first, utc_second), max(utc_first, utc_second)
-            while (high - low) > dt.timedelta(seconds=1):
-                mid = low + (high - low) / 2
-                if mid.astimezone(zone).replace(tzinfo=None) >= wall:
+            # Transitions fall on whole seconds: search the first second whose local time >= wall.
+            low = int(min(utc_first, utc_second).timestamp())
+            high = int(max(utc_first, utc_second).timestamp())
+            while high - low > 1:
+                mid = (low + high) // 2
+                if dt.datetime.fromtimestamp(mid, zone).replace(tzinfo=None) >= wall:
                     high = mid
                 else:
                     low = mid
-            return [high.astimezone(zone)]
+            return [dt.datetime.fromtimestamp(high, zone)]
         return [first, second] if self._hourly else [first]
 
     def _walk(self, after: dt.datetime) -> Iterator[dt.datetime]:

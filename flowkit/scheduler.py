@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import logging
 import os
+import pickle
 import signal
 import socket
 import threading
@@ -128,14 +129,21 @@ class Scheduler:
                 raise ScheduleError(f"flow {target.name!r} has no schedule; pass cron=, e.g. cron='0 3 * * *'")
         if isinstance(cron, str):
             cron = Cron(cron, tz=tz)
-        bound = target.bind(**(params or {}))
+        params = dict(params or {})
+        target.bind(**params)  # a wrong parameter fails now, not at 3 in the morning
         name = name or target.name
         now = self.clock.time()
+        # Only the parameters given are kept (the flow's defaults apply at each run), pickled so a
+        # date stays a date; the JSON copy is for people.
         row = (name, ref, target.name, cron.expr, cron.tz, cron.catchup, cron.overlap, cron.max_catchup,
-               json.dumps(bound, default=str), now, now)
+               json.dumps(params, default=str), pickle.dumps(params), now, now)
         self.store.db.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO schedules (name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, "
-            "params, created, checked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
+            "INSERT INTO schedules (name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, params, "
+            "params_pickle, created, checked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET flow_ref = excluded.flow_ref, flow = excluded.flow, "
+            "expr = excluded.expr, tz = excluded.tz, catchup = excluded.catchup, overlap = excluded.overlap, "
+            "max_catchup = excluded.max_catchup, params = excluded.params, params_pickle = excluded.params_pickle, "
+            "checked = MAX(schedules.checked, excluded.checked)", row))  # a paused schedule stays paused
         return self.get(name)
 
     def ensure(self, flow: Flow[..., Any]) -> Schedule:
@@ -148,10 +156,10 @@ class Scheduler:
 
     def schedules(self) -> list[Schedule]:
         """Every stored schedule, by name."""
-        rows = self.store.db.query("SELECT name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, params, "
-                                   "paused, created, checked FROM schedules ORDER BY name")
+        rows = self.store.db.query("SELECT name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, "
+                                   "params_pickle, paused, created, checked FROM schedules ORDER BY name")
         return [Schedule(r[0], r[1], r[2], Cron(r[3], tz=r[4], catchup=r[5], overlap=r[6], max_catchup=r[7]),
-                         json.loads(r[8] or "{}"), bool(r[9]), r[10], r[11]) for r in rows]
+                         pickle.loads(r[8]) if r[8] else {}, bool(r[9]), r[10], r[11]) for r in rows]
 
     def get(self, name: str) -> Schedule:
         for schedule in self.schedules():

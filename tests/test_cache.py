@@ -357,3 +357,152 @@ def test_a_global_the_task_assigns_is_state_not_code():
     before = fingerprint(bump)
     bump()
     assert fingerprint(bump) == before
+
+
+def test_values_baked_into_a_task_by_a_factory_are_part_of_its_identity():
+    def make(config):
+        @fk.task(name="scale")
+        def scale(x):
+            return x * config["k"]
+
+        return scale
+
+    s2, s3 = make({"k": 2}), make({"k": 3})
+
+    @fk.flow
+    def two():
+        return s2(10)
+
+    @fk.flow
+    def three():
+        return s3(10)
+
+    assert (two(), three()) == (20, 30)
+
+
+def test_editing_a_base_class_invalidates_tasks_using_a_subclass(tmp_path, home):
+    (tmp_path / "models.py").write_text("class Base:\n    def factor(self):\n        return 2\n")
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent("""
+        import flowkit as fk
+        from models import Base
+
+        class Child(Base):
+            def apply(self, x):
+                return x * self.factor()
+
+        @fk.task
+        def fit(x):
+            return Child().apply(x)
+
+        @fk.flow
+        def f():
+            return fit(10)
+
+        run = f.run()
+        print(run.result(), run.task_run("fit").status)
+    """))
+    assert _run_script(script, home).split() == ["20", "completed"]
+    assert _run_script(script, home).split() == ["20", "cached"]
+    (tmp_path / "models.py").write_text("class Base:\n    def factor(self):\n        return 3\n")
+    assert _run_script(script, home).split() == ["30", "completed"]
+
+
+def test_two_lambdas_on_one_line_are_different_tasks():
+    inc1, dbl = fk.task(name="inc1")(lambda x: x + 1), fk.task(name="dbl")(lambda x: x * 2)
+
+    @fk.flow
+    def f():
+        return inc1(10), dbl(10)
+
+    assert f() == (11, 20) and f() == (11, 20)
+
+
+def test_frozenset_tokens_do_not_depend_on_the_hash_seed(tmp_path):
+    code = "from flowkit.hashing import token; print(token(frozenset({'a', 'b', 'c', 'd', 'e'})))"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(outs) == 1
+
+
+def test_identical_calls_in_one_flow_are_all_served_from_the_cache():
+    @fk.flow
+    def f():
+        return inc.map([1, 1, 2])
+
+    assert f() == [2, 2, 3]
+    run = f.run()
+    assert {tr.status for tr in run.task_runs} == {"cached"}
+
+
+def test_an_expired_ttl_recomputes_what_depends_on_it_too():
+    clock = fk.ManualClock()
+    price = {"now": 100}
+
+    @fk.task(cache_ttl=60)
+    def quote():
+        return price["now"]
+
+    @fk.task
+    def describe(p):
+        return f"price is {p}"
+
+    @fk.flow(clock=clock)
+    def f():
+        return describe(quote())
+
+    assert f() == "price is 100"
+    price["now"] = 200
+    clock.advance(61)
+    assert f() == "price is 200"
+
+
+def test_keyword_names_cannot_collide_with_the_key_format():
+    @fk.task
+    def opts(**kw):
+        return sorted(kw.items())
+
+    @fk.flow
+    def f(weird: bool):
+        return opts(**{"a=1,b": 2}) if weird else opts(a=1, b=2)
+
+    assert f(False) == [("a", 1), ("b", 2)]
+    assert f(True) == [("a=1,b", 2)]
+
+
+def test_an_unconsumed_map_over_a_run_time_value_still_runs():
+    @fk.task
+    def upto(n):
+        return list(range(n))
+
+    @fk.flow
+    def f(n: int):
+        inc.map(upto(n))
+
+    f(3)
+    assert CALLS.count("inc") == 3
+    CALLS.clear()
+    f(3)
+    assert CALLS == []  # the items were cached
+
+
+def test_unchanged_file_inputs_are_not_read_again(tmp_path, monkeypatch):
+    import flowkit.store as store_module
+
+    data = tmp_path / "in.txt"
+    data.write_text("hello")
+    reads = []
+    real = store_module.file_digest
+    monkeypatch.setattr(store_module, "file_digest", lambda p: reads.append(p) or real(p))
+
+    @fk.task
+    def size(path, k):
+        return len(path.read_text()) * k
+
+    @fk.flow
+    def f():
+        return [size(fk.File(data), k) for k in range(4)]
+
+    f()
+    f()
+    assert len(reads) == 1  # hashed once; then the size+mtime shortcut

@@ -229,8 +229,7 @@ def test_schedule_commands(flows, tmp_path, home):
     assert "scheduled nightly" in add.stdout and "next run" in add.stdout and "+01:00" in add.stdout
     listed = json.loads(flowkit("schedule", "ls", "--json", cwd=tmp_path, home=home).stdout)
     assert [(s["name"], s["cron"], s["tz"], s["params"]) for s in listed] == [
-        ("nightly", "0 3 * * *", "Europe/Paris", {"rows": 3, "scale": 1.0, "day": "2026-01-01", "verbose": False,
-                                                  "tags": []})]
+        ("nightly", "0 3 * * *", "Europe/Paris", {"rows": 3})]
     assert listed[0]["flow"].endswith("flows.py:pipeline") and listed[0]["next"].endswith("T03:00:00+01:00")
     assert "paused" in flowkit("schedule", "pause", "nightly", cwd=tmp_path, home=home).stdout
     assert "paused" in flowkit("schedule", "ls", cwd=tmp_path, home=home).stdout

@@ -205,3 +205,21 @@ def test_the_default_clock_really_waits_between_attempts():
     start = time.monotonic()
     assert f() == 42
     assert time.monotonic() - start >= 0.3
+
+
+def test_fail_fast_also_stops_maps_over_run_time_values():
+    @fk.task
+    def bad():
+        raise RuntimeError("no")
+
+    @fk.task
+    def upto(n):
+        return list(range(n))
+
+    @fk.flow(store=False)
+    def f():
+        return bad(), inc.map(upto(3))
+
+    run = f.run(fail_fast=True)
+    assert run.status == "failed" and CALLS == []
+    assert {tr.node: tr.status for tr in run.task_runs}["upto"] == "skipped"

@@ -323,3 +323,45 @@ def test_the_real_scheduler_process_fires_every_second_and_stops_on_sigterm(tmp_
     assert len(runs) >= 3 and {r.trigger for r in runs} == {"schedule"}
     scheduled = sorted(r.info["scheduled"] for r in runs)
     assert len(set(scheduled)) == len(scheduled)  # no slot twice
+
+
+def test_scheduled_runs_get_parameters_of_the_types_given(tmp_path):
+    (tmp_path / "typed_flows.py").write_text(textwrap.dedent('''
+        import datetime
+        import pathlib
+        import flowkit as fk
+
+        SEEN = []
+
+        @fk.task(cache=False)
+        def look(day, where, pair):
+            SEEN.append((type(day).__name__, type(where).__name__, type(pair).__name__))
+
+        @fk.flow
+        def typed(day: datetime.date = datetime.date(2026, 1, 1), where: pathlib.Path = pathlib.Path("/tmp"),
+                  pair: tuple = (1, 2)):
+            return look(day, where, pair)
+    '''))
+    from flowkit.loading import load_module
+
+    module = load_module(str(tmp_path / "typed_flows.py"))
+    clock = fk.ManualClock(start=at("2026-06-01T02:59:00+00:00"))
+    scheduler = Scheduler(clock=clock)
+    scheduler.add(module.typed, "0 3 * * *", params={"day": dt.date(2026, 5, 1)})
+    clock.advance(61)
+    assert [f.status for f in scheduler.tick()] == ["completed"]
+    assert module.SEEN == [("date", "PosixPath", "tuple")]
+
+
+def test_a_time_in_a_gap_fires_exactly_at_the_end_of_the_gap():
+    (fire,) = Cron("10 2 * * *", tz="Europe/Paris").fires_between(
+        dt.datetime(2026, 3, 29, 0, tzinfo=UTC), dt.datetime(2026, 3, 29, 12, tzinfo=UTC))
+    assert fire == dt.datetime(2026, 3, 29, 3, 0, tzinfo=ZoneInfo("Europe/Paris")) and fire.microsecond == 0
+
+
+def test_re_adding_a_paused_schedule_keeps_it_paused(flows, clock):
+    scheduler = Scheduler(clock=clock)
+    scheduler.add(flows.job, "0 3 * * *")
+    scheduler.pause("job")
+    scheduler.add(flows.job, "0 4 * * *")
+    assert scheduler.get("job").paused and scheduler.get("job").cron.expr == "0 4 * * *"

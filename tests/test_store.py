@@ -303,3 +303,68 @@ def test_the_artifact_root_can_be_an_fsspec_url(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="flowkit"):
         assert f.run(refresh=["total_rows"]).result()[0] == 50_000
     assert CALLS == ["frame", "total_rows"] and "damaged" in caplog.text
+
+
+def test_a_cached_value_that_no_longer_loads_is_recomputed_not_fatal(tmp_path, home, caplog):
+    lib = tmp_path / "site-packages"  # an installed library: not part of task fingerprints
+    lib.mkdir()
+    (lib / "vendorlib.py").write_text("class Model:\n    def __init__(self, w):\n        self.w = w\n")
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent("""
+        import flowkit as fk
+        import vendorlib
+
+        @fk.task
+        def fit(w):
+            cls = getattr(vendorlib, "Model", None) or vendorlib.Model2
+            return cls(w)
+
+        @fk.flow
+        def f():
+            return fit(3)
+
+        run = f.run()
+        print(run.status, run.result().w, run.task_run("fit").status)
+    """))
+    env = {**os.environ, "FLOWKIT_HOME": str(home), "PYTHONPATH": str(lib)}
+
+    def go():
+        return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
+
+    assert go().stdout.split() == ["completed", "3", "completed"]
+    (lib / "vendorlib.py").write_text("class Model2:\n    def __init__(self, w):\n        self.w = w\n")
+    out = go()  # the library renamed its class: the cached pickle cannot load any more
+    assert out.stdout.split() == ["completed", "3", "completed"], out.stderr
+    assert "could not be loaded" in out.stderr and "AttributeError" in out.stderr
+    assert go().stdout.split() == ["completed", "3", "cached"]
+
+
+def test_a_damaged_inline_value_is_repaired_once(home, caplog):
+    linear.run(1)
+    db = sqlite3.connect(home / "flowkit.db")
+    db.execute("UPDATE artifacts SET data = X'00'")
+    db.commit()
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="flowkit"):
+        assert linear(1) == 2
+    assert "damaged" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flowkit"):
+        run = linear.run(1)
+    assert {tr.status for tr in run.task_runs} == {"cached"} and "damaged" not in caplog.text
+
+
+def test_array_and_frame_subclasses_keep_their_type():
+    @fk.task
+    def masked():
+        return np.ma.masked_array([1, 2, 3], mask=[0, 1, 0])
+
+    @fk.flow
+    def f():
+        return masked()
+
+    first = f()
+    again = f.run()
+    assert again.task_run("masked").status == "cached"
+    value = again.result()
+    assert type(value) is type(first) and value.mask.tolist() == [False, True, False]

@@ -359,7 +359,7 @@ def schedule_ls(as_json: bool) -> None:
     now = time.time()
     if as_json:
         click.echo(json.dumps([{"name": s.name, "flow": s.flow_ref, "cron": s.cron.expr, "tz": s.cron.tz,
-                                "paused": s.paused, "params": s.params,
+                                "paused": s.paused, "params": json.loads(json.dumps(s.params, default=str)),
                                 "next": None if s.paused else s.next_fire(now).isoformat()} for s in items]))
         return
     if not items:

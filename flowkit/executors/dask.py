@@ -237,6 +237,7 @@ class _DaskSession:
         self.topic = f"flowkit-{uuid.uuid4().hex}"
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._futures: dict[str, distributed.Future] = {}  # node -> its running attempt's future
+        # Pairing is by Dask key, so an event of an earlier attempt never completes a later one.
         self._done: dict[str, distributed.Future] = {}  # finished futures waiting for their event
         self._events: dict[str, tuple[Any, ...]] = {}  # "done" events waiting for their future
         self.starts: dict[str, list[str]] = {}  # node -> workers whose attempt of it died with them
@@ -285,11 +286,11 @@ class _DaskSession:
     def _completion(self, node: str, future: distributed.Future) -> Completion | None:
         """A Completion once both the future and (for a success) its event are in."""
         if future.status == "finished":
-            event = self._events.pop(node, None)
+            event = self._events.pop(future.key, None)
             if event is None:
-                self._done[node] = future
+                self._done[future.key] = future
                 return None
-            _, _, worker, started, ended, info, logs = event
+            _, _, _, worker, started, ended, info, logs = event
             if info is not None:  # events travel as msgpack: the tuple arrives as a list
                 info = ArtifactInfo(tuple(info))
             self._futures.pop(node, None)
@@ -331,9 +332,11 @@ class _DaskSession:
                 return None  # an earlier attempt's future
             return self._completion(node, future)
         msg = item[1]
-        node = msg[1]
-        future = self._done.pop(node, None)
-        self._events[node] = msg
+        node, dask_key = msg[1], msg[2]
+        if dask_key not in self._node_of:
+            return None  # not one of this session's submissions
+        future = self._done.pop(dask_key, None)
+        self._events[dask_key] = msg
         return self._completion(node, future) if future is not None else None
 
     def wait(self, timeout: float | None = None) -> list[Completion]:

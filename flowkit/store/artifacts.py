@@ -34,6 +34,15 @@ class DamagedArtifact(Exception):
         self.actual = actual
 
 
+def _touch(path: Path) -> bool:
+    """Refresh an existing file's mtime (gc spares young files a run may not have recorded yet)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY)
@@ -117,7 +126,7 @@ class ArtifactFiles:
     def write(self, digest: str, data: bytes | memoryview) -> Path:
         """Store ``data`` under its digest (nothing is written if it is already there)."""
         final = self.path(digest)
-        if final.exists():
+        if _touch(final):
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
@@ -151,7 +160,7 @@ class ArtifactFiles:
             digest, size = writer.hasher.hexdigest(), writer.size
             final = self.path(digest)
             final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():
+            if _touch(final):
                 tmp.unlink()
             else:
                 os.replace(tmp, final)

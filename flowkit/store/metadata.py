@@ -69,8 +69,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE schedules (
         name TEXT PRIMARY KEY, flow_ref TEXT NOT NULL, flow TEXT NOT NULL, expr TEXT NOT NULL, tz TEXT NOT NULL,
-        catchup TEXT NOT NULL, overlap TEXT NOT NULL, max_catchup INTEGER, params TEXT, paused INTEGER DEFAULT 0,
-        created REAL NOT NULL, checked REAL NOT NULL
+        catchup TEXT NOT NULL, overlap TEXT NOT NULL, max_catchup INTEGER, params TEXT, params_pickle BLOB,
+        paused INTEGER DEFAULT 0, created REAL NOT NULL, checked REAL NOT NULL
     );
     CREATE TABLE fires (
         schedule TEXT NOT NULL, slot REAL NOT NULL, status TEXT NOT NULL, run_id TEXT, holder TEXT,

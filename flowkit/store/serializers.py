@@ -33,13 +33,15 @@ class Encoded(NamedTuple):
 
 
 def _is_dataframe(value: Any) -> bool:
+    # Exactly a DataFrame: a subclass would come back as a plain frame, so it is pickled instead.
     pd = sys.modules.get("pandas")
-    return pd is not None and isinstance(value, pd.DataFrame)
+    return pd is not None and type(value) is pd.DataFrame
 
 
 def _is_array(value: Any) -> bool:
+    # Exactly an ndarray (not a masked array or a matrix), and not of Python objects.
     np = sys.modules.get("numpy")
-    return np is not None and isinstance(value, np.ndarray) and value.dtype.kind != "O"
+    return np is not None and type(value) is np.ndarray and value.dtype.kind != "O"
 
 
 def _feather_dumps(df: Any) -> memoryview:
