@@ -171,6 +171,12 @@ class _Loop:
         self.state = RunState(run_id, dict(graph.nodes))
         self.submitted: set[str] = set()
         self.loads: set[str] = set()
+        # On a session whose handles exist before the value does (Dask futures), a node is handed
+        # over as soon as its inputs were submitted: dependencies resolve on the cluster, with no
+        # round trip through the client per step (see `eligible`).
+        self.eager = bool(getattr(session, "eager", False))
+        self.inflight: dict[str, Any] = {}  # eager: node -> handle of its running attempt
+        self.deferred: dict[str, Completion] = {}  # eager: failures waiting for their inputs' fate
         self.attempts: dict[str, list[Attempt]] = {}
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
         self.listener = listener
@@ -301,6 +307,8 @@ class _Loop:
     def submit(self, key: str) -> None:
         state = self.state
         node = state.nodes[key]
+        if key in self.submitted or key in state.skipped:
+            return  # handed over early already (eager), or skipped meanwhile
         if self.stopped and key not in self.loads:  # fail_fast: nothing new starts
             self.skip([key])
             return
@@ -314,8 +322,8 @@ class _Loop:
             self.session.submit(key, load_artifact, (self.store.files, artifact_id, serializer, inline), (),  # type: ignore[union-attr]
                                 name=node.task.name)
         else:
-            handles = state.handles
-            deps = [handles[d] for d in node.deps]
+            handles, inflight = state.handles, self.inflight
+            deps = [handles[d] if d in handles else inflight[d] for d in node.deps]
             kind = node.kind
             if kind == "task":
                 task = node.task
@@ -326,17 +334,40 @@ class _Loop:
                 hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
                          "code": task.fn}
                 files = self.store.files if self.store is not None else None
-                self.session.submit(key, run_task, (key, self.sink, files, task.options.serializer, fn, node.args,
-                                                    node.kwargs), deps, **hints)
+                handle = self.session.submit(key, run_task, (key, self.sink, files, task.options.serializer, fn,
+                                                             node.args, node.kwargs), deps, **hints)
                 if self.listener is not None:
                     self.listener.on_start(key, task.name)
             elif kind == "map":
-                self.session.submit(key, collect, (), deps, name=node.task.name)
+                handle = self.session.submit(key, collect, (), deps, name=node.task.name)
             else:
                 self.expand(node, deps[0])
                 return
+            if self.eager:
+                self.inflight[key] = handle
+                state.ready.extend(d for d in state.dependents.get(key, ()) if self.eligible(d))
         self.submitted.add(key)
         state.running += 1
+
+    def eligible(self, node_id: str) -> bool:
+        """Eager: whether a node can be handed over before its inputs are finished.
+
+        Only when each input is finished or running without an engine-level retry ahead (a
+        retry would replace the future the node was given); loads and dynamic maps wait.
+        """
+        state = self.state
+        node = state.nodes[node_id]
+        if node.kind == "dynamic_map" or node_id in self.submitted or node_id in state.skipped:
+            return False
+        for dep in node.deps:
+            if dep in state.handles:
+                continue
+            if dep not in self.inflight or dep in self.loads:
+                return False
+            dep_node = state.nodes[dep]
+            if dep_node.kind == "task" and self.options(dep_node.task).retries:
+                return False
+        return True
 
     def expand(self, node: Node, source: Any) -> None:
         state = self.state
@@ -368,6 +399,9 @@ class _Loop:
         state = self.state
         state.running -= 1
         key = done.key
+        self.inflight.pop(key, None)
+        if key in state.skipped:
+            return  # handed over early, then an input failed: already recorded as skipped
         if done.error is None:
             node = state.nodes[key]
             if key in self.loads:
@@ -381,13 +415,28 @@ class _Loop:
                                     len(history), history[0].started, done.ended, state.keys.get(key),
                                     info.digest if info is not None else None, worker=done.worker,
                                     history=history, logs=self.output_of(done, done.logs)), info, node)
+            waiting_on_me = list(state.dependents.get(key, ()))
             complete(state, key, done.handle)
+            for dependent in waiting_on_me:  # eager: a failure that waited for this input's fate
+                if dependent in self.deferred and all(d in state.handles for d in state.nodes[dependent].deps):
+                    self.failed_attempt(self.deferred.pop(dependent))
         elif isinstance(done.error, KeyboardInterrupt):
             raise done.error
         elif key in self.loads:
             self.recompute(key, done.error)
-        elif key not in self.loads and state.nodes[key].kind == "task" and not self.stopped and should_retry(
-                self.options(state.nodes[key].task), done.error, len(self.attempts.get(key, ())) + 1):
+        elif self.eager and any(d not in state.handles for d in state.nodes[key].deps):
+            # Handed over early: the error may be an input's, passed on by Dask. Decide once the
+            # inputs are known: an input failing skips this node, all succeeding makes it its own.
+            self.deferred[key] = done
+        else:
+            self.failed_attempt(done)
+
+    def failed_attempt(self, done: Completion) -> None:
+        """A node's own attempt failed: retry it, or record the failure."""
+        key = done.key
+        node = self.state.nodes[key]
+        if node.kind == "task" and not self.stopped and should_retry(
+                self.options(node.task), done.error, len(self.attempts.get(key, ())) + 1):
             self.retry_later(done)
         else:
             self.finish_failure(done)
@@ -404,6 +453,7 @@ class _Loop:
         """Note the failed attempt and schedule the next one after the policy's delay."""
         history = self.attempted(done)
         self.attempts[done.key] = list(history)
+        self.submitted.discard(done.key)  # so the timer can submit it again
         opts = self.options(self.state.nodes[done.key].task)
         delay = retry_delay(opts, len(history) - 1, random.random())
         log.info("flowkit: task %r failed (attempt %d of %d: %s); retrying in %.3gs", done.key, len(history),
@@ -501,6 +551,7 @@ class _Loop:
             if node_id in state.skipped:
                 continue
             state.skipped.add(node_id)
+            self.deferred.pop(node_id, None)
             node = state.nodes[node_id]
             if node.kind == "task" and node_id not in state.handles:
                 self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, node.task.name, "skipped",

@@ -9,7 +9,9 @@ only ever calls four methods on it:
   the session returned in earlier completions: the value itself in-process, a
   future on Dask, so data can stay where it was computed). ``hints`` (``name``,
   ``tags``, ``resources``, ``code``) describe the task for placement and display;
-  a session may ignore them;
+  a session may ignore them. A session whose ``eager`` attribute is true returns
+  the handle at once (a future), and the engine may pass it to dependents
+  before the value exists;
 - ``wait(timeout)``: block until at least one submitted call has finished (or
   ``timeout`` seconds have passed) and return every :class:`Completion`
   gathered since the last call (possibly none, after a timeout);
@@ -56,7 +58,7 @@ class Session(Protocol):
     """One run's use of an executor (see the module docstring)."""
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
-               **hints: Any) -> None: ...
+               **hints: Any) -> Any: ...
 
     def wait(self, timeout: float | None = None) -> list[Completion]: ...
 

@@ -195,6 +195,7 @@ def _router(client: Client) -> _LostRouter:
 
 
 _SHIPPED: set[str] = set()
+_SHIPPED_FNS: set[int] = set()
 
 
 def ship_by_value(fn: Callable[..., Any]) -> None:
@@ -208,6 +209,9 @@ def ship_by_value(fn: Callable[..., Any]) -> None:
 
     import cloudpickle
 
+    if id(fn) in _SHIPPED_FNS:
+        return
+    _SHIPPED_FNS.add(id(fn))
     for name in user_modules(fn):
         if name in _SHIPPED or name == "__main__" or name not in sys.modules:
             continue
@@ -222,6 +226,14 @@ def ship_by_value(fn: Callable[..., Any]) -> None:
                      name, exc)
 
 
+def _forget_topic(topic: str, dask_scheduler: Any = None) -> None:
+    """Runs on the scheduler: drop the events of a finished run."""
+    broker = getattr(dask_scheduler, "_broker", None)
+    if broker is not None:
+        broker.truncate(topic)
+        getattr(broker, "_topics", {}).pop(topic, None)
+
+
 def _label(name: str | None, tags: Sequence[str]) -> str:
     """The key prefix the dashboard groups by: the task name, with its tags."""
     label = name or "flowkit"
@@ -230,6 +242,8 @@ def _label(name: str | None, tags: Sequence[str]) -> str:
 
 class _DaskSession:
     """One run on a Dask client: submit with futures, complete from futures + events."""
+
+    eager = True  # a submission's future is a handle at once: dependents can be handed over early
 
     def __init__(self, client: Client, clock: Clock) -> None:
         self.client = client
@@ -265,7 +279,7 @@ class _DaskSession:
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any], *,
                name: str | None = None, tags: Sequence[str] = (), resources: dict[str, float] | None = None,
-               code: Callable[..., Any] | None = None) -> None:
+               code: Callable[..., Any] | None = None) -> distributed.Future | None:
         if code is not None:
             ship_by_value(code)
         self.starts[key] = []
@@ -274,7 +288,7 @@ class _DaskSession:
             if problem is not None:
                 now = self.clock.time()
                 self._queue.put(("failed", Completion(key, None, RuntimeError(problem), now, now, None)))
-                return
+                return None
         dask_key = f"{_label(name, tags)}-{uuid.uuid4().hex}"
         self._node_of[dask_key] = key
         self._router.sessions[dask_key] = self
@@ -282,6 +296,7 @@ class _DaskSession:
                                     resources=resources or None)
         self._futures[key] = future
         future.add_done_callback(lambda f, node=key: self._on_future(node, f))
+        return future
 
     def _completion(self, node: str, future: distributed.Future) -> Completion | None:
         """A Completion once both the future and (for a success) its event are in."""
@@ -376,6 +391,8 @@ class _DaskSession:
     def close(self) -> None:
         try:
             self.client.unsubscribe_topic(self.topic)
+            # The scheduler keeps every event of a topic: drop this run's, or a shared cluster grows.
+            self.client.run_on_scheduler(_forget_topic, self.topic)
         except Exception:  # noqa: BLE001 - the client may be gone already
             pass
         for dask_key in self._node_of:
