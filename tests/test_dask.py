@@ -407,3 +407,22 @@ def test_workers_write_artifacts_to_an_fsspec_url(dask_executor, tmp_path):
     assert store.artifact(run.artifact_id("big"))["uri"].startswith(shared)
     assert list((tmp_path / "shared-artifacts").rglob("*"))
     assert f.run().task_run("big").status == "cached"
+
+
+def test_a_retried_input_and_its_dependents_on_dask(dask_executor, tmp_path):
+    marker = tmp_path / "tries"
+
+    @fk.task(retries=2)
+    def shaky():
+        with open(marker, "a") as fh:
+            fh.write("x")
+        if len(marker.read_text()) < 2:
+            raise ConnectionError("once")
+        return 5
+
+    @fk.flow(executor=dask_executor, store=False, clock=fk.ManualClock())
+    def f():
+        return add(inc(shaky()), one())
+
+    run = f.run()
+    assert run.result() == 7 and run.task_run("shaky").attempts == 2
