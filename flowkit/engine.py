@@ -173,10 +173,12 @@ class _Loop:
         self.loads: set[str] = set()
         # On a session whose handles exist before the value does (Dask futures), a node is handed
         # over as soon as its inputs were submitted: dependencies resolve on the cluster, with no
-        # round trip through the client per step (see `eligible`).
+        # round trip through the client per step (see `make_available`).
         self.eager = bool(getattr(session, "eager", False))
         self.inflight: dict[str, Any] = {}  # eager: node -> handle of its running attempt
         self.deferred: dict[str, Completion] = {}  # eager: failures waiting for their inputs' fate
+        self.available: set[str] = set()  # eager: nodes whose handle dependents may take now
+        self.missing: dict[str, int] = {}  # eager: node -> how many of its inputs are not available
         self.attempts: dict[str, list[Attempt]] = {}
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
         self.listener = listener
@@ -345,29 +347,31 @@ class _Loop:
                 return
             if self.eager:
                 self.inflight[key] = handle
-                state.ready.extend(d for d in state.dependents.get(key, ()) if self.eligible(d))
+                # Dependents may take this future now, unless a retry could replace it.
+                if kind == "map" or not self.options(node.task).retries:
+                    self.make_available(key)
         self.submitted.add(key)
         state.running += 1
 
-    def eligible(self, node_id: str) -> bool:
-        """Eager: whether a node can be handed over before its inputs are finished.
+    def make_available(self, key: str) -> None:
+        """Eager: ``key``'s handle can be passed on; hand over dependents whose inputs all can.
 
-        Only when each input is finished or running without an engine-level retry ahead (a
-        retry would replace the future the node was given); loads and dynamic maps wait.
+        Counting missing inputs per dependent keeps this linear in the edges, even for a
+        reduce over thousands of inputs. Loads and dynamic maps are never handed over early.
         """
+        if key in self.available:
+            return
+        self.available.add(key)
         state = self.state
-        node = state.nodes[node_id]
-        if node.kind == "dynamic_map" or node_id in self.submitted or node_id in state.skipped:
-            return False
-        for dep in node.deps:
-            if dep in state.handles:
-                continue
-            if dep not in self.inflight or dep in self.loads:
-                return False
-            dep_node = state.nodes[dep]
-            if dep_node.kind == "task" and self.options(dep_node.task).retries:
-                return False
-        return True
+        for dependent in state.dependents.get(key, ()):
+            left = self.missing.get(dependent)
+            if left is None:
+                left = sum(1 for dep in state.nodes[dependent].deps if dep not in self.available)
+            else:
+                left -= 1
+            self.missing[dependent] = left
+            if left == 0 and state.nodes[dependent].kind != "dynamic_map" and dependent not in self.loads:
+                state.ready.append(dependent)
 
     def expand(self, node: Node, source: Any) -> None:
         state = self.state
@@ -416,6 +420,8 @@ class _Loop:
                                     info.digest if info is not None else None, worker=done.worker,
                                     history=history, logs=self.output_of(done, done.logs)), info, node)
             waiting_on_me = list(state.dependents.get(key, ()))
+            if self.eager:
+                self.make_available(key)
             complete(state, key, done.handle)
             for dependent in waiting_on_me:  # eager: a failure that waited for this input's fate
                 if dependent in self.deferred and all(d in state.handles for d in state.nodes[dependent].deps):
