@@ -202,7 +202,8 @@ class _Loop:
         if self.store is not None:
             state.hits = self.lookup(state.nodes)
         hits = state.hits
-        consumed = {dep for node in state.nodes.values() for dep in node.deps}
+        maps = [n for n, node in state.nodes.items() if node.kind == "dynamic_map"]
+        consumed = {dep for node in state.nodes.values() for dep in node.deps} if maps else set()
         for node_id, node in state.nodes.items():
             # Tasks not in the cache must run; so must a map over a run-time value that nothing
             # consumes: only running it can tell which of its items are cached.
@@ -486,6 +487,7 @@ class _Loop:
         if self.recorder is not None and key in state.keys:
             self.recorder.forget(state.keys[key], artifact_id if isinstance(error, DamagedArtifact) else None)
         self.loads.discard(key)
+        self.submitted.discard(key)  # it runs now, instead of the load
         del state.hits[key]
         state.scheduled.discard(key)
         self.materialize(key)

@@ -23,7 +23,6 @@ import sysconfig
 import textwrap
 import types
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import xxhash

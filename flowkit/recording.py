@@ -91,6 +91,9 @@ class Recorder:
         """
         batch = self.batch
         self._seq += 1
+        if tr.status == "cached" and tr.started is None:  # not even loaded: the narrow, fast row
+            batch.cached.append((tr.run_id, tr.node, self._seq, tr.name, tr.cache_key, tr.artifact_id))
+            return
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
                                 tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker, tr.logs))
         if info is not None:

@@ -36,7 +36,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_started ON runs(started);
     CREATE TABLE task_runs (
         run_id TEXT NOT NULL, node TEXT NOT NULL, seq INTEGER NOT NULL, task TEXT NOT NULL,
-        status TEXT NOT NULL, attempts INTEGER, started REAL, ended REAL, cache_key TEXT, artifact_id TEXT,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started REAL, ended REAL, cache_key TEXT,
+        artifact_id TEXT,
         error TEXT, traceback TEXT, worker TEXT,
         PRIMARY KEY (run_id, node)
     ) WITHOUT ROWID;
@@ -197,6 +198,9 @@ class MetadataDB:
                 c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, attempts, started, "
                               "ended, cache_key, artifact_id, error, traceback, worker, logs) "
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
+            if batch.cached:  # most rows of a rerun: only the columns a cached task run has
+                c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, cache_key, "
+                              "artifact_id) VALUES (?, ?, ?, ?, 'cached', ?, ?)", batch.cached)
             if batch.attempts:
                 c.executemany("INSERT OR REPLACE INTO attempts (run_id, node, number, started, ended, error) "
                               "VALUES (?, ?, ?, ?, ?, ?)", batch.attempts)
@@ -245,7 +249,8 @@ class MetadataDB:
 class Batch:
     """Rows waiting to be written together (see :meth:`MetadataDB.flush`)."""
 
-    __slots__ = ("artifacts", "task_runs", "attempts", "inputs", "cache", "uncache", "forget_artifacts", "run_end")
+    __slots__ = ("artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache", "forget_artifacts",
+                 "run_end")
 
     def __init__(self) -> None:
         self.clear()
@@ -253,6 +258,7 @@ class Batch:
     def clear(self) -> None:
         self.artifacts: list[tuple[Any, ...]] = []
         self.task_runs: list[tuple[Any, ...]] = []
+        self.cached: list[tuple[Any, ...]] = []
         self.attempts: list[tuple[Any, ...]] = []
         self.inputs: list[tuple[Any, ...]] = []
         self.cache: list[tuple[Any, ...]] = []
@@ -261,8 +267,8 @@ class Batch:
         self.run_end: tuple[Any, ...] | None = None
 
     def empty(self) -> bool:
-        return not (self.artifacts or self.task_runs or self.attempts or self.inputs or self.cache or self.uncache
+        return not (self.artifacts or self.task_runs or self.cached or self.attempts or self.inputs or self.cache or self.uncache
                     or self.forget_artifacts or self.run_end)
 
     def __len__(self) -> int:
-        return len(self.task_runs) + len(self.artifacts) + len(self.inputs) + len(self.cache)
+        return len(self.task_runs) + len(self.cached) + len(self.artifacts) + len(self.inputs) + len(self.cache)
