@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 import flowkit as fk
+from shapes import verdict
 from flowkit._worker import load_artifact, store_value
 from flowkit.store.artifacts import ArtifactFiles
 
@@ -195,10 +196,6 @@ def throughput(df: pd.DataFrame, repeat: int, where: str) -> tuple[dict[str, lis
                 remove(info)  # so that the next write really writes
                 best[name] = [min(best[name][0], w), min(best[name][1], r)]
     return best, size
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:

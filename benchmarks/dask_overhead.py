@@ -41,14 +41,11 @@ import dask
 import distributed
 
 import flowkit as fk
+from shapes import chain, fanout, noop, verdict
 
 RATIO_TARGET = 1.25
 CPU_RATIO_TARGET = 0.60
 CPU_TASKS = 4
-
-
-def noop(*args: Any) -> None:
-    return None
 
 
 def spin(iters: int, seed: int) -> int:
@@ -59,21 +56,7 @@ def spin(iters: int, seed: int) -> int:
     return total
 
 
-noop_task = fk.task(noop)
 spin_task = fk.task(spin)
-
-
-@fk.flow
-def chain(n: int) -> Any:
-    ref = noop_task()
-    for _ in range(n - 1):
-        ref = noop_task(ref)
-    return ref
-
-
-@fk.flow
-def fanout(n: int) -> Any:
-    return noop_task(*[noop_task() for _ in range(n)])
 
 
 @fk.flow
@@ -151,10 +134,6 @@ def calibrate(seconds: float, probe: int = 2_000_000) -> int:
     """Loop iterations of ``spin`` taking about ``seconds`` in this process (best of 3)."""
     took = min(timeit.repeat(lambda: spin(probe, 0), number=1, repeat=3))
     return max(1, int(probe * seconds / took))
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:

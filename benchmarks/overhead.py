@@ -43,6 +43,7 @@ from typing import Any
 import dask
 
 import flowkit as fk
+from shapes import chain, fanout, noop, verdict
 
 TRACE_N = 100_000
 RATIO_TARGET = 2.0
@@ -50,24 +51,6 @@ TRACE_SECONDS_TARGET = 2.0
 TRACE_BYTES_TARGET = 2048
 
 
-def noop(*args: Any) -> None:
-    return None
-
-
-noop_task = fk.task(noop)
-
-
-@fk.flow
-def chain(n: int) -> Any:
-    ref = noop_task()
-    for _ in range(n - 1):
-        ref = noop_task(ref)
-    return ref
-
-
-@fk.flow
-def fanout(n: int) -> Any:
-    return noop_task(*[noop_task() for _ in range(n)])
 
 
 def dask_chain(n: int) -> None:
@@ -147,10 +130,6 @@ def trace_memory(n: int) -> tuple[int, int, int]:
     finally:
         tracemalloc.stop()
     return len(graph.nodes), current - base, peak - base
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main() -> int:
