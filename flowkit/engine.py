@@ -55,14 +55,14 @@ from flowkit._worker import (
     resolve_path,
     run_task,
 )
-from flowkit.cache import KeyMaker, value_token
+from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.errors import FlowRunError
 from flowkit.executors import Completion, Executor, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.logs import capturing
 from flowkit.records import Attempt, Run, TaskRun
-from flowkit.recording import Recorder, short_repr
+from flowkit.recording import Recorder, lineage_rows
 from flowkit.store import Store
 from flowkit.retry import retry_delay, should_retry
 from flowkit.store.artifacts import DamagedArtifact
@@ -504,34 +504,10 @@ class _Loop:
         if self.listener is not None:
             self.listener.on_finish(tr)
         if self.recorder is not None:
-            inputs = self.inputs(tr.node, node) if node is not None else ()
+            inputs = lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts) \
+                if node is not None else ()
             self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed",
                                    salted=node is not None and not node.task.options.cache)
-
-    def inputs(self, node_id: str, node: Node) -> list[tuple[Any, ...]]:
-        """Lineage rows: the artifacts behind each upstream slot, and each constant argument."""
-        rows: list[tuple[Any, ...]] = []
-        run_id = self.state.run_id
-        for position, dep in enumerate(node.deps):
-            for artifact_id in self.artifact_ids(dep):
-                rows.append((run_id, node_id, position, "artifact", artifact_id, dep, None, None))
-        constants = [(i, v) for i, v in enumerate(node.args) if type(v) is not Slot]
-        constants += [(k, v) for k, v in (node.kwargs or {}).items() if type(v) is not Slot]
-        if constants:
-            names = list(node.task.signature.parameters)
-            for where, value in constants:
-                name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
-                rows.append((run_id, node_id, None, "param", None, name, value_token(value), short_repr(value)))
-        return rows
-
-    def artifact_ids(self, node_id: str) -> list[str]:
-        """The artifacts a node's value consists of (a map's value is its items')."""
-        state = self.state
-        node = state.nodes[node_id]
-        if node.kind == "map":
-            return [a for child in node.deps for a in self.artifact_ids(child)]
-        artifact_id = state.artifacts.get(node_id)
-        return [artifact_id] if artifact_id else []
 
     def finish_failure(self, done: Completion) -> None:
         state = self.state

@@ -16,14 +16,16 @@ import socket
 import subprocess
 from typing import Any
 
-from flowkit._worker import ArtifactInfo
+from flowkit._worker import ArtifactInfo, Slot
+from flowkit.cache import value_token
+from flowkit.graph import Node
 from flowkit.clock import Clock
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
 from flowkit.store import Store
 from flowkit.store.metadata import Batch
 
-__all__ = ["Recorder", "run_context", "short_repr"]
+__all__ = ["Recorder", "lineage_rows", "run_context", "short_repr"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -58,6 +60,31 @@ def _json_default(value: Any) -> Any:
 
 def _json_params(params: dict[str, Any]) -> str:
     return json.dumps(params, default=_json_default, sort_keys=True)
+
+
+def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[str]:
+    """The artifacts a node's value consists of (a map's value is its items')."""
+    node = nodes[node_id]
+    if node.kind == "map":
+        return [a for child in node.deps for a in _artifacts_of(child, nodes, artifacts)]
+    artifact_id = artifacts.get(node_id)
+    return [artifact_id] if artifact_id else []
+
+
+def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[tuple[Any, ...]]:
+    """What a task run consumed: the artifacts behind each upstream slot, and each constant argument."""
+    rows: list[tuple[Any, ...]] = []
+    for position, dep in enumerate(node.deps):
+        for artifact_id in _artifacts_of(dep, nodes, artifacts):
+            rows.append((run_id, node.id, position, "artifact", artifact_id, dep, None, None))
+    constants = [(i, v) for i, v in enumerate(node.args) if type(v) is not Slot]
+    constants += [(k, v) for k, v in (node.kwargs or {}).items() if type(v) is not Slot]
+    if constants:
+        names = list(node.task.signature.parameters)
+        for where, value in constants:
+            name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
+            rows.append((run_id, node.id, None, "param", None, name, value_token(value), short_repr(value)))
+    return rows
 
 
 class Recorder:
