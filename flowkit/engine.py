@@ -104,6 +104,7 @@ class RunState:
     running: int = 0
     failed: list[str] = field(default_factory=list)
     skipped: set[str] = field(default_factory=set)
+    submitted: set[str] = field(default_factory=set)
     keys: dict[str, str] = field(default_factory=dict)
     hits: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
@@ -117,7 +118,7 @@ def complete(state: RunState, key: str, handle: Any) -> None:
     for dep in state.dependents.pop(key, ()):
         left = waiting[dep] - 1
         waiting[dep] = left
-        if left == 0 and dep not in state.skipped:
+        if left == 0 and dep not in state.skipped and dep not in state.submitted:
             state.ready.append(dep)
 
 
@@ -169,7 +170,7 @@ class _Loop:
         self.fail_fast = fail_fast
         self.stopped = False
         self.state = RunState(run_id, dict(graph.nodes))
-        self.submitted: set[str] = set()
+        self.submitted = self.state.submitted
         self.loads: set[str] = set()
         # On a session whose handles exist before the value does (Dask futures), a node is handed
         # over as soon as its inputs were submitted: dependencies resolve on the cluster, with no
@@ -178,6 +179,7 @@ class _Loop:
         self.inflight: dict[str, Any] = {}  # eager: node -> handle of its running attempt
         self.deferred: dict[str, Completion] = {}  # eager: failures waiting for their inputs' fate
         self.available: set[str] = set()  # eager: nodes whose handle dependents may take now
+        self.record_index: dict[str, int] = {}  # node -> its place in state.records
         self.missing: dict[str, int] = {}  # eager: node -> how many of its inputs are not available
         self.attempts: dict[str, list[Attempt]] = {}
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
@@ -390,6 +392,7 @@ class _Loop:
             return
         children = expand_map(state, node, length)
         state.scheduled.discard(node.id)
+        self.missing.pop(node.id, None)  # its inputs are now its items
         if self.keymaker is not None:
             self.keymaker.keys(children, state.keys)
             if self.store is not None:
@@ -460,7 +463,9 @@ class _Loop:
         """Note the failed attempt and schedule the next one after the policy's delay."""
         history = self.attempted(done)
         self.attempts[done.key] = list(history)
-        self.submitted.discard(done.key)  # so the timer can submit it again
+        self.submitted.discard(done.key)  # so the timer can submit it again, and nothing sooner
+        if done.key in self.state.ready:
+            self.state.ready.remove(done.key)
         opts = self.options(self.state.nodes[done.key].task)
         delay = retry_delay(opts, len(history) - 1, random.random())
         log.info("flowkit: task %r failed (attempt %d of %d: %s); retrying in %.3gs", done.key, len(history),
@@ -500,7 +505,13 @@ class _Loop:
         return logs
 
     def record(self, tr: TaskRun, info: Any = None, node: Node | None = None) -> None:
-        self.state.records.append(tr)
+        records = self.state.records
+        index = self.record_index.get(tr.node)
+        if index is None:
+            self.record_index[tr.node] = len(records)
+            records.append(tr)
+        else:  # recorded before (a cached value that then had to be recomputed): the latest counts
+            records[index] = tr
         if self.listener is not None:
             self.listener.on_finish(tr)
         if self.recorder is not None:
@@ -593,8 +604,12 @@ class _Loop:
                                 len(history), history[0].started, history[-1].ended, state.keys.get(key),
                                 error=history[-1].error, history=history))
         state.ready.clear()
-        self.skip([key for key in state.scheduled if key not in state.handles and key not in self.submitted
-                   and key not in state.failed])
+        # Handed over early but not started for real (an input is unfinished): take them back.
+        early = [k for k in self.inflight if any(d not in state.handles for d in state.nodes[k].deps)]
+        if early:
+            self.session.cancel(early)
+        self.skip(early + [key for key in state.scheduled if key not in state.handles and key not in self.submitted
+                           and key not in state.failed])
 
     def cancel(self) -> None:
         """Ctrl-C: stop the session; running tasks are cancelled, the rest skipped."""

@@ -423,3 +423,23 @@ def test_a_retried_input_and_its_dependents_on_dask(dask_executor, tmp_path):
 
     run = f.run()
     assert run.result() == 7 and run.task_run("shaky").attempts == 2
+
+
+def test_fail_fast_on_dask_takes_back_tasks_handed_over_early(dask_executor):
+    @fk.task
+    def slow(x):
+        time.sleep(1.0)
+        return x
+
+    @fk.task
+    def explode():
+        raise ValueError("boom")
+
+    @fk.flow(executor=dask_executor, store=False)
+    def f():
+        return add(inc(inc(slow(1))), explode())
+
+    run = f.run(fail_fast=True)
+    statuses = {tr.node: tr.status for tr in run.task_runs}
+    assert statuses["explode"] == "failed" and statuses["inc"] == statuses["inc#2"] == "skipped"
+    assert statuses["add"] == "skipped"

@@ -368,3 +368,14 @@ def test_array_and_frame_subclasses_keep_their_type():
     assert again.task_run("masked").status == "cached"
     value = again.result()
     assert type(value) is type(first) and value.mask.tolist() == [False, True, False]
+
+
+def test_a_task_is_recorded_once_when_a_damaged_chain_is_recomputed(home):
+    linear.run(2)
+    db = sqlite3.connect(home / "flowkit.db")
+    db.execute("UPDATE artifacts SET data = X'00'")
+    db.commit()
+    db.close()
+    run = linear.run(2)
+    nodes = [tr.node for tr in run.task_runs]
+    assert run.result() == 3 and sorted(nodes) == sorted(set(nodes)) == ["inc", "inc#2", "one"]

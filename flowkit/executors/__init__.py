@@ -16,7 +16,8 @@ only ever calls four methods on it:
   ``timeout`` seconds have passed) and return every :class:`Completion`
   gathered since the last call (possibly none, after a timeout);
 - ``fetch(handles)``: the values behind handles (for the flow's output);
-- ``cancel()``: stop what is queued; running calls may finish in the background.
+- ``cancel(keys=None)``: stop what is queued (all, or those submissions); running
+  calls may finish in the background.
 
 Readiness, caching, retries and recording belong to the engine, never here.
 """
@@ -64,7 +65,7 @@ class Session(Protocol):
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]: ...
 
-    def cancel(self) -> None: ...
+    def cancel(self, keys: Sequence[str] | None = None) -> None: ...
 
 
 @runtime_checkable

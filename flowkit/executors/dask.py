@@ -383,8 +383,8 @@ class _DaskSession:
         values = self.client.gather(list(handles))
         return [v.value if type(v) is Output else v for v in values]
 
-    def cancel(self) -> None:
-        futures = list(self._futures.values())
+    def cancel(self, keys: Sequence[str] | None = None) -> None:
+        futures = [f for k, f in self._futures.items() if keys is None or k in keys]
         if futures:
             self.client.cancel(futures)
 

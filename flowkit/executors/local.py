@@ -89,8 +89,9 @@ class _SequentialSession:
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         return list(handles)
 
-    def cancel(self) -> None:
-        self._done = []
+    def cancel(self, keys: Sequence[str] | None = None) -> None:
+        if keys is None:
+            self._done = []
 
 
 class _ThreadSession:
@@ -132,5 +133,6 @@ class _ThreadSession:
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         return list(handles)
 
-    def cancel(self) -> None:
-        self.cancelled = True
+    def cancel(self, keys: Sequence[str] | None = None) -> None:
+        if keys is None:  # single submissions cannot be taken back from the pool: they run
+            self.cancelled = True

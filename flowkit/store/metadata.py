@@ -200,7 +200,7 @@ class MetadataDB:
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
             if batch.cached:  # most rows of a rerun: only the columns a cached task run has
                 c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, cache_key, "
-                              "artifact_id) VALUES (?, ?, ?, ?, 'cached', ?, ?)", batch.cached)
+                              "artifact_id, attempts) VALUES (?, ?, ?, ?, 'cached', ?, ?, 0)", batch.cached)
             if batch.attempts:
                 c.executemany("INSERT OR REPLACE INTO attempts (run_id, node, number, started, ended, error) "
                               "VALUES (?, ?, ?, ?, ?, ?)", batch.attempts)
