@@ -25,8 +25,15 @@ loaded; c is needed by d, so it is loaded too; b and d run.
 
 A dynamic map node (``t.map(ref)``) becomes ready when its iterable is known;
 the engine then adds one item node per element and turns the map node into a
-collector of their values (:func:`expand_map`). A damaged cached artifact is
-reported, forgotten, and its node recomputed instead of loaded.
+collector of their values (:func:`expand_map`). A cached value that is damaged
+or no longer loads is reported, forgotten, and its node recomputed instead.
+
+**Retries** are timers in the loop (``timers``), never sleeping workers. On a
+session whose handles exist at submission (Dask futures, ``session.eager``), a
+node is handed over as soon as its inputs were submitted
+(:meth:`_Loop.make_available`); an error it then reports waits (``deferred``)
+until its inputs' fate is known, so an input's failure skips it rather than
+failing it.
 """
 
 from __future__ import annotations
