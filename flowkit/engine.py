@@ -23,6 +23,14 @@ first, whatever it needs: hits as loads, the rest as runs.
 Rerun after fixing b: a and c are hits; b must run and needs a, so a is
 loaded; c is needed by d, so it is loaded too; b and d run.
 
+**Releasing values.** ``consumers`` counts, for each node, the nodes that take
+its value and are not done with it. When the count reaches zero the engine
+drops its handle (the value in-process, the future on Dask, whose workers then
+free the data), unless the flow returns it: in the diamond, ``a`` goes once
+``b`` and ``c`` have finished. A consumer that may still need its inputs (an
+attempt to retry, a cached hit that a damaged neighbour could make run) keeps
+them.
+
 A dynamic map node (``t.map(ref)``) becomes ready when its iterable is known;
 the engine then adds one item node per element and turns the map node into a
 collector of their values (:func:`expand_map`). A cached value that is damaged
@@ -118,6 +126,9 @@ class RunState:
     expanded: bool = False
 
 
+RELEASED = object()  # stands in ``RunState.handles`` for a value nothing needs any more
+
+
 def complete(state: RunState, key: str, handle: Any) -> None:
     """Record a node's result handle and make its dependents ready when they can run."""
     state.handles[key] = handle
@@ -195,6 +206,9 @@ class _Loop:
         self.sink = listener.on_output if listener is not None and getattr(session, "in_process", False) else None
         self.timers: list[tuple[float, int, str]] = []  # (due, tie-breaker, node id): retries waiting
         self._options: dict[int, TaskOptions] = {}
+        self.consumers: dict[str, int] = {}  # node -> consumers not done with its value (see `release`)
+        self.done: set[str] = set()  # nodes done with their inputs
+        self.keep = set(graph.output_deps)  # what the flow returns is never released
 
     def options(self, task: Task[..., Any]) -> TaskOptions:
         """A task's options with the flow's ``task_defaults`` applied (memoized per task)."""
@@ -211,6 +225,11 @@ class _Loop:
         if self.store is not None:
             state.hits = self.lookup(state.nodes)
         hits = state.hits
+        consumers = self.consumers
+        get = consumers.get
+        for node in state.nodes.values():
+            for dep in node.deps:
+                consumers[dep] = get(dep, 0) + 1
         maps = [n for n, node in state.nodes.items() if node.kind == "dynamic_map"]
         consumed = {dep for node in state.nodes.values() for dep in node.deps} if maps else set()
         for node_id, node in state.nodes.items():
@@ -336,6 +355,8 @@ class _Loop:
         else:
             handles, inflight = state.handles, self.inflight
             deps = [handles[d] if d in handles else inflight[d] for d in node.deps]
+            if any(h is RELEASED for h in deps):  # `consumers` guarantees it never happens
+                raise RuntimeError(f"flowkit internal error: an input of node {key!r} was released too early")
             kind = node.kind
             if kind == "task":
                 task = node.task
@@ -397,7 +418,15 @@ class _Loop:
             err.__cause__ = exc
             self.finish_failure(Completion(node.id, None, err, started, self.clock.time(), None))
             return
+        old_deps = node.deps
         children = expand_map(state, node, length)
+        consumers = self.consumers
+        for dep in old_deps:  # each item takes the map's inputs; the map now takes the items
+            consumers[dep] += length - 1
+        for child in children:
+            consumers[child] = 1
+        for dep in old_deps:
+            self.release(dep)
         state.scheduled.discard(node.id)
         self.missing.pop(node.id, None)  # its inputs are now its items
         if self.keymaker is not None:
@@ -434,6 +463,9 @@ class _Loop:
             if self.eager:
                 self.make_available(key)
             complete(state, key, done.handle)
+            self.done_with(key)
+            if not self.consumers.get(key):  # a value nobody takes (the flow's output is kept)
+                self.release(key)
             for dependent in waiting_on_me:  # eager: a failure that waited for this input's fate
                 if dependent in self.deferred and all(d in state.handles for d in state.nodes[dependent].deps):
                     self.failed_attempt(self.deferred.pop(dependent))
@@ -540,9 +572,33 @@ class _Loop:
             logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
         ))
         state.failed.append(done.key)
+        self.done_with(done.key)
         self.skip(list(state.dependents.get(done.key, ())))
         if self.fail_fast:
             self.stop()
+
+    def done_with(self, key: str) -> None:
+        """``key`` needs its inputs no more (it finished for good): release those nobody else needs."""
+        done = self.done
+        if key in done:
+            return
+        done.add(key)
+        consumers = self.consumers
+        for dep in self.state.nodes[key].deps:
+            left = consumers[dep] - 1
+            consumers[dep] = left
+            if not left:  # the last of a dep taken twice by one node counts once
+                self.release(dep)
+
+    def release(self, key: str) -> None:
+        """Drop ``key``'s handle if it has one, no consumer waits for it and the flow does not return it.
+
+        In-process, the value can then be garbage-collected; on Dask, the future goes and the
+        workers free the data once the tasks that took it have finished.
+        """
+        handles = self.state.handles
+        if key in handles and not self.consumers.get(key) and key not in self.keep:
+            handles[key] = RELEASED
 
     def skip(self, roots: list[str]) -> None:
         """Mark ``roots`` and every scheduled node downstream of them skipped, and record them."""
@@ -554,6 +610,7 @@ class _Loop:
                 continue
             state.skipped.add(node_id)
             self.deferred.pop(node_id, None)
+            self.done_with(node_id)
             node = state.nodes[node_id]
             if node.kind == "task" and node_id not in state.handles:
                 self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, node.task.name, "skipped",
@@ -607,6 +664,7 @@ class _Loop:
             history = tuple(self.attempts.pop(key))
             node = state.nodes[key]
             state.failed.append(key)
+            self.done_with(key)
             self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "failed",
                                 len(history), history[0].started, history[-1].ended, state.keys.get(key),
                                 error=history[-1].error, history=history))

@@ -443,3 +443,34 @@ def test_fail_fast_on_dask_takes_back_tasks_handed_over_early(dask_executor):
     statuses = {tr.node: tr.status for tr in run.task_runs}
     assert statuses["explode"] == "failed" and statuses["inc"] == statuses["inc#2"] == "skipped"
     assert statuses["add"] == "skipped"
+
+
+@fk.task
+def hold(i: int, *inputs: bytes) -> bytes:
+    return bytes(1 << 20)  # 1 MiB that lives on a worker
+
+
+def test_futures_are_released_once_their_consumers_finished(dask_executor):
+    client = dask_executor.client
+    held: list[int] = []
+
+    class Watch:
+        def on_plan(self, tasks): ...
+        def on_start(self, node, task): ...
+        def on_output(self, node, line): ...
+
+        def on_finish(self, task_run):  # futures of `hold` the client keeps when a task run ends
+            held.append(sum(1 for key in client.refcount if str(key).startswith("hold-")))
+
+    @fk.flow(store=False)
+    def holding(n: int):
+        ref = hold(0)
+        for i in range(1, n):
+            ref = hold(i, ref)
+        return ref
+
+    run = holding.with_options(executor=dask_executor)._run({"n": 8}, listener=Watch())
+    assert len(run.result()) == 1 << 20
+    # Every node was handed over at once (8 futures); when hold(k) ends, hold(k-2) is gone:
+    # the workers free its data.
+    assert held == [8, 8, 7, 6, 5, 4, 3, 2]

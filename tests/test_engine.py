@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import traceback
+import weakref
 
 import pytest
 
@@ -154,3 +156,79 @@ def test_task_raising_system_exit_fails_that_task_only():
     assert run.failed[0].error == "SystemExit: 3"
     assert boom.fn  # keep the import used
     assert inc(0) == 1
+
+
+class Blob:
+    """A value whose lifetime the release tests watch."""
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+LIVE: list[weakref.ref[Blob]] = []  # every Blob made by `grow`
+SEEN: list[tuple[int, int]] = []  # (i, how many Blobs were still alive when grow(i) started)
+
+
+@fk.task
+def grow(i: int, *inputs: Blob) -> Blob:
+    gc.collect()
+    SEEN.append((i, sum(1 for ref in LIVE if ref() is not None)))
+    blob = Blob(i)
+    LIVE.append(weakref.ref(blob))
+    return blob
+
+
+@pytest.fixture
+def blobs():
+    LIVE.clear()
+    SEEN.clear()
+    yield SEEN
+    LIVE.clear()
+    SEEN.clear()
+
+
+@pytest.mark.parametrize("store", [False, None], ids=["no store", "store"])
+def test_a_value_is_released_once_every_task_that_takes_it_has_finished(executor, blobs, store):
+    @fk.flow(store=store)
+    def long_chain(n: int):
+        ref = grow(0)
+        for i in range(1, n):
+            ref = grow(i, ref)
+        return ref
+
+    run = long_chain.with_options(executor=executor).run(6)
+    assert run.result().i == 5
+    assert blobs == [(0, 0)] + [(i, 1) for i in range(1, 6)]  # only the input of the running task is alive
+
+
+def test_a_value_lives_while_any_consumer_or_the_flow_output_needs_it(blobs):
+    @fk.flow
+    def shapes():
+        a = grow(0)
+        b = grow(1, a)
+        c = grow(2, a)  # a is still needed here: c takes it
+        d = grow(3, b, c)  # a is gone; b and c are needed
+        e = grow(4, d)  # d is needed; b and c are gone; a comes back as the flow's output...
+        return a, e
+
+    a, e = shapes()
+    assert (a.i, e.i) == (0, 4)
+    assert blobs == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 2)]  # ...so it was kept all along: a and d alive
+
+
+def test_a_retried_task_still_has_its_inputs(blobs):
+    attempts: list[int] = []
+
+    @fk.task(retries=2)
+    def shaky(x: Blob) -> int:
+        attempts.append(x.i)
+        if len(attempts) < 3:
+            raise OSError("flaky")
+        return x.i + 1
+
+    @fk.flow
+    def retried():
+        return shaky(grow(0, grow(1)))
+
+    assert retried.with_options(clock=fk.ManualClock()).run().result() == 1
+    assert attempts == [0, 0, 0]
