@@ -234,6 +234,10 @@ class Task(Generic[P, R]):
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
             raise DefinitionError(f"@fk.task cannot read the signature of {fn!r}: {exc}") from None
+        #: Parameters that may be passed by position or by name, in order (see ``flowkit.tracing.canonical_call``).
+        self.positional_names: tuple[str, ...] = tuple(
+            name for name, p in self.signature.parameters.items()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         trace = current_trace()

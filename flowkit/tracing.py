@@ -28,6 +28,30 @@ __all__ = ["Ref", "Trace", "current_trace", "trace_flow"]
 _CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("flowkit_trace", default=None)
 
 
+def canonical_call(task: Task[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """One spelling of a call that binds: keyword arguments that continue the positional ones
+    become positional, the other keywords are sorted by name.
+
+    ``f(1, b=2)``, ``f(a=1, b=2)``, ``f(b=2, a=1)`` and ``f(1, 2)`` are the same call, so they
+    get the same cache key.
+    """
+    if not kwargs:
+        return args, kwargs
+    names = task.positional_names
+    i = len(args)
+    if i < len(names) and names[i] in kwargs:
+        args = list(args)  # type: ignore[assignment]
+        kwargs = dict(kwargs)
+        while i < len(names) and names[i] in kwargs:
+            args.append(kwargs.pop(names[i]))  # type: ignore[attr-defined]
+            i += 1
+        args = tuple(args)
+    if len(kwargs) > 1:
+        kwargs = dict(sorted(kwargs.items()))
+    return args, kwargs
+
+
 def current_trace() -> Trace | None:
     """The trace being recorded in this context, or ``None`` outside a flow."""
     return _CURRENT.get()
@@ -231,6 +255,8 @@ class Trace:
     def call(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
         """Record one call of ``task`` and return the ref to its value."""
         self._bind_check(task, args, kwargs)
+        if kwargs:
+            args, kwargs = canonical_call(task, args, kwargs)
         deps: dict[str, int] = {}
         lifted_args = tuple([self.lift(a, deps) for a in args]) if args else ()
         lifted_kwargs = {k: self.lift(v, deps) for k, v in kwargs.items()} if kwargs else None
@@ -240,6 +266,8 @@ class Trace:
 
     def map(self, task: Task[..., Any], iterable: Iterable[Any] | Ref, fixed: dict[str, Any]) -> Ref:
         """Record ``task`` mapped over ``iterable``; return a ref to the list of results."""
+        if len(fixed) > 1:
+            fixed = dict(sorted(fixed.items()))  # one spelling, one key (as in `canonical_call`)
         if type(iterable) is Ref and iterable._items is None:
             return self._dynamic_map(task, iterable, fixed)
         items = list(iterable._items if type(iterable) is Ref else iterable)  # type: ignore[union-attr,arg-type]

@@ -506,3 +506,29 @@ def test_unchanged_file_inputs_are_not_read_again(tmp_path, monkeypatch):
     f()
     f()
     assert len(reads) == 1  # hashed once; then the size+mtime shortcut
+
+
+@fk.task
+def affine(x: int, factor: int, *, offset: int = 0, **extra: int) -> int:
+    CALLS.append("affine")
+    return x * factor + offset + sum(extra.values())
+
+
+def test_one_call_spelled_with_positions_or_keywords_in_any_order_is_one_cache_entry():
+    spellings = [
+        lambda a: affine(a, 2, offset=1, z=3, y=4),
+        lambda a: affine(x=a, factor=2, y=4, offset=1, z=3),
+        lambda a: affine(a, factor=2, z=3, y=4, offset=1),
+        lambda a: affine(z=3, factor=2, offset=1, x=a, y=4),
+    ]
+
+    @fk.flow
+    def f(spelling: int, factor: int = 2):
+        a = inc(1)
+        return spellings[spelling](a) if factor == 2 else affine(a, factor=factor, offset=1, z=3, y=4)
+
+    runs = [f.run(i) for i in range(len(spellings))]
+    assert [r.result() for r in runs] == [12] * 4
+    assert CALLS.count("affine") == 1  # the first spelling ran; the others were hits
+    assert {tr.status for r in runs[1:] for tr in r.task_runs} == {"cached"}
+    assert f.run(0, factor=3).result() == 14 and CALLS.count("affine") == 2  # another value is another key
