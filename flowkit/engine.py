@@ -3,13 +3,14 @@
 The engine owns the policy (cache planning, readiness, failure and skipping,
 dynamic map expansion, recording); an executor session only runs callables
 (:mod:`flowkit.executors`). Its state is plain data in :class:`RunState`,
-changed by small functions.
+changed by small functions. :func:`flowkit.runner.run_graph` sets a run up
+around it (keys, the run's record, the session) and builds the final record.
 
 **Planning.** With a store, every node's key is computed up front
 (:mod:`flowkit.cache`) and looked up in one query. A task node whose key is
 in the cache is a *hit*: it is loaded only if a node that must run (or the
 flow's output) needs its value, and otherwise just recorded ``cached``. Every
-other task node must run. :meth:`_Loop.materialize` schedules a node and,
+other task node must run. :meth:`Loop.materialize` schedules a node and,
 first, whatever it needs: hits as loads, the rest as runs.
 
 **The loop.** For the diamond ``a -> (b, c) -> d`` with nothing cached::
@@ -39,51 +40,44 @@ or no longer loads is reported, forgotten, and its node recomputed instead.
 **Retries** are timers in the loop (``timers``), never sleeping workers. On a
 session whose handles exist at submission (Dask futures, ``session.eager``), a
 node is handed over as soon as its inputs were submitted
-(:meth:`_Loop.make_available`); an error it then reports waits (``deferred``)
+(:meth:`Loop.make_available`); an error it then reports waits (``deferred``)
 until its inputs' fate is known, so an input's failure skips it rather than
 failing it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import heapq
 import logging
 import random
 import traceback as _tb
-import uuid
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import networkx as nx
 
 from flowkit._worker import (
     Item,
     Slot,
     call_with_timeout,
     collect,
-    fill,
     load_artifact,
     resolve_path,
     run_task,
 )
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
-from flowkit.errors import FlowRunError
-from flowkit.executors import Completion, Executor, Session
+from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
-from flowkit.logs import capturing
-from flowkit.records import Attempt, Run, TaskRun
+from flowkit.records import Attempt, TaskRun
 from flowkit.recording import Recorder, lineage_rows
 from flowkit.store import Store
 from flowkit.retry import retry_delay, should_retry
 from flowkit.store.artifacts import DamagedArtifact
 from flowkit.task import Task, TaskOptions, effective_options
 
-__all__ = ["RunListener", "RunState", "expand_map", "run_graph"]
+__all__ = ["Loop", "RunListener", "RunState", "complete", "error_text", "expand_map"]
 
 log = logging.getLogger("flowkit")
 
@@ -159,18 +153,11 @@ def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
     return children
 
 
-def _error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _graph_of(state: RunState, graph: FlowGraph) -> FlowGraph:
-    """The graph that ran: the traced one, or a copy with dynamic maps expanded."""
-    if not state.expanded:
-        return graph
-    return FlowGraph(graph.flow, graph.params, state.nodes, graph.output, graph.output_deps)
-
-
-class _Loop:
+class Loop:
     """One run of one graph on one executor session."""
 
     def __init__(self, graph: FlowGraph, session: Session, clock: Clock, run_id: str, store: Store | None,
@@ -413,7 +400,7 @@ class _Loop:
         except Exception as exc:  # noqa: BLE001 - reported as the map's failure
             err = TypeError(
                 f"task {node.task.name!r} was mapped over the result of node {node.deps[0]!r}, which could not "
-                f"be iterated: {_error_text(exc)}"
+                f"be iterated: {error_text(exc)}"
             )
             err.__cause__ = exc
             self.finish_failure(Completion(node.id, None, err, started, self.clock.time(), None))
@@ -495,7 +482,7 @@ class _Loop:
         earlier = self.attempts.pop(done.key, [])
         for worker in done.lost:  # attempts that died with their worker, recomputed by the cluster
             earlier.append(Attempt(len(earlier) + 1, None, None, f"worker {worker} was lost during the attempt"))
-        error = _error_text(done.error) if done.error is not None else None
+        error = error_text(done.error) if done.error is not None else None
         return (*earlier, Attempt(len(earlier) + 1, done.started, done.ended, error))
 
     def retry_later(self, done: Completion) -> None:
@@ -527,7 +514,7 @@ class _Loop:
                 self.store.files.delete(error.expected)
         else:
             log.warning("flowkit: the cached result of task %r (node %r, key %s) could not be loaded (%s); it "
-                        "will be recomputed", node.task.name, key, state.keys.get(key), _error_text(error))
+                        "will be recomputed", node.task.name, key, state.keys.get(key), error_text(error))
         if self.recorder is not None and key in state.keys:
             self.recorder.forget(state.keys[key], artifact_id if isinstance(error, DamagedArtifact) else None)
         self.loads.discard(key)
@@ -567,7 +554,7 @@ class _Loop:
         history = self.attempted(done)
         self.record(TaskRun(
             f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", len(history),
-            history[0].started, done.ended, state.keys.get(done.key), error=_error_text(exc),
+            history[0].started, done.ended, state.keys.get(done.key), error=error_text(exc),
             traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc, history=history,
             logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
         ))
@@ -686,123 +673,3 @@ class _Loop:
                 continue
             status = "cancelled" if key in self.submitted else "skipped"
             self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, status))
-
-
-def _failure_message(flow: str, records: list[TaskRun], status: str) -> str:
-    if status == "cancelled":
-        return f"flow {flow!r} was cancelled (interrupted); finished tasks were kept"
-    failed = [tr for tr in records if tr.status == "failed"]
-    first = failed[0]
-    message = f"flow {flow!r} failed: task {first.name!r} (node {first.node!r}) raised {first.error}"
-    if len(failed) > 1:
-        more = ", ".join(repr(tr.node) for tr in failed[1:6]) + (", ..." if len(failed) > 6 else "")
-        message += f"; {len(failed) - 1} more failed: {more}"
-    skipped = sum(1 for tr in records if tr.status == "skipped")
-    if skipped:
-        message += f"; {skipped} downstream task{'s' if skipped != 1 else ''} skipped"
-    return message
-
-
-def run_graph(
-    graph: FlowGraph,
-    executor: Executor,
-    clock: Clock,
-    *,
-    store: Store | None = None,
-    run_id: str | None = None,
-    trigger: str = "manual",
-    refresh: bool | Collection[str] = False,
-    salt: str | None = None,
-    context: dict[str, Any] | None = None,
-    task_defaults: dict[str, Any] | None = None,
-    fail_fast: bool = False,
-    listener: RunListener | None = None,
-    on_end: Callable[[Run], None] | None = None,
-) -> Run:
-    """Run every node of ``graph`` and return the :class:`Run` record.
-
-    Args:
-        store: where results are cached and the run recorded (``None``: in memory only).
-        refresh: ``True`` to recompute every task, or node ids to recompute (with
-            everything downstream of them).
-        salt: what ``cache=False`` keys are unique to (default: this run's id; a
-            resumed run passes the salt of the run it resumes).
-        task_defaults: the flow's defaults for its tasks' retry and timeout options.
-        fail_fast: stop submitting tasks at the first final failure.
-        listener: told of the plan, each task's start, end and output (progress displays).
-
-    Never raises for a task failure (the run is ``failed`` and ``run.result()``
-    raises). A ``KeyboardInterrupt`` ends the run ``cancelled`` and is re-raised.
-    ``on_end`` receives the final record in every case, the cancelled one too.
-    """
-    run_id = run_id or uuid.uuid4().hex
-    salt = salt or run_id
-    started = clock.time()
-    keymaker = KeyMaker(salt, store) if store is not None else None
-    keys: dict[str, str] = {}
-    forced: Collection[str] = ()
-    if keymaker is not None:
-        keys = keymaker.keys(graph.nodes)
-        if refresh is True:
-            forced = graph.nodes.keys()
-        elif refresh:
-            forced = set(refresh)
-            for node_id in list(forced):
-                forced |= nx.descendants(graph.nx, node_id)
-    recorder = Recorder(store, run_id, clock) if store is not None else None
-    if recorder is not None:
-        recorder.start(graph.flow, graph.params, started, trigger, salt, context or {})
-    value = None
-    status = "completed"
-    loop = None
-    files = store.digesting_files() if store is not None else contextlib.nullcontext()
-    try:
-        with capturing(), files, executor.session(clock) as session:
-            loop = _Loop(graph, session, clock, run_id, store, keymaker, recorder, forced, task_defaults, fail_fast,
-                         listener)
-            state = loop.state
-            try:
-                loop.plan(keys)
-                loop.loop()
-                if state.failed:
-                    status = "failed"
-                else:
-                    outputs = session.fetch([state.handles[d] for d in graph.output_deps])
-                    value = fill(graph.output, outputs)
-            except KeyboardInterrupt as interrupt:
-                loop.cancel()
-                run = _record(graph, state, "cancelled", started, clock.time(), trigger, None, context)
-                interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled; "
-                                   f"{run.counts().get('completed', 0)} finished task(s) kept")
-                _end(recorder, run, on_end)
-                raise
-    except BaseException as exc:
-        if recorder is not None and not recorder.finished:
-            if isinstance(exc, KeyboardInterrupt):  # while the executor started or stopped
-                recorder.finish("cancelled", clock.time(), "interrupted")
-            else:
-                recorder.finish("failed", clock.time(), f"flowkit internal error: {_error_text(exc)}")
-        raise
-    run = _record(graph, state, status, started, clock.time(), trigger, value, context)
-    _end(recorder, run, on_end)
-    return run
-
-
-def _end(recorder: Recorder | None, run: Run, on_end: Callable[[Run], None] | None) -> None:
-    if recorder is not None:
-        recorder.finish(run.status, run.ended or 0.0, str(run.error) if run.error is not None else None)
-    if on_end is not None:
-        on_end(run)
-
-
-def _record(graph: FlowGraph, state: RunState, status: str, started: float, ended: float, trigger: str,
-            value: Any, context: dict[str, Any] | None) -> Run:
-    error = None
-    if status != "completed":
-        failed = [tr for tr in state.records if tr.status == "failed"]
-        error = FlowRunError(_failure_message(graph.flow, state.records, status), flow=graph.flow,
-                             run_id=state.run_id, task_runs=failed, status=status)
-        if failed:
-            error.__cause__ = failed[0].exception
-    return Run(state.run_id, graph.flow, status, graph.params, started, ended, tuple(state.records), trigger,
-               error, _graph_of(state, graph), value, context)

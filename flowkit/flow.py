@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from flowkit.clock import Clock, SystemClock
-from flowkit.engine import run_graph
+from flowkit.runner import run_graph
 from flowkit.errors import DefinitionError, ParameterError
 from flowkit.executors import Executor
 from flowkit.executors.local import LocalExecutor

@@ -12,7 +12,7 @@ import pytest
 
 import flowkit as fk
 from conftest import CALLS, add, boom, diamond, failing, fan, inc, linear, one
-from flowkit.engine import run_graph
+from flowkit.runner import run_graph
 
 
 def test_shapes_compute_the_same_values_on_every_executor(executor):

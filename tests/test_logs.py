@@ -54,7 +54,7 @@ def test_prints_and_logs_are_captured_per_task_and_stored(capsys):
 
 
 def test_output_streams_to_a_listener_with_the_node_on_every_executor():
-    from flowkit.engine import run_graph
+    from flowkit.runner import run_graph
 
     @fk.flow
     def f():
