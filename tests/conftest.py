@@ -7,6 +7,7 @@ task bodies really ran, so tests can tell a run from a skip.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,14 @@ def diamond() -> int:
 @fk.flow
 def fan(n: int = 4) -> int:
     return total([inc(i) for i in range(n)])
+
+
+def chain_of(task: fk.Task, n: int) -> Any:
+    """Inside a flow body: ``task(0)``, then ``task(i, previous)`` for i = 1 .. n-1; the last ref."""
+    ref = task(0)
+    for i in range(1, n):
+        ref = task(i, ref)
+    return ref
 
 
 @fk.flow

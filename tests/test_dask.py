@@ -14,7 +14,7 @@ import time
 import pytest
 
 import flowkit as fk
-from conftest import add, diamond, failing, fan, inc, linear, one
+from conftest import add, chain_of, diamond, failing, fan, inc, linear, one
 from flowkit.executors.dask import DaskConnectionError
 
 pytestmark = pytest.mark.dask
@@ -464,10 +464,7 @@ def test_futures_are_released_once_their_consumers_finished(dask_executor):
 
     @fk.flow(store=False)
     def holding(n: int):
-        ref = hold(0)
-        for i in range(1, n):
-            ref = hold(i, ref)
-        return ref
+        return chain_of(hold, n)
 
     run = holding.with_options(executor=dask_executor)._run({"n": 8}, listener=Watch())
     assert len(run.result()) == 1 << 20

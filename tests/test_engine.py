@@ -11,7 +11,7 @@ import weakref
 import pytest
 
 import flowkit as fk
-from conftest import CALLS, add, boom, diamond, failing, fan, inc, linear, one
+from conftest import CALLS, add, boom, chain_of, diamond, failing, fan, inc, linear, one
 from flowkit.runner import run_graph
 
 
@@ -191,10 +191,7 @@ def blobs():
 def test_a_value_is_released_once_every_task_that_takes_it_has_finished(executor, blobs, store):
     @fk.flow(store=store)
     def long_chain(n: int):
-        ref = grow(0)
-        for i in range(1, n):
-            ref = grow(i, ref)
-        return ref
+        return chain_of(grow, n)
 
     run = long_chain.with_options(executor=executor).run(6)
     assert run.result().i == 5
