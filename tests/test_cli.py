@@ -159,7 +159,7 @@ def test_graph_lineage_and_cache_commands(flows, tmp_path, home):
     png = flowkit("graph", f"{flows}:pipeline", "--format", "png", "-o", str(tmp_path / "g.png"), cwd=tmp_path,
                   home=home)
     if shutil.which("dot"):
-        assert png.returncode == 0 and (tmp_path / "g.png").stat().st_size > 0
+        assert png.returncode == 0 and (tmp_path / "g.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     else:
         assert png.returncode == 2 and "needs Graphviz's `dot` program" in png.stderr
 
