@@ -103,7 +103,8 @@ class KeyMaker:
     def _blame(self, node: Node) -> None:
         """Re-raise the token error for the one argument at fault, by its parameter name."""
         names = list(node.task.signature.parameters)
-        for i, value in enumerate(node.args):
+        first = 1 if node.kind == "dynamic_map" else 0  # a map's item is argument 0; its args come next
+        for i, value in enumerate(node.args, first):
             name = names[i] if i < len(names) else f"#{i}"
             token(value, task=node.task.name, argument=name)
         for name, value in (node.kwargs or {}).items():

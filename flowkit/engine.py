@@ -138,14 +138,15 @@ def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
     """Replace a dynamic map node by ``length`` item nodes and a collector; return the items.
 
     Item ``k`` calls the task with element ``k`` of the iterable (slot 0 of
-    the map node, at ``node.source_path``) plus the map's fixed arguments.
+    the map node, at ``node.source_path``) plus the map's fixed arguments
+    (``node.args``: those that continue it positionally, ``node.kwargs``: the others).
     """
     path = node.source_path or ()
     children = {}
     for k in range(length):
         child_id = f"{node.id}[{k}]"
-        children[child_id] = Node(child_id, node.task, "task", (Slot(0, path + (Item(k),)),), node.kwargs,
-                                  node.deps)
+        children[child_id] = Node(child_id, node.task, "task", (Slot(0, path + (Item(k),)), *node.args),
+                                  node.kwargs, node.deps)
     state.nodes.update(children)
     state.nodes[node.id] = Node(node.id, node.task, "map", tuple(Slot(i) for i in range(length)), None,
                                 tuple(children))
@@ -229,10 +230,35 @@ class Loop:
         for node_id, row in hits.items():  # hits nobody needs: recorded, never loaded
             if node_id not in state.scheduled:
                 self.record_cached(node_id, row[0], None, None, None)
+        if hits:
+            self.retire_idle_hits()
         if self.store is not None:  # the small values to load come from the database in one query
             self.inline = self.store.db.inline_many(hits[n][0] for n in self.loads if not hits[n][3])
         if self.listener is not None:
             self.listener.on_plan(sum(1 for n in state.nodes.values() if n.kind != "map"))
+
+    def retire_idle_hits(self) -> None:
+        """Stop counting hits that can never run as consumers, so they pin no value.
+
+        A hit that is not scheduled runs only if a load it feeds fails and must be
+        recomputed (:meth:`recompute`), so only the hits upstream of a load, through
+        other unscheduled nodes, may still need their inputs.
+        """
+        state = self.state
+        nodes, scheduled = state.nodes, state.scheduled
+        idle = [n for n in state.hits if n not in scheduled and any(d in scheduled for d in nodes[n].deps)]
+        if not idle:  # only a hit that takes a scheduled node's value could pin one
+            return
+        may_run: set[str] = set()
+        stack = list(self.loads)
+        while stack:
+            for dep in nodes[stack.pop()].deps:
+                if dep not in scheduled and dep not in may_run:
+                    may_run.add(dep)
+                    stack.append(dep)
+        for node_id in idle:
+            if node_id not in may_run:
+                self.done_with(node_id)
 
     def lookup(self, nodes: dict[str, Node]) -> dict[str, tuple[Any, ...]]:
         """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``.

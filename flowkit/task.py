@@ -234,10 +234,15 @@ class Task(Generic[P, R]):
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:
             raise DefinitionError(f"@fk.task cannot read the signature of {fn!r}: {exc}") from None
-        #: Parameters that may be passed by position or by name, in order (see ``flowkit.tracing.canonical_call``).
-        self.positional_names: tuple[str, ...] = tuple(
-            name for name, p in self.signature.parameters.items()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        # How a call binds, for ``flowkit.tracing.canonical_call``: the positional parameters in
+        # order (``None`` for a positional-only one: a keyword of that name goes to ``**kwargs``),
+        # and the names a keyword argument binds to.
+        params = self.signature.parameters.values()
+        self.positional_names: tuple[str | None, ...] = tuple(
+            p.name if p.kind is p.POSITIONAL_OR_KEYWORD else None
+            for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        self.keyword_names: frozenset[str] = frozenset(
+            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         trace = current_trace()

@@ -30,25 +30,29 @@ _CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("flowkit
 
 def canonical_call(task: Task[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """One spelling of a call that binds: keyword arguments that continue the positional ones
-    become positional, the other keywords are sorted by name.
+    """One spelling of a call that binds, for its node and its cache key.
 
-    ``f(1, b=2)``, ``f(a=1, b=2)``, ``f(b=2, a=1)`` and ``f(1, 2)`` are the same call, so they
-    get the same cache key.
+    Keyword arguments that continue the positional ones become positional; the
+    other keywords that name parameters come next, sorted by name; those that
+    ``**kwargs`` receives keep their order (the task can see it). So
+    ``f(1, b=2)``, ``f(a=1, b=2)``, ``f(b=2, a=1)`` and ``f(1, 2)`` are one call
+    with one key, and the task receives what any of them passes.
     """
     if not kwargs:
         return args, kwargs
     names = task.positional_names
     i = len(args)
     if i < len(names) and names[i] in kwargs:
-        args = list(args)  # type: ignore[assignment]
+        moved = list(args)
         kwargs = dict(kwargs)
         while i < len(names) and names[i] in kwargs:
-            args.append(kwargs.pop(names[i]))  # type: ignore[attr-defined]
+            moved.append(kwargs.pop(names[i]))  # type: ignore[arg-type]
             i += 1
-        args = tuple(args)
+        args = tuple(moved)
     if len(kwargs) > 1:
-        kwargs = dict(sorted(kwargs.items()))
+        named = task.keyword_names
+        kwargs = {**{k: kwargs[k] for k in sorted(k for k in kwargs if k in named)},
+                  **{k: v for k, v in kwargs.items() if k not in named}}
     return args, kwargs
 
 
@@ -266,8 +270,6 @@ class Trace:
 
     def map(self, task: Task[..., Any], iterable: Iterable[Any] | Ref, fixed: dict[str, Any]) -> Ref:
         """Record ``task`` mapped over ``iterable``; return a ref to the list of results."""
-        if len(fixed) > 1:
-            fixed = dict(sorted(fixed.items()))  # one spelling, one key (as in `canonical_call`)
         if type(iterable) is Ref and iterable._items is None:
             return self._dynamic_map(task, iterable, fixed)
         items = list(iterable._items if type(iterable) is Ref else iterable)  # type: ignore[union-attr,arg-type]
@@ -276,14 +278,16 @@ class Trace:
         else:
             self._bind_check_partial(task, fixed)
         map_id = self.new_id(task.name)
-        fixed_deps: dict[str, int] = {}
-        lifted_fixed = {k: self.lift(v, fixed_deps) for k, v in fixed.items()}
+        # Each item is the call task(item, **fixed), spelled as that direct call would be.
+        extra, fixed = canonical_call(task, (None,), fixed)
+        extra = extra[1:]
         children = []
         for k, item in enumerate(items):
-            deps = dict(fixed_deps)
-            lifted_item = self.lift(item, deps)
+            deps: dict[str, int] = {}
+            lifted_args = (self.lift(item, deps), *[self.lift(v, deps) for v in extra])
+            lifted_fixed = {name: self.lift(v, deps) for name, v in fixed.items()} if fixed else None
             child_id = f"{map_id}[{k}]"
-            self._add(child_id, task, "task", (lifted_item,), lifted_fixed, deps)
+            self._add(child_id, task, "task", lifted_args, lifted_fixed, deps)
             children.append(Ref(self, child_id, task))
         self._add(map_id, task, "map", tuple(Slot(i) for i in range(len(children))), None,
                   {c._node: i for i, c in enumerate(children)})
@@ -299,9 +303,11 @@ class Trace:
         self._bind_check(task, (source,), fixed)
         deps: dict[str, int] = {}
         self.lift(source, deps)  # the iterable is always slot 0
+        extra, fixed = canonical_call(task, (None,), fixed)  # the items' other arguments: see `expand_map`
+        lifted_extra = tuple(self.lift(v, deps) for v in extra[1:])
         lifted_fixed = {k: self.lift(v, deps) for k, v in fixed.items()}
         map_id = self.new_id(task.name)
-        self._add(map_id, task, "dynamic_map", (), lifted_fixed, deps, source_path=source._path)
+        self._add(map_id, task, "dynamic_map", lifted_extra, lifted_fixed, deps, source_path=source._path)
         return Ref(self, map_id, task)
 
     def graph(self, params: dict[str, Any], output: Any) -> FlowGraph:

@@ -12,6 +12,7 @@ import pytest
 
 import flowkit as fk
 from conftest import CALLS, add, failing, fan, inc, linear, one
+from flowkit.tracing import canonical_call
 
 LOADS: list[str] = []
 
@@ -517,9 +518,9 @@ def affine(x: int, factor: int, *, offset: int = 0, **extra: int) -> int:
 def test_one_call_spelled_with_positions_or_keywords_in_any_order_is_one_cache_entry():
     spellings = [
         lambda a: affine(a, 2, offset=1, z=3, y=4),
-        lambda a: affine(x=a, factor=2, y=4, offset=1, z=3),
+        lambda a: affine(x=a, factor=2, z=3, offset=1, y=4),
         lambda a: affine(a, factor=2, z=3, y=4, offset=1),
-        lambda a: affine(z=3, factor=2, offset=1, x=a, y=4),
+        lambda a: affine(offset=1, z=3, factor=2, x=a, y=4),  # **extra gets z, y in this order every time
     ]
 
     @fk.flow
@@ -532,3 +533,45 @@ def test_one_call_spelled_with_positions_or_keywords_in_any_order_is_one_cache_e
     assert CALLS.count("affine") == 1  # the first spelling ran; the others were hits
     assert {tr.status for r in runs[1:] for tr in r.task_runs} == {"cached"}
     assert f.run(0, factor=3).result() == 14 and CALLS.count("affine") == 2  # another value is another key
+
+
+@fk.task
+def ordered(x: int, **options: int) -> list[str]:
+    return list(options)
+
+
+@fk.task
+def pair(x: int, y: int = 0, /, **rest: int) -> tuple[int, int, dict[str, int]]:
+    return x, y, rest
+
+
+def test_a_task_receives_its_call_as_written_whatever_the_key_spelling():
+    @fk.flow
+    def f():
+        return ordered(0, b=1, a=2), ordered.map([0], b=1, a=2), ordered(0, a=2, b=1)
+
+    direct, mapped, swapped = f()
+    assert direct == ["b", "a"] and mapped == [["b", "a"]]  # **options sees the order of the call...
+    assert swapped == ["a", "b"]  # ...so another order is another call, with its own key
+    assert canonical_call(pair, (1,), {"y": 5}) == ((1,), {"y": 5})  # positional-only: y=5 goes to **rest
+
+
+def test_a_map_item_and_the_same_direct_call_are_one_cache_entry():
+    @fk.flow
+    def direct():
+        return add(1, y=5), add(2, 5)
+
+    @fk.task
+    def upto(n: int) -> list[int]:
+        return list(range(1, n + 1))
+
+    @fk.flow
+    def mapped(n: int):
+        return add.map([1, 2], y=5), add.map(upto(n), y=inc(4)), add.map(upto(n), y=inc(4))
+
+    assert direct() == (6, 7)
+    run = mapped.run(2)
+    assert run.result() == ([6, 7], [6, 7], [6, 7])  # the map over a run-time list passes y on too
+    assert run.task_run("add[0]").status == run.task_run("add[1]").status == "cached"
+    again = mapped.run(2)
+    assert again.result() == run.result() and {tr.status for tr in again.task_runs} == {"cached"}

@@ -229,3 +229,36 @@ def test_a_retried_task_still_has_its_inputs(blobs):
 
     assert retried.with_options(clock=fk.ManualClock()).run().result() == 1
     assert attempts == [0, 0, 0]
+
+
+class Tracked(Blob):
+    """A Blob that is also watched when it comes back from the cache."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        LIVE.append(weakref.ref(self))
+
+
+@fk.task
+def track(i: int, *inputs: Blob) -> Tracked:
+    gc.collect()
+    SEEN.append((i, sorted(ref().i for ref in LIVE if ref() is not None)))
+    blob = Tracked(i)
+    LIVE.append(weakref.ref(blob))
+    return blob
+
+
+def test_a_cached_side_branch_that_cannot_run_does_not_pin_its_input(blobs):
+    @fk.flow
+    def side():
+        raw = track(0)
+        track(1, raw)  # a branch nobody consumes: a hit on the rerun, never loaded, never run
+        return track(4, track(3, track(2, raw)))
+
+    side()
+    blobs.clear()
+    # Node track#3, track(2, raw), runs again (so raw is loaded); track#2, track(1, raw), is a hit.
+    run = run_graph(side.graph(), fk.LocalExecutor(), fk.SystemClock(), store=side.store(),
+                    refresh={"track#3"})
+    assert run.result().i == 4 and run.task_run("track#2").status == "cached"
+    assert dict(blobs)[4] == [3]  # when track(4) runs, raw is gone: only its input is alive

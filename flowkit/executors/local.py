@@ -105,12 +105,14 @@ class _ThreadSession:
         self._queue: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self.cancelled = False
 
-    def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any]) -> None:
-        self._queue.put(_call(self._clock, key, fn, args, deps, threading.current_thread().name))
+    def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: list[Any]) -> None:
+        done = _call(self._clock, key, fn, args, deps, threading.current_thread().name)
+        deps.clear()  # once the engine sees the completion it may release these values: hold none
+        self._queue.put(done)
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
                **hints: Any) -> None:
-        self._pool.submit(self._run, key, fn, args, deps)
+        self._pool.submit(self._run, key, fn, args, list(deps))
 
     def wait(self, timeout: float | None = None) -> list[Completion]:
         deadline = None if timeout is None else time.monotonic() + timeout
