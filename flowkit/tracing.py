@@ -32,12 +32,21 @@ def canonical_call(task: Task[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """One spelling of a call that binds, for its node and its cache key.
 
-    Keyword arguments that continue the positional ones become positional; the
-    other keywords that name parameters come next, sorted by name; those that
-    ``**kwargs`` receives keep their order (the task can see it). So
-    ``f(1, b=2)``, ``f(a=1, b=2)``, ``f(b=2, a=1)`` and ``f(1, 2)`` are one call
-    with one key, and the task receives what any of them passes.
+    A parameter left out whose default is a plain value (a number, a string,
+    ``None``...) is passed its default. Keyword arguments that continue the
+    positional ones become positional; the other keywords that name parameters
+    come next, sorted by name; those that ``**kwargs`` receives keep their order
+    (the task can see it). So ``f(1)``, ``f(1, b=2)``, ``f(a=1, b=2)``,
+    ``f(b=2, a=1)`` and ``f(1, 2)`` (with ``def f(a, b=2)``) are one call with one
+    key, and the task receives what any of them passes.
     """
+    defaults = task.plain_defaults
+    if defaults:
+        given = len(args)
+        missing = [(name, value) for position, name, value in defaults
+                   if (position < 0 or position >= given) and name not in kwargs]
+        if missing:
+            kwargs = {**kwargs, **dict(missing)}
     if not kwargs:
         return args, kwargs
     names = task.positional_names
@@ -173,7 +182,7 @@ del _name, _what, _op, _sym
 class Trace:
     """The graph being recorded while one flow body runs."""
 
-    __slots__ = ("flow", "nodes", "counts", "prefix", "_bound")
+    __slots__ = ("flow", "nodes", "counts", "prefix", "_bound", "_filled")
 
     def __init__(self, flow: str) -> None:
         self.flow = flow
@@ -182,6 +191,8 @@ class Trace:
         self.prefix = ""
         # Whether arguments bind depends only on how many are positional and which are named.
         self._bound: set[tuple[int, int, tuple[str, ...]]] = set()
+        # (task, number of positional arguments) -> the defaults such a call is spelled with.
+        self._filled: dict[tuple[int, int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     def new_id(self, name: str) -> str:
         """The next stable node id for a call of ``name`` under the current prefix."""
@@ -261,6 +272,13 @@ class Trace:
         self._bind_check(task, args, kwargs)
         if kwargs:
             args, kwargs = canonical_call(task, args, kwargs)
+        elif task.plain_defaults:  # only positional arguments: the spelling depends on how many
+            shape = (id(task), len(args))
+            tail = self._filled.get(shape)
+            if tail is None:
+                full_args, full_kwargs = canonical_call(task, args, kwargs)
+                tail = self._filled[shape] = (full_args[len(args):], full_kwargs)
+            args, kwargs = args + tail[0], tail[1]  # read only: lifting makes a new dict
         deps: dict[str, int] = {}
         lifted_args = tuple([self.lift(a, deps) for a in args]) if args else ()
         lifted_kwargs = {k: self.lift(v, deps) for k, v in kwargs.items()} if kwargs else None

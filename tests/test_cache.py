@@ -575,3 +575,30 @@ def test_a_map_item_and_the_same_direct_call_are_one_cache_entry():
     assert run.task_run("add[0]").status == run.task_run("add[1]").status == "cached"
     again = mapped.run(2)
     assert again.result() == run.result() and {tr.status for tr in again.task_runs} == {"cached"}
+
+
+@fk.task
+def scaled(x: int, factor: float = 2.0, *, label: str | None = None) -> float:
+    CALLS.append("scaled")
+    return x * factor
+
+
+_UNSET = object()
+
+
+@fk.task
+def marked(x: int, marker: object = _UNSET) -> bool:
+    return marker is _UNSET
+
+
+def test_leaving_out_a_plain_default_is_the_call_that_passes_it():
+    spellings = [lambda a: scaled(a), lambda a: scaled(a, 2.0), lambda a: scaled(a, factor=2.0, label=None)]
+
+    @fk.flow
+    def f(spelling: int):
+        return spellings[spelling](inc(1))
+
+    assert [f(i) for i in range(3)] == [4.0] * 3 and CALLS.count("scaled") == 1
+    # A default that is not a plain value is never filled in: the task can tell it was left out.
+    assert canonical_call(marked, (1,), {}) == ((1,), {})
+    assert canonical_call(scaled, (1,), {}) == ((1, 2.0), {"label": None})

@@ -222,7 +222,8 @@ def test_lineage_leads_from_an_artifact_to_the_data_code_and_parameters_that_mad
     assert set(g.predecessors(data_id)) == {load_run}
     params = {g.nodes[p]["name"]: g.nodes[p]["repr"] for p in g.predecessors(fit_run) if kinds[p] == "param"}
     assert params == {"alpha": "0.5"}
-    assert {g.nodes[p]["name"] for p in g.predecessors(load_run)} == {"rows"}
+    # seed was left out: the task ran with its default, and lineage says so
+    assert {g.nodes[p]["name"]: g.nodes[p]["repr"] for p in g.predecessors(load_run)} == {"rows": "1000", "seed": "0"}
     assert g.nodes[fit_run]["task"] == "fit" and g.nodes[fit_run]["run_id"] == first.id
     assert g.nodes[data_id]["rows"] == 1000 and g.nodes[data_id]["type"].endswith("DataFrame")
     # a cached artifact leads back to the run that computed it
