@@ -197,6 +197,7 @@ class Loop:
         self.consumers: dict[str, int] = {}  # node -> consumers not done with its value (see `release`)
         self.done: set[str] = set()  # nodes done with their inputs
         self.keep = set(graph.output_deps)  # what the flow returns is never released
+        self.expiry: dict[str, float] = {}  # node -> when its value goes stale (see `expires`)
 
     def options(self, task: Task[..., Any]) -> TaskOptions:
         """A task's options with the flow's ``task_defaults`` applied (memoized per task)."""
@@ -282,8 +283,13 @@ class Loop:
                 continue
             for node_id in node_ids:
                 ttl = nodes[node_id].task.options.cache_ttl
-                if ttl is None or row[1] is None or now - row[1] <= ttl:
+                stale = row[5]  # a value it was computed from went stale then
+                if ttl is not None and row[1] is not None:
+                    stale = row[1] + ttl if stale is None else min(stale, row[1] + ttl)
+                if stale is None or now <= stale:
                     hits[node_id] = row
+                    if stale is not None:
+                        self.expiry[node_id] = stale
                 else:
                     expired.append(node_id)
         if expired:
@@ -357,7 +363,7 @@ class Loop:
             self.skip([key])
             return
         if key in self.loads:
-            artifact_id, _, serializer, uri, _ = state.hits[key]
+            artifact_id, _, serializer, uri = state.hits[key][:4]
             inline = None
             if not uri:
                 inline = self.inline.pop(artifact_id, None)
@@ -464,6 +470,7 @@ class Loop:
             if key in self.loads:
                 self.record_cached(key, state.hits[key][0], done.started, done.ended, done.worker)
             elif node.kind == "task":
+                self.expires(key, node, done.ended)
                 info = done.info
                 if info is not None:
                     state.artifacts[key] = info.digest
@@ -472,6 +479,8 @@ class Loop:
                                     len(history), history[0].started, done.ended, state.keys.get(key),
                                     info.digest if info is not None else None, worker=done.worker,
                                     history=history, logs=self.output_of(done, done.logs)), info, node)
+            else:  # a map's list goes stale with its first stale item
+                self.expires(key, node, done.ended)
             waiting_on_me = list(state.dependents.get(key, ()))
             if self.eager:
                 self.make_available(key)
@@ -492,6 +501,21 @@ class Loop:
             self.deferred[key] = done
         else:
             self.failed_attempt(done)
+
+    def expires(self, key: str, node: Node, ended: float) -> None:
+        """Note when ``key``'s new value goes stale: its own ``cache_ttl`` after it ended, or
+        sooner if a value it was computed from goes stale first (a fetch with a ttl makes the
+        model trained on it stale with it, even where keys alone cannot tell, as in a map
+        over a run-time list)."""
+        expiry = self.expiry
+        ttl = node.task.options.cache_ttl if node.kind != "map" else None
+        stale = ended + ttl if ttl is not None else None
+        for dep in node.deps:
+            when = expiry.get(dep)
+            if when is not None and (stale is None or when < stale):
+                stale = when
+        if stale is not None:
+            expiry[key] = stale
 
     def failed_attempt(self, done: Completion) -> None:
         """A node's own attempt failed: retry it, or record the failure."""
@@ -570,7 +594,8 @@ class Loop:
             inputs = lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts) \
                 if node is not None else ()
             self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed",
-                                   salted=node is not None and not node.task.options.cache)
+                                   salted=node is not None and not node.task.options.cache,
+                                   expires=self.expiry.get(tr.node))
 
     def finish_failure(self, done: Completion) -> None:
         state = self.state

@@ -110,11 +110,12 @@ class Recorder:
         })
 
     def task_run(self, tr: TaskRun, info: ArtifactInfo | None = None, inputs: list[tuple[Any, ...]] = (),
-                 cache: bool = False, salted: bool = False) -> None:
+                 cache: bool = False, salted: bool = False, expires: float | None = None) -> None:
         """Record one finished task run, its artifact and cache entry and what it consumed.
 
         ``salted`` marks the cache entry of a ``cache=False`` task: only ``resume=`` of this
-        run can use it, so it expires with the run's history.
+        run can use it, so it expires with the run's history. ``expires`` is when the entry
+        goes stale (a ``cache_ttl`` of the task or of anything upstream of it).
         """
         batch = self.batch
         self._seq += 1
@@ -131,7 +132,7 @@ class Recorder:
                                     json.dumps(desc["dtypes"]) if columns is not None else None,
                                     desc.get("rows"), tr.ended, info.inline))
             if cache and tr.cache_key is not None:
-                batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted))
+                batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted, expires))
         if len(tr.history) > 1 or tr.status == "failed":
             batch.attempts.extend((tr.run_id, tr.node, a.number, a.started, a.ended, a.error) for a in tr.history)
         if inputs:

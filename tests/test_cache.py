@@ -602,3 +602,42 @@ def test_leaving_out_a_plain_default_is_the_call_that_passes_it():
     # A default that is not a plain value is never filled in: the task can tell it was left out.
     assert canonical_call(marked, (1,), {}) == ((1,), {})
     assert canonical_call(scaled, (1,), {}) == ((1, 2.0), {"label": None})
+
+
+PRICES: dict[str, int] = {}  # read by the tasks below; a global, so not part of their code fingerprints
+
+
+@fk.task
+def symbols() -> list[str]:
+    return sorted(PRICES)
+
+
+@fk.task(cache_ttl=60)
+def quote(symbol: str) -> int:
+    return PRICES[symbol]
+
+
+@fk.task
+def portfolio(quotes: list[int]) -> int:
+    CALLS.append("portfolio")
+    return sum(quotes)
+
+
+def test_a_stale_item_of_a_map_over_a_run_time_list_makes_what_was_computed_from_it_stale():
+    clock = fk.ManualClock()
+    PRICES.clear()
+    PRICES.update(a=1, b=2)
+
+    @fk.flow(clock=clock)
+    def f():
+        return portfolio(quote.map(symbols()))
+
+    assert f() == 3
+    PRICES["a"] = 10
+    clock.advance(30)
+    assert f() == 3 and CALLS == ["portfolio"]  # the quotes are fresh: nothing reran
+    clock.advance(31)
+    run = f.run()  # the quotes went stale, and so did the sum: both are computed again
+    assert run.result() == 12 and CALLS == ["portfolio", "portfolio"]
+    assert run.task_run("symbols").status == "cached"
+    assert {run.task_run(f"quote[{i}]").status for i in range(2)} == {"completed"}

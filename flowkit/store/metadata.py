@@ -79,6 +79,10 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE lease (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, expires REAL NOT NULL);
     """,
+    # When an entry goes stale because a value it was computed from had a cache_ttl (NULL: never).
+    """
+    ALTER TABLE cache ADD COLUMN expires REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -209,7 +213,7 @@ class MetadataDB:
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.inputs)
             if batch.cache:
                 c.executemany("INSERT OR REPLACE INTO cache (key, artifact_id, task, task_run_id, created, run_id, "
-                              "salted) VALUES (?, ?, ?, ?, ?, ?, ?)", batch.cache)
+                              "salted, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.cache)
             if batch.uncache:
                 c.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in batch.uncache])
             if batch.run_end:
@@ -221,12 +225,12 @@ class MetadataDB:
     # --- reads ---------------------------------------------------------------------------------
 
     def cache_lookup(self, keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:
-        """key -> (artifact id, created, serializer, uri, size) for the keys in the cache, in one query."""
+        """key -> (artifact id, created, serializer, uri, size, expires) for the keys in the cache, in one query."""
         keys = list(keys)
         if not keys:
             return {}
         rows = self.query(
-            "SELECT c.key, c.artifact_id, c.created, a.serializer, a.uri, a.size FROM cache c "
+            "SELECT c.key, c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires FROM cache c "
             "JOIN artifacts a ON a.id = c.artifact_id WHERE c.key IN (SELECT value FROM json_each(?))",
             (json.dumps(keys),),
         )
