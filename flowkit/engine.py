@@ -508,6 +508,7 @@ class Loop:
         model trained on it stale with it, even where keys alone cannot tell, as in a map
         over a run-time list)."""
         expiry = self.expiry
+        expiry.pop(key, None)  # a recomputed hit: its old entry's expiry is not the new value's
         ttl = node.task.options.cache_ttl if node.kind != "map" else None
         stale = ended + ttl if ttl is not None else None
         for dep in node.deps:
