@@ -58,7 +58,10 @@ def _scalar_token(value: Any) -> str:
 def value_token(value: Any) -> str | None:
     """A constant's token for lineage records (cheap for scalars); ``None`` if it has none."""
     if type(value) in _SCALARS:
-        return f"{type(value).__name__}:{value!r}"
+        text = repr(value)
+        if len(text) > 200:  # a long string or bytes: recorded by digest, not copied into every record
+            return f"{type(value).__name__}:xxh3:{xxh3_128_hexdigest(text.encode())}"
+        return f"{type(value).__name__}:{text}"
     try:
         return token(value)
     except CacheKeyError:
@@ -85,7 +88,7 @@ class KeyMaker:
 
     def args_token(self, node: Node) -> str:
         """The token of a node's argument template (refs as slots)."""
-        args, kwargs = node.args, node.kwargs
+        args, kwargs = node.spelling()
         if all(type(a) is Slot or type(a) in _SCALARS for a in args) and (
             not kwargs or all(type(v) is Slot or type(v) in _SCALARS for v in kwargs.values())
         ):
@@ -103,11 +106,12 @@ class KeyMaker:
     def _blame(self, node: Node) -> None:
         """Re-raise the token error for the one argument at fault, by its parameter name."""
         names = list(node.task.signature.parameters)
+        args, kwargs = node.spelling()
         first = 1 if node.kind == "dynamic_map" else 0  # a map's item is argument 0; its args come next
-        for i, value in enumerate(node.args, first):
+        for i, value in enumerate(args, first):
             name = names[i] if i < len(names) else f"#{i}"
             token(value, task=node.task.name, argument=name)
-        for name, value in (node.kwargs or {}).items():
+        for name, value in (kwargs or {}).items():
             token(value, task=node.task.name, argument=name)
 
     def key(self, node: Node, dep_keys: Iterable[str]) -> str:

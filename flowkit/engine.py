@@ -138,15 +138,17 @@ def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
     """Replace a dynamic map node by ``length`` item nodes and a collector; return the items.
 
     Item ``k`` calls the task with element ``k`` of the iterable (slot 0 of
-    the map node, at ``node.source_path``) plus the map's fixed arguments
-    (``node.args``: those that continue it positionally, ``node.kwargs``: the others).
+    the map node, at ``node.source_path``) plus the map's fixed keyword arguments;
+    its canonical spelling follows the map's (``node.canon``: what comes after the
+    item, and the keywords).
     """
     path = node.source_path or ()
     children = {}
     for k in range(length):
         child_id = f"{node.id}[{k}]"
-        children[child_id] = Node(child_id, node.task, "task", (Slot(0, path + (Item(k),)), *node.args),
-                                  node.kwargs, node.deps)
+        item = Slot(0, path + (Item(k),))
+        canon = ((item, *node.canon[0]), node.canon[1]) if node.canon is not None else None
+        children[child_id] = Node(child_id, node.task, "task", (item,), node.kwargs, node.deps, canon=canon)
     state.nodes.update(children)
     state.nodes[node.id] = Node(node.id, node.task, "map", tuple(Slot(i) for i in range(length)), None,
                                 tuple(children))
@@ -198,6 +200,7 @@ class Loop:
         self.done: set[str] = set()  # nodes done with their inputs
         self.keep = set(graph.output_deps)  # what the flow returns is never released
         self.expiry: dict[str, float] = {}  # node -> when its value goes stale (see `expires`)
+        self.inherited: dict[str, float] = {}  # node -> the part of that its inputs decide
 
     def options(self, task: Task[..., Any]) -> TaskOptions:
         """A task's options with the flow's ``task_defaults`` applied (memoized per task)."""
@@ -506,15 +509,25 @@ class Loop:
         """Note when ``key``'s new value goes stale: its own ``cache_ttl`` after it ended, or
         sooner if a value it was computed from goes stale first (a fetch with a ttl makes the
         model trained on it stale with it, even where keys alone cannot tell, as in a map
-        over a run-time list)."""
-        expiry = self.expiry
+        over a run-time list).
+
+        Only the inputs' part is stored with the cache entry (``inherited``): the task's own
+        ``cache_ttl`` is applied at lookup, so a changed ttl counts for existing entries.
+        """
+        expiry, inherited = self.expiry, self.inherited
         expiry.pop(key, None)  # a recomputed hit: its old entry's expiry is not the new value's
-        ttl = node.task.options.cache_ttl if node.kind != "map" else None
-        stale = ended + ttl if ttl is not None else None
+        inherited.pop(key, None)
+        upstream = None
         for dep in node.deps:
             when = expiry.get(dep)
-            if when is not None and (stale is None or when < stale):
-                stale = when
+            if when is not None and (upstream is None or when < upstream):
+                upstream = when
+        if upstream is not None:
+            inherited[key] = upstream
+        ttl = node.task.options.cache_ttl if node.kind != "map" else None
+        stale = ended + ttl if ttl is not None else None
+        if upstream is not None and (stale is None or upstream < stale):
+            stale = upstream
         if stale is not None:
             expiry[key] = stale
 
@@ -596,7 +609,7 @@ class Loop:
                 if node is not None else ()
             self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed",
                                    salted=node is not None and not node.task.options.cache,
-                                   expires=self.expiry.get(tr.node))
+                                   expires=self.inherited.get(tr.node))
 
     def finish_failure(self, done: Completion) -> None:
         state = self.state

@@ -40,9 +40,12 @@ class Node:
         deps: the ids of the upstream nodes, in slot order.
         source_path: for a dynamic map, the index path into its first dep
             (the iterable); ``None`` otherwise.
+        canon: the same call in one canonical spelling, ``(args, kwargs)``, when it
+            differs from how it was written (see :func:`flowkit.tracing.canonical_call`):
+            what cache keys and lineage see. The task is called as written.
     """
 
-    __slots__ = ("id", "task", "kind", "args", "kwargs", "deps", "source_path")
+    __slots__ = ("id", "task", "kind", "args", "kwargs", "deps", "source_path", "canon")
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class Node:
         kwargs: dict[str, Any] | None,
         deps: tuple[str, ...],
         source_path: tuple[Any, ...] | None = None,
+        canon: tuple[tuple[Any, ...], dict[str, Any] | None] | None = None,
     ) -> None:
         self.id = id
         self.task = task
@@ -61,6 +65,11 @@ class Node:
         self.kwargs = kwargs
         self.deps = deps
         self.source_path = source_path
+        self.canon = canon
+
+    def spelling(self) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        """The call's arguments as keys and lineage see them: ``canon``, or as written."""
+        return self.canon if self.canon is not None else (self.args, self.kwargs)
 
     @property
     def name(self) -> str:

@@ -77,8 +77,9 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
     for position, dep in enumerate(node.deps):
         for artifact_id in _artifacts_of(dep, nodes, artifacts):
             rows.append((run_id, node.id, position, "artifact", artifact_id, dep, None, None))
-    constants = [(i, v) for i, v in enumerate(node.args) if type(v) is not Slot]
-    constants += [(k, v) for k, v in (node.kwargs or {}).items() if type(v) is not Slot]
+    args, kwargs = node.spelling()  # defaults a call left out count, as in its key
+    constants = [(i, v) for i, v in enumerate(args) if type(v) is not Slot]
+    constants += [(k, v) for k, v in (kwargs or {}).items() if type(v) is not Slot]
     if constants:
         names = list(node.task.signature.parameters)
         for where, value in constants:
@@ -115,7 +116,8 @@ class Recorder:
 
         ``salted`` marks the cache entry of a ``cache=False`` task: only ``resume=`` of this
         run can use it, so it expires with the run's history. ``expires`` is when the entry
-        goes stale (a ``cache_ttl`` of the task or of anything upstream of it).
+        goes stale because something upstream of it had a ``cache_ttl`` (the task's own ttl is
+        applied when the entry is looked up).
         """
         batch = self.batch
         self._seq += 1

@@ -207,9 +207,6 @@ def make_options(cls: type[Any], owner: str, options: dict[str, Any], valid: tup
     return cls(**options)
 
 
-_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
-
-
 class Task(Generic[P, R]):
     """A function decorated with :func:`task`: the function plus its options.
 
@@ -246,12 +243,6 @@ class Task(Generic[P, R]):
             for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
         self.keyword_names: frozenset[str] = frozenset(
             p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-        # Defaults that are plain values (numbers, strings, None...), with the parameter's position
-        # (-1 for keyword-only): a call that leaves one out is the call that passes it.
-        self.plain_defaults: tuple[tuple[int, str, Any], ...] = tuple(
-            (self.positional_names.index(p.name) if p.kind is p.POSITIONAL_OR_KEYWORD else -1, p.name, p.default)
-            for p in params
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and type(p.default) in _PLAIN)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         trace = current_trace()

@@ -12,6 +12,7 @@ from the flow. Anything else (``if ref:``, ``ref + 1``, ``len(ref)``,
 from __future__ import annotations
 
 import contextvars
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -28,19 +29,37 @@ __all__ = ["Ref", "Trace", "current_trace", "trace_flow"]
 _CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("flowkit_trace", default=None)
 
 
-def canonical_call(task: Task[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """One spelling of a call that binds, for its node and its cache key.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
-    A parameter left out whose default is a plain value (a number, a string,
-    ``None``...) is passed its default. Keyword arguments that continue the
-    positional ones become positional; the other keywords that name parameters
-    come next, sorted by name; those that ``**kwargs`` receives keep their order
-    (the task can see it). So ``f(1)``, ``f(1, b=2)``, ``f(a=1, b=2)``,
-    ``f(b=2, a=1)`` and ``f(1, 2)`` (with ``def f(a, b=2)``) are one call with one
-    key, and the task receives what any of them passes.
+
+def plain_defaults(task: Task[..., Any]) -> tuple[tuple[int, str, Any], ...]:
+    """The defaults of ``task`` that are plain values (numbers, strings, ``None``...), read now.
+
+    Each comes with its parameter's position (-1 for keyword-only). Empty for a
+    function behind a wrapper (``__wrapped__``), which may care whether an
+    argument was passed, and for callables that are not plain functions.
     """
-    defaults = task.plain_defaults
+    fn = task.fn
+    if not inspect.isfunction(fn) or hasattr(fn, "__wrapped__"):
+        return ()
+    params = inspect.signature(fn).parameters.values()  # today's defaults, even if patched since
+    return tuple(
+        (task.positional_names.index(p.name) if p.kind is p.POSITIONAL_OR_KEYWORD else -1, p.name, p.default)
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and type(p.default) in _PLAIN)
+
+
+def canonical_call(task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   defaults: tuple[tuple[int, str, Any], ...] = ()) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """One spelling of a call, for its cache key and lineage (the task is called as written).
+
+    A parameter left out whose default is in ``defaults`` (:func:`plain_defaults`)
+    counts as passed its default. Keyword arguments that continue the positional
+    ones count as positional; the other keywords that name parameters come next,
+    sorted by name; those that ``**kwargs`` receives keep their order (the task
+    can see it). So with ``def f(a, b=2)``, ``f(1)``, ``f(1, b=2)``,
+    ``f(a=1, b=2)``, ``f(b=2, a=1)`` and ``f(1, 2)`` are one call with one key.
+    """
     if defaults:
         given = len(args)
         missing = [(name, value) for position, name, value in defaults
@@ -182,7 +201,7 @@ del _name, _what, _op, _sym
 class Trace:
     """The graph being recorded while one flow body runs."""
 
-    __slots__ = ("flow", "nodes", "counts", "prefix", "_bound", "_filled")
+    __slots__ = ("flow", "nodes", "counts", "prefix", "_bound", "_plain", "_filled")
 
     def __init__(self, flow: str) -> None:
         self.flow = flow
@@ -191,8 +210,10 @@ class Trace:
         self.prefix = ""
         # Whether arguments bind depends only on how many are positional and which are named.
         self._bound: set[tuple[int, int, tuple[str, ...]]] = set()
-        # (task, number of positional arguments) -> the defaults such a call is spelled with.
-        self._filled: dict[tuple[int, int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        # Per task (kept alive by the nodes, so never confused with another): its plain defaults,
+        # and for a call with n positional arguments only, the rest of its canonical spelling.
+        self._plain: dict[Task[..., Any], tuple[tuple[int, str, Any], ...]] = {}
+        self._filled: dict[tuple[Task[..., Any], int], tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     def new_id(self, name: str) -> str:
         """The next stable node id for a call of ``name`` under the current prefix."""
@@ -262,28 +283,53 @@ class Trace:
 
     def _add(self, node_id: str, task: Task[..., Any], kind: str, args: tuple[Any, ...],
              kwargs: dict[str, Any] | None, deps: dict[str, int],
-             source_path: tuple[Any, ...] | None = None) -> Node:
-        node = Node(node_id, task, kind, args, kwargs or None, tuple(deps), source_path)
+             source_path: tuple[Any, ...] | None = None,
+             canon: tuple[tuple[Any, ...], dict[str, Any] | None] | None = None) -> Node:
+        node = Node(node_id, task, kind, args, kwargs or None, tuple(deps), source_path, canon)
         self.nodes[node_id] = node
         return node
+
+    def _defaults(self, task: Task[..., Any]) -> tuple[tuple[int, str, Any], ...]:
+        found = self._plain.get(task)
+        if found is None:
+            found = self._plain[task] = plain_defaults(task)
+        return found
+
+    def _lift_call(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                   deps: dict[str, int], first: int = 0) -> tuple[tuple[Any, ...], dict[str, Any] | None,
+                                                                 tuple[tuple[Any, ...], dict[str, Any] | None] | None]:
+        """Lift a call as written, and its canonical spelling when that differs (refs share slots).
+
+        ``first`` arguments at the front are already lifted (a map's item).
+        """
+        defaults = self._defaults(task)
+        canon = None
+        if kwargs or defaults:
+            if kwargs:
+                key_args, key_kwargs = canonical_call(task, args, kwargs, defaults)
+            else:  # only positional arguments: the spelling depends on how many (memoized)
+                tail = self._filled.get((task, len(args)))
+                if tail is None:
+                    full_args, full_kwargs = canonical_call(task, args, kwargs, defaults)
+                    tail = self._filled[(task, len(args))] = (full_args[len(args):], full_kwargs)
+                key_args, key_kwargs = args + tail[0], tail[1]
+            if len(key_args) != len(args) or list(key_kwargs) != list(kwargs):
+                canon = (args[:first] + tuple([self.lift(a, deps) for a in key_args[first:]]),
+                         {k: self.lift(v, deps) for k, v in key_kwargs.items()} or None)
+        lifted_args = args[:first] + tuple([self.lift(a, deps) for a in args[first:]]) if args else ()
+        lifted_kwargs = {k: self.lift(v, deps) for k, v in kwargs.items()} if kwargs else None
+        return lifted_args, lifted_kwargs, canon
 
     def call(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
         """Record one call of ``task`` and return the ref to its value."""
         self._bind_check(task, args, kwargs)
-        if kwargs:
-            args, kwargs = canonical_call(task, args, kwargs)
-        elif task.plain_defaults:  # only positional arguments: the spelling depends on how many
-            shape = (id(task), len(args))
-            tail = self._filled.get(shape)
-            if tail is None:
-                full_args, full_kwargs = canonical_call(task, args, kwargs)
-                tail = self._filled[shape] = (full_args[len(args):], full_kwargs)
-            args, kwargs = args + tail[0], tail[1]  # read only: lifting makes a new dict
         deps: dict[str, int] = {}
-        lifted_args = tuple([self.lift(a, deps) for a in args]) if args else ()
-        lifted_kwargs = {k: self.lift(v, deps) for k, v in kwargs.items()} if kwargs else None
+        if kwargs or self._defaults(task):
+            lifted_args, lifted_kwargs, canon = self._lift_call(task, args, kwargs, deps)
+        else:
+            lifted_args, lifted_kwargs, canon = tuple([self.lift(a, deps) for a in args]) if args else (), None, None
         node_id = self.new_id(task.name)
-        self._add(node_id, task, "task", lifted_args, lifted_kwargs, deps)
+        self._add(node_id, task, "task", lifted_args, lifted_kwargs, deps, canon=canon)
         return Ref(self, node_id, task)
 
     def map(self, task: Task[..., Any], iterable: Iterable[Any] | Ref, fixed: dict[str, Any]) -> Ref:
@@ -296,16 +342,12 @@ class Trace:
         else:
             self._bind_check_partial(task, fixed)
         map_id = self.new_id(task.name)
-        # Each item is the call task(item, **fixed), spelled as that direct call would be.
-        extra, fixed = canonical_call(task, (None,), fixed)
-        extra = extra[1:]
         children = []
-        for k, item in enumerate(items):
+        for k, item in enumerate(items):  # item k is the call task(item, **fixed)
             deps: dict[str, int] = {}
-            lifted_args = (self.lift(item, deps), *[self.lift(v, deps) for v in extra])
-            lifted_fixed = {name: self.lift(v, deps) for name, v in fixed.items()} if fixed else None
+            lifted_args, lifted_fixed, canon = self._lift_call(task, (item,), fixed, deps)
             child_id = f"{map_id}[{k}]"
-            self._add(child_id, task, "task", lifted_args, lifted_fixed, deps)
+            self._add(child_id, task, "task", lifted_args, lifted_fixed, deps, canon=canon)
             children.append(Ref(self, child_id, task))
         self._add(map_id, task, "map", tuple(Slot(i) for i in range(len(children))), None,
                   {c._node: i for i, c in enumerate(children)})
@@ -320,12 +362,12 @@ class Trace:
     def _dynamic_map(self, task: Task[..., Any], source: Ref, fixed: dict[str, Any]) -> Ref:
         self._bind_check(task, (source,), fixed)
         deps: dict[str, int] = {}
-        self.lift(source, deps)  # the iterable is always slot 0
-        extra, fixed = canonical_call(task, (None,), fixed)  # the items' other arguments: see `expand_map`
-        lifted_extra = tuple(self.lift(v, deps) for v in extra[1:])
-        lifted_fixed = {k: self.lift(v, deps) for k, v in fixed.items()}
+        item = self.lift(source, deps)  # the iterable is always slot 0: it stands for each item here
+        _, lifted_fixed, canon = self._lift_call(task, (item,), fixed, deps, first=1)
         map_id = self.new_id(task.name)
-        self._add(map_id, task, "dynamic_map", lifted_extra, lifted_fixed, deps, source_path=source._path)
+        # Items are spelled from this template (see `expand_map`): args after the item, kwargs.
+        self._add(map_id, task, "dynamic_map", (), lifted_fixed, deps, source_path=source._path,
+                  canon=(canon[0][1:], canon[1]) if canon is not None else None)
         return Ref(self, map_id, task)
 
     def graph(self, params: dict[str, Any], output: Any) -> FlowGraph:

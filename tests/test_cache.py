@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 import flowkit as fk
 from conftest import CALLS, add, failing, fan, inc, linear, one
-from flowkit.tracing import canonical_call
+from flowkit.tracing import canonical_call, plain_defaults
 
 LOADS: list[str] = []
 
@@ -600,8 +601,8 @@ def test_leaving_out_a_plain_default_is_the_call_that_passes_it():
 
     assert [f(i) for i in range(3)] == [4.0] * 3 and CALLS.count("scaled") == 1
     # A default that is not a plain value is never filled in: the task can tell it was left out.
-    assert canonical_call(marked, (1,), {}) == ((1,), {})
-    assert canonical_call(scaled, (1,), {}) == ((1, 2.0), {"label": None})
+    assert canonical_call(marked, (1,), {}, plain_defaults(marked)) == ((1,), {})
+    assert canonical_call(scaled, (1,), {}, plain_defaults(scaled)) == ((1, 2.0), {"label": None})
 
 
 PRICES: dict[str, int] = {}  # read by the tasks below; a global, so not part of their code fingerprints
@@ -641,3 +642,53 @@ def test_a_stale_item_of_a_map_over_a_run_time_list_makes_what_was_computed_from
     assert run.result() == 12 and CALLS == ["portfolio", "portfolio"]
     assert run.task_run("symbols").status == "cached"
     assert {run.task_run(f"quote[{i}]").status for i in range(2)} == {"completed"}
+
+
+def provide_session(fn):
+    """A wrapper that tells an argument left out from one passed, as some libraries' decorators do."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if "session" in kwargs:
+            return fn(*args, **kwargs)
+        return fn(*args, session="default session", **kwargs)
+
+    return wrapper
+
+
+@fk.task
+@provide_session
+def fetch_with(url: str, session: str | None = None) -> str:
+    return f"{url} via {session}"
+
+
+@fk.task
+def read_as(path: str, rows: int = 10) -> tuple[str, int]:
+    return path, rows
+
+
+def test_a_task_is_called_as_written_whatever_its_key_spelling():
+    @fk.flow
+    def f():
+        return fetch_with("x"), fetch_with("y", session="mine"), read_as("p")
+
+    assert f() == ("x via default session", "y via mine", ("p", 10))
+    original = read_as.fn.__defaults__
+    read_as.fn.__defaults__ = (99,)  # a default patched after decoration (a test's monkeypatch)
+    try:
+        assert f()[2] == ("p", 99)  # read when the flow runs: its key changed with it
+    finally:
+        read_as.fn.__defaults__ = original
+    assert f()[2] == ("p", 10)
+
+
+def test_a_changed_cache_ttl_counts_for_entries_already_stored():
+    clock = fk.ManualClock()
+
+    @fk.flow(clock=clock)
+    def f(ttl: int):
+        return inc.with_options(cache_ttl=ttl)(1)
+
+    f(60)
+    clock.advance(120)
+    assert f(3600) == 2 and CALLS == ["inc"]  # stored under a 60 s ttl, still fresh under an hour

@@ -79,7 +79,8 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE TABLE lease (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, expires REAL NOT NULL);
     """,
-    # When an entry goes stale because a value it was computed from had a cache_ttl (NULL: never).
+    # When an entry goes stale because a value upstream of it had a cache_ttl (NULL: never); the
+    # task's own ttl is applied at lookup.
     """
     ALTER TABLE cache ADD COLUMN expires REAL;
     """,
