@@ -156,6 +156,18 @@ def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
     return children
 
 
+def _soonest(*times: float | None) -> float | None:
+    """The earliest of the times given, ignoring ``None`` (never)."""
+    return min((t for t in times if t is not None), default=None)
+
+
+def _set(mapping: dict[str, float], key: str, value: float | None) -> None:
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
+
+
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -222,12 +234,10 @@ class Loop:
         for node in state.nodes.values():
             for dep in node.deps:
                 consumers[dep] = get(dep, 0) + 1
-        maps = [n for n, node in state.nodes.items() if node.kind == "dynamic_map"]
-        consumed = {dep for node in state.nodes.values() for dep in node.deps} if maps else set()
         for node_id, node in state.nodes.items():
             # Tasks not in the cache must run; so must a map over a run-time value that nothing
             # consumes: only running it can tell which of its items are cached.
-            if (node.kind == "task" and node_id not in hits) or (node.kind == "dynamic_map" and node_id not in consumed):
+            if (node.kind == "task" and node_id not in hits) or (node.kind == "dynamic_map" and not get(node_id)):
                 self.materialize(node_id)
         for node_id in self.graph.output_deps:
             self.materialize(node_id)
@@ -286,9 +296,9 @@ class Loop:
                 continue
             for node_id in node_ids:
                 ttl = nodes[node_id].task.options.cache_ttl
-                stale = row[5]  # a value it was computed from went stale then
-                if ttl is not None and row[1] is not None:
-                    stale = row[1] + ttl if stale is None else min(stale, row[1] + ttl)
+                stale = row[5]  # when a value it was computed from went stale
+                if ttl is not None and row[1] is not None:  # its own ttl counts from when it was made
+                    stale = _soonest(stale, row[1] + ttl)
                 if stale is None or now <= stale:
                     hits[node_id] = row
                     if stale is not None:
@@ -514,22 +524,14 @@ class Loop:
         Only the inputs' part is stored with the cache entry (``inherited``): the task's own
         ``cache_ttl`` is applied at lookup, so a changed ttl counts for existing entries.
         """
-        expiry, inherited = self.expiry, self.inherited
-        expiry.pop(key, None)  # a recomputed hit: its old entry's expiry is not the new value's
-        inherited.pop(key, None)
-        upstream = None
-        for dep in node.deps:
-            when = expiry.get(dep)
-            if when is not None and (upstream is None or when < upstream):
-                upstream = when
-        if upstream is not None:
-            inherited[key] = upstream
+        expiry = self.expiry
         ttl = node.task.options.cache_ttl if node.kind != "map" else None
-        stale = ended + ttl if ttl is not None else None
-        if upstream is not None and (stale is None or upstream < stale):
-            stale = upstream
-        if stale is not None:
-            expiry[key] = stale
+        if ttl is None and not expiry:
+            return  # nothing in this run goes stale: the common case stays cheap
+        upstream = min((expiry[d] for d in node.deps if d in expiry), default=None)
+        _set(self.inherited, key, upstream)
+        # A recomputed hit replaces its old entry's expiry, or drops it.
+        _set(expiry, key, _soonest(upstream, ended + ttl if ttl is not None else None))
 
     def failed_attempt(self, done: Completion) -> None:
         """A node's own attempt failed: retry it, or record the failure."""

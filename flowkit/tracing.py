@@ -326,7 +326,7 @@ class Trace:
         deps: dict[str, int] = {}
         if kwargs or self._defaults(task):
             lifted_args, lifted_kwargs, canon = self._lift_call(task, args, kwargs, deps)
-        else:
+        else:  # the common call, kept fast: positional arguments only, nothing to spell differently
             lifted_args, lifted_kwargs, canon = tuple([self.lift(a, deps) for a in args]) if args else (), None, None
         node_id = self.new_id(task.name)
         self._add(node_id, task, "task", lifted_args, lifted_kwargs, deps, canon=canon)
