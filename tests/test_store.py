@@ -380,3 +380,21 @@ def test_a_task_is_recorded_once_when_a_damaged_chain_is_recomputed(home):
     run = linear.run(2)
     nodes = [tr.node for tr in run.task_runs]
     assert run.result() == 3 and sorted(nodes) == sorted(set(nodes)) == ["inc", "inc#2", "one"]
+
+
+def test_a_long_constant_is_recorded_in_lineage_by_digest_not_copied():
+    @fk.task
+    def render(name: str, template: str = "Dear {name}, " + "x" * 5000) -> str:
+        return template.format(name=name)
+
+    @fk.flow
+    def letters():
+        return render("Ada")
+
+    run = letters.run()
+    g = fk.lineage(run.artifact_id("render"))
+    params = {d["name"]: (n, d["repr"]) for n, d in g.nodes(data=True) if d["kind"] == "param"}
+    node_id, shown = params["template"]
+    assert len(node_id) < 100 and "xxh3:" in node_id  # a digest stands for the 5 KB text...
+    assert shown.startswith("'Dear {name}, xxx") and len(shown) <= 200  # ...and a short repr shows it
+    assert params["name"][0].endswith("'Ada'")  # short constants are kept as they are
