@@ -10,6 +10,13 @@ anywhere changes exactly the keys downstream of it.
 A ``cache=False`` task's key also covers the run's *salt* (its own run id, or
 the run it resumes), so its result, and everything downstream, is never
 served to another run.
+
+**Early cutoff.** Beside its key, a cache entry carries a *content key*: the
+same digest with the upstream keys replaced by the digests of the upstream
+values (:meth:`KeyMaker.content`), and for an item of a map over a run-time
+list, the token of its element (:meth:`KeyMaker.item_content`). When an
+upstream task reruns and reproduces bytes seen before, its dependents miss by
+key but hit by content, and nothing below them reruns.
 """
 
 from __future__ import annotations
@@ -79,6 +86,8 @@ class KeyMaker:
         self.salt = salt
         self.store = store
         self._fingerprints: dict[int, str] = {}
+        #: node -> the part of its key that does not come from upstream (code, options, arguments)
+        self.heads: dict[str, str] = {}
 
     def fingerprint(self, task: Task[..., Any]) -> str:
         fp = self._fingerprints.get(id(task))
@@ -127,8 +136,25 @@ class KeyMaker:
                 parts = [node.kind, f"nocache:{self.salt}:{node.id}"]
             if node.source_path:
                 parts.append(_path_token(node.source_path))
-        parts.extend(dep_keys)
-        return xxh3_128_hexdigest("\x00".join(parts).encode())
+        head = "\x00".join(parts)
+        self.heads[node.id] = head
+        tail = "\x00".join(dep_keys)
+        return xxh3_128_hexdigest((head + "\x00" + tail if tail else head).encode())
+
+    def content(self, node_id: str, digests: Iterable[str]) -> str:
+        """The content key of a node whose upstream values have these digests, in slot order."""
+        return xxh3_128_hexdigest(("content\x00" + self.heads[node_id] + "\x00" + "\x00".join(digests)).encode())
+
+    def item_content(self, map_id: str, element: Any, others: Iterable[str] = ()) -> str | None:
+        """The content key of a map item: the map's call with this element (not its position).
+
+        ``others`` are the digests of the map's other upstream values (keyword refs).
+        ``None`` when the element has no token (then the item is found by its key only).
+        """
+        tok = value_token(element)
+        if tok is None:
+            return None
+        return xxh3_128_hexdigest("\x00".join(("item", self.heads[map_id], tok, *others)).encode())
 
     def keys(self, nodes: dict[str, Node], known: dict[str, str] | None = None) -> dict[str, str]:
         """Keys of ``nodes`` (in a topological order), extending ``known``."""

@@ -75,6 +75,7 @@ from flowkit.recording import Recorder, lineage_rows
 from flowkit.store import Store
 from flowkit.retry import retry_delay, should_retry
 from flowkit.store.artifacts import DamagedArtifact
+from flowkit.store.metadata import CacheHit
 from flowkit.task import Task, TaskOptions, effective_options
 
 __all__ = ["Loop", "RunListener", "RunState", "complete", "error_text", "expand_map"]
@@ -115,11 +116,12 @@ class RunState:
     skipped: set[str] = field(default_factory=set)
     submitted: set[str] = field(default_factory=set)
     keys: dict[str, str] = field(default_factory=dict)
-    hits: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    hits: dict[str, CacheHit] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     expanded: bool = False
 
 
+_FILE_TYPE = "flowkit.files.File"
 RELEASED = object()  # stands in ``RunState.handles`` for a value nothing needs any more
 
 
@@ -213,6 +215,11 @@ class Loop:
         self.keep = set(graph.output_deps)  # what the flow returns is never released
         self.expiry: dict[str, float] = {}  # node -> when its value goes stale (see `expires`)
         self.inherited: dict[str, float] = {}  # node -> the part of that its inputs decide
+        # Early cutoff (see `cut_off`): content lookups happen only in reruns of a flow.
+        self.cutoff = False
+        self.fresh: set[str] = set()  # nodes whose value was computed, or found by content, in this run
+        self.contents: dict[str, str | None] = {}  # node -> its content key, once known
+        self.tried: set[str] = set()  # nodes looked up by content already
 
     def options(self, task: Task[..., Any]) -> TaskOptions:
         """A task's options with the flow's ``task_defaults`` applied (memoized per task)."""
@@ -234,33 +241,57 @@ class Loop:
         for node in state.nodes.values():
             for dep in node.deps:
                 consumers[dep] = get(dep, 0) + 1
-        for node_id, node in state.nodes.items():
-            # Tasks not in the cache must run; so must a map over a run-time value that nothing
-            # consumes: only running it can tell which of its items are cached.
-            if (node.kind == "task" and node_id not in hits) or (node.kind == "dynamic_map" and not get(node_id)):
-                self.materialize(node_id)
+        nodes = state.nodes
+        for node_id, node in nodes.items():
+            # What nothing consumes runs for its own sake unless it is cached (a map over a
+            # run-time value included: only running it can tell which of its items are); the
+            # rest runs only if something that runs needs it.
+            if not get(node_id) and node_id not in hits:
+                self.materialize_leaf(node_id)
         for node_id in self.graph.output_deps:
             self.materialize(node_id)
-        for node_id, row in hits.items():  # hits nobody needs: recorded, never loaded
-            if node_id not in state.scheduled:
-                self.record_cached(node_id, row[0], None, None, None)
-        if hits:
-            self.retire_idle_hits()
+        scheduled = state.scheduled
+        idle = False
+        if len(scheduled) < len(nodes):
+            for node_id, node in nodes.items():
+                if node_id in scheduled:
+                    continue
+                hit = hits.get(node_id)
+                if hit is not None:  # a hit nobody needs: recorded, never loaded
+                    self.record_cached(node_id, hit, None, None, None)
+                    idle = True
+                elif node.kind == "task":  # every task that takes its value is cached
+                    self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, node.task.name,
+                                        "unneeded", cache_key=state.keys.get(node_id)))
+                    idle = True
+        if idle:
+            self.retire_idle()
         if self.store is not None:  # the small values to load come from the database in one query
-            self.inline = self.store.db.inline_many(hits[n][0] for n in self.loads if not hits[n][3])
+            self.inline = self.store.db.inline_many(hits[n].artifact_id for n in self.loads if not hits[n].uri)
+            self.cutoff = self.keymaker is not None and self.store.db.has_other_runs(self.graph.flow, state.run_id)
         if self.listener is not None:
             self.listener.on_plan(sum(1 for n in state.nodes.values() if n.kind != "map"))
 
-    def retire_idle_hits(self) -> None:
-        """Stop counting hits that can never run as consumers, so they pin no value.
+    def materialize_leaf(self, node_id: str) -> None:
+        """Schedule a node nothing consumes; for a map, only its items that are not cached."""
+        node = self.state.nodes[node_id]
+        if node.kind != "map":
+            self.materialize(node_id)
+            return
+        for child in node.deps:
+            if child not in self.state.hits:
+                self.materialize_leaf(child)
 
-        A hit that is not scheduled runs only if a load it feeds fails and must be
-        recomputed (:meth:`recompute`), so only the hits upstream of a load, through
+    def retire_idle(self) -> None:
+        """Stop counting tasks that can never run (unscheduled) as consumers, so they pin no value.
+
+        A hit or an unneeded task that is not scheduled runs only if a load it feeds fails
+        and must be recomputed (:meth:`recompute`), so only those upstream of a load, through
         other unscheduled nodes, may still need their inputs.
         """
         state = self.state
         nodes, scheduled = state.nodes, state.scheduled
-        idle = [n for n in state.hits if n not in scheduled and any(d in scheduled for d in nodes[n].deps)]
+        idle = [n for n, node in nodes.items() if n not in scheduled and any(d in scheduled for d in node.deps)]
         if not idle:  # only a hit that takes a scheduled node's value could pin one
             return
         may_run: set[str] = set()
@@ -274,11 +305,12 @@ class Loop:
             if node_id not in may_run:
                 self.done_with(node_id)
 
-    def lookup(self, nodes: dict[str, Node]) -> dict[str, tuple[Any, ...]]:
+    def lookup(self, nodes: dict[str, Node]) -> dict[str, CacheHit]:
         """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``.
 
         A hit whose ``cache_ttl`` has passed is recomputed, and so is everything downstream
-        of it, whose keys do not change with the new value.
+        of it, whose keys do not change with the new value. So is a hit whose value is an
+        ``fk.File`` that no longer exists: the file is the result, not the record of it.
         """
         assert self.store is not None
         keys = self.state.keys
@@ -288,21 +320,18 @@ class Loop:
                 wanted.setdefault(keys[node_id], []).append(node_id)
         found = self.store.db.cache_lookup(wanted)
         now = self.clock.time()
-        hits: dict[str, tuple[Any, ...]] = {}
+        hits: dict[str, CacheHit] = {}
         expired: list[str] = []
         for key, node_ids in wanted.items():
             row = found.get(key)
             if row is None:
                 continue
+            if row.type == _FILE_TYPE and not self.file_exists(row):
+                expired.extend(node_ids)
+                continue
             for node_id in node_ids:
-                ttl = nodes[node_id].task.options.cache_ttl
-                stale = row[5]  # when a value it was computed from went stale
-                if ttl is not None and row[1] is not None:  # its own ttl counts from when it was made
-                    stale = _soonest(stale, row[1] + ttl)
-                if stale is None or now <= stale:
+                if self.fresh_hit(node_id, nodes[node_id], row, now):
                     hits[node_id] = row
-                    if stale is not None:
-                        self.expiry[node_id] = stale
                 else:
                     expired.append(node_id)
         if expired:
@@ -310,6 +339,27 @@ class Loop:
             self.forced = set(self.forced) | stale
             hits = {n: row for n, row in hits.items() if n not in stale}
         return {n: hits[n] for n in nodes if n in hits}  # in node order: records come out stably
+
+    def fresh_hit(self, node_id: str, node: Node, hit: CacheHit, now: float) -> bool:
+        """Whether a cache entry is still fresh for this node (its ``cache_ttl``, and its inputs')."""
+        ttl = node.task.options.cache_ttl
+        stale = hit.expires  # when a value it was computed from went stale
+        if ttl is not None and hit.created is not None:  # its own ttl counts from when it was made
+            stale = _soonest(stale, hit.created + ttl)
+        if stale is None:
+            return True
+        if now > stale:
+            return False
+        self.expiry[node_id] = stale
+        return True
+
+    def file_exists(self, hit: CacheHit) -> bool:
+        """Whether the ``fk.File`` a task returned is still there (a value that will not load is not)."""
+        assert self.store is not None
+        try:
+            return bool(self.store.load(hit.artifact_id).path.exists())
+        except Exception:  # noqa: BLE001 - damaged or unloadable: recompute it
+            return False
 
     def downstream(self, roots: list[str]) -> set[str]:
         """``roots`` and every node that depends on them, in the whole run."""
@@ -375,14 +425,17 @@ class Loop:
         if self.stopped and key not in self.loads:  # fail_fast: nothing new starts
             self.skip([key])
             return
+        if key not in self.loads and self.cutoff and self.cut_off(key, node):
+            self.loads.add(key)
         if key in self.loads:
-            artifact_id, _, serializer, uri = state.hits[key][:4]
+            hit = state.hits[key]
+            artifact_id = hit.artifact_id
             inline = None
-            if not uri:
+            if not hit.uri:
                 inline = self.inline.pop(artifact_id, None)
                 if inline is None:
                     inline = self.store.db.inline_data(artifact_id)  # type: ignore[union-attr]
-            self.session.submit(key, load_artifact, (self.store.files, artifact_id, serializer, inline), (),  # type: ignore[union-attr]
+            self.session.submit(key, load_artifact, (self.store.files, artifact_id, hit.serializer, inline), (),  # type: ignore[union-attr]
                                 name=node.task.name)
         else:
             handles, inflight = state.handles, self.inflight
@@ -416,6 +469,70 @@ class Loop:
         self.submitted.add(key)
         state.running += 1
 
+    # --- early cutoff --------------------------------------------------------------------------
+
+    def may_cut(self, key: str, node: Node) -> bool:
+        """Whether ``key`` may be found by the content of its inputs once they are known.
+
+        Only a cacheable task that missed by key, is not refreshed, and takes a value
+        that this run computes (or found by content) qualifies: if all its inputs were
+        hits by key, its key already said everything their content could.
+        """
+        return (node.kind == "task" and key not in self.state.hits and bool(node.deps)
+                and node.task.options.cache and key not in self.forced
+                and any(d not in self.state.hits or d in self.fresh for d in node.deps))
+
+    def content_of(self, key: str) -> str | None:
+        """A node's content key from its inputs' digests (``None`` if one has none), memoized."""
+        contents = self.contents
+        if key in contents:
+            return contents[key]
+        digests = []
+        for dep in self.state.nodes[key].deps:
+            digest = self.digest_of(dep)
+            if digest is None:
+                contents[key] = None
+                return None
+            digests.append(digest)
+        assert self.keymaker is not None
+        content = contents[key] = self.keymaker.content(key, digests)
+        return content
+
+    def digest_of(self, node_id: str) -> str | None:
+        """The digest of a node's value: its artifact's, or for a map, one over its items'."""
+        node = self.state.nodes[node_id]
+        if node.kind != "map":
+            return self.state.artifacts.get(node_id)
+        parts = [self.digest_of(child) for child in node.deps]
+        if any(p is None for p in parts):
+            return None
+        return "map:" + ",".join(parts)  # type: ignore[arg-type]
+
+    def cut_off(self, key: str, node: Node) -> bool:
+        """Early cutoff: a task about to run whose inputs' content is that of a cached entry becomes a hit.
+
+        The entry is filed under the node's own key too, so the next run finds it by key.
+        """
+        if key in self.tried or not any(d in self.fresh for d in node.deps) or not self.may_cut(key, node):
+            return False
+        self.tried.add(key)
+        content = self.content_of(key)
+        if content is None:
+            return False
+        assert self.store is not None
+        hit = self.store.db.content_lookup([content]).get(content)
+        if hit is None or not self.fresh_hit(key, node, hit, self.clock.time()):
+            return False
+        self.adopt(key, node, hit, content)
+        return True
+
+    def adopt(self, key: str, node: Node, hit: CacheHit, content: str) -> None:
+        """Make ``key`` a hit found by content (it is loaded, and counts as fresh downstream)."""
+        self.state.hits[key] = hit
+        self.fresh.add(key)
+        if self.recorder is not None:
+            self.recorder.adopt(self.state.keys[key], hit, content, node.task.name)
+
     def make_available(self, key: str) -> None:
         """Eager: ``key``'s handle can be passed on; hand over dependents whose inputs all can.
 
@@ -433,7 +550,8 @@ class Loop:
             else:
                 left -= 1
             self.missing[dependent] = left
-            if left == 0 and state.nodes[dependent].kind != "dynamic_map" and dependent not in self.loads:
+            if left == 0 and state.nodes[dependent].kind != "dynamic_map" and dependent not in self.loads and not (
+                    self.cutoff and self.may_cut(dependent, state.nodes[dependent])):
                 state.ready.append(dependent)
 
     def expand(self, node: Node, source: Any) -> None:
@@ -441,7 +559,8 @@ class Loop:
         started = self.clock.time()
         try:
             value = resolve_path(self.session.fetch([source])[0], node.source_path or ())
-            length = len(value) if isinstance(value, (list, tuple)) else len(list(value))
+            elements = value if isinstance(value, (list, tuple)) else list(value)
+            length = len(elements)
         except Exception as exc:  # noqa: BLE001 - reported as the map's failure
             err = TypeError(
                 f"task {node.task.name!r} was mapped over the result of node {node.deps[0]!r}, which could not "
@@ -467,7 +586,36 @@ class Loop:
                 if node.id in self.forced:
                     self.forced = set(self.forced) | set(children)
                 state.hits.update(self.lookup(children))
+                if node.task.options.cache:
+                    self.item_contents(node, old_deps, children, elements)
         self.materialize(node.id)
+
+    def item_contents(self, node: Node, deps: tuple[str, ...], children: dict[str, Node],
+                      elements: Any) -> None:
+        """Content keys of a map's items, by element; on a rerun, items that missed by key are looked up by them.
+
+        A run-time list that grew by one, or was recomputed with the same elements, then
+        runs only its new items.
+        """
+        assert self.keymaker is not None and self.store is not None
+        others = [self.digest_of(d) for d in deps[1:]]  # the map's other inputs (keyword refs)
+        contents = self.contents
+        if any(d is None for d in others):
+            contents.update(dict.fromkeys(children))
+            return
+        for child, element in zip(children, elements):
+            contents[child] = self.keymaker.item_content(node.id, element, others)  # type: ignore[arg-type]
+        if not (self.cutoff and any(d in self.fresh for d in deps)):
+            return  # the list came from the cache: the items' keys say everything
+        hits, nodes = self.state.hits, self.state.nodes
+        wanted = {c: contents[c] for c in children if c not in hits and c not in self.forced and contents[c]}
+        self.tried.update(children)
+        found = self.store.db.content_lookup(wanted.values())  # type: ignore[arg-type]
+        now = self.clock.time()
+        for child, content in wanted.items():
+            hit = found.get(content)  # type: ignore[arg-type]
+            if hit is not None and self.fresh_hit(child, nodes[child], hit, now):
+                self.adopt(child, nodes[child], hit, content)  # type: ignore[arg-type]
 
     # --- finishing -----------------------------------------------------------------------------
 
@@ -481,12 +629,13 @@ class Loop:
         if done.error is None:
             node = state.nodes[key]
             if key in self.loads:
-                self.record_cached(key, state.hits[key][0], done.started, done.ended, done.worker)
+                self.record_cached(key, state.hits[key], done.started, done.ended, done.worker)
             elif node.kind == "task":
                 self.expires(key, node, done.ended)
                 info = done.info
                 if info is not None:
                     state.artifacts[key] = info.digest
+                self.fresh.add(key)
                 history = self.attempted(done)
                 self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
                                     len(history), history[0].started, done.ended, state.keys.get(key),
@@ -494,6 +643,8 @@ class Loop:
                                     history=history, logs=self.output_of(done, done.logs)), info, node)
             else:  # a map's list goes stale with its first stale item
                 self.expires(key, node, done.ended)
+                if any(d in self.fresh for d in node.deps):
+                    self.fresh.add(key)
             waiting_on_me = list(state.dependents.get(key, ()))
             if self.eager:
                 self.make_available(key)
@@ -572,7 +723,7 @@ class Loop:
         """
         state = self.state
         node = state.nodes[key]
-        artifact_id = state.hits[key][0]
+        artifact_id = state.hits[key].artifact_id
         if isinstance(error, DamagedArtifact):
             log.warning("flowkit: the cached result of task %r (node %r, key %s) is damaged: %s; it was removed "
                         "and will be recomputed", node.task.name, key, state.keys.get(key), error)
@@ -609,9 +760,11 @@ class Loop:
         if self.recorder is not None:
             inputs = lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts) \
                 if node is not None else ()
+            content = self.content_of(tr.node) if info is not None and node is not None and node.deps \
+                and node.task.options.cache else None
             self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed",
                                    salted=node is not None and not node.task.options.cache,
-                                   expires=self.inherited.get(tr.node))
+                                   expires=self.inherited.get(tr.node), content=content)
 
     def finish_failure(self, done: Completion) -> None:
         state = self.state
@@ -671,14 +824,16 @@ class Loop:
                                     cache_key=state.keys.get(node_id)))
             stack.extend(state.dependents.get(node_id, ()))
 
-    def record_cached(self, node_id: str, artifact_id: str, started: float | None, ended: float | None,
+    def record_cached(self, node_id: str, hit: CacheHit, started: float | None, ended: float | None,
                       worker: str | None) -> None:
         state = self.state
+        artifact_id = hit.artifact_id
         if state.artifacts.get(node_id) == artifact_id:
             return  # already recorded at plan time, then loaded after all (a damaged neighbour)
         state.artifacts[node_id] = artifact_id
         self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, state.nodes[node_id].task.name,
-                            "cached", 0, started, ended, state.keys[node_id], artifact_id, worker=worker))
+                            "cached", 0, started, ended, state.keys[node_id], artifact_id, worker=worker,
+                            source=hit.task_run_id))
 
     def loop(self) -> None:
         state = self.state

@@ -23,7 +23,7 @@ from flowkit.clock import Clock
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
 from flowkit.store import Store
-from flowkit.store.metadata import Batch
+from flowkit.store.metadata import Batch, CacheHit
 
 __all__ = ["Recorder", "lineage_rows", "run_context", "short_repr"]
 
@@ -62,21 +62,25 @@ def _json_params(params: dict[str, Any]) -> str:
     return json.dumps(params, default=_json_default, sort_keys=True)
 
 
-def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[str]:
-    """The artifacts a node's value consists of (a map's value is its items')."""
+def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[tuple[str, str]]:
+    """(producing node, artifact) of each value a node's value consists of (a map's are its items')."""
     node = nodes[node_id]
     if node.kind == "map":
-        return [a for child in node.deps for a in _artifacts_of(child, nodes, artifacts)]
+        return [pair for child in node.deps for pair in _artifacts_of(child, nodes, artifacts)]
     artifact_id = artifacts.get(node_id)
-    return [artifact_id] if artifact_id else []
+    return [(node_id, artifact_id)] if artifact_id else []
 
 
 def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[tuple[Any, ...]]:
-    """What a task run consumed: the artifacts behind each upstream slot, and each constant argument."""
+    """What a task run consumed: the artifacts behind each upstream slot, and each constant argument.
+
+    An artifact input names the node of this run that produced it (for a map, the item), so
+    lineage follows this run's own task runs rather than whichever run first made those bytes.
+    """
     rows: list[tuple[Any, ...]] = []
     for position, dep in enumerate(node.deps):
-        for artifact_id in _artifacts_of(dep, nodes, artifacts):
-            rows.append((run_id, node.id, position, "artifact", artifact_id, dep, None, None))
+        for producer, artifact_id in _artifacts_of(dep, nodes, artifacts):
+            rows.append((run_id, node.id, position, "artifact", artifact_id, producer, None, None))
     args, kwargs = node.spelling()  # defaults a call left out count, as in its key
     constants = [(i, v) for i, v in enumerate(args) if type(v) is not Slot]
     constants += [(k, v) for k, v in (kwargs or {}).items() if type(v) is not Slot]
@@ -111,21 +115,23 @@ class Recorder:
         })
 
     def task_run(self, tr: TaskRun, info: ArtifactInfo | None = None, inputs: list[tuple[Any, ...]] = (),
-                 cache: bool = False, salted: bool = False, expires: float | None = None) -> None:
+                 cache: bool = False, salted: bool = False, expires: float | None = None,
+                 content: str | None = None) -> None:
         """Record one finished task run, its artifact and cache entry and what it consumed.
 
         ``salted`` marks the cache entry of a ``cache=False`` task: only ``resume=`` of this
         run can use it, so it expires with the run's history. ``expires`` is when the entry
         goes stale because something upstream of it had a ``cache_ttl`` (the task's own ttl is
-        applied when the entry is looked up).
+        applied when the entry is looked up). ``content`` is the entry's content key (early cutoff).
         """
         batch = self.batch
         self._seq += 1
         if tr.status == "cached" and tr.started is None:  # not even loaded: the narrow, fast row
-            batch.cached.append((tr.run_id, tr.node, self._seq, tr.name, tr.cache_key, tr.artifact_id))
+            batch.cached.append((tr.run_id, tr.node, self._seq, tr.name, tr.cache_key, tr.artifact_id, tr.source))
             return
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
-                                tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker, tr.logs))
+                                tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker, tr.logs,
+                                tr.source))
         if info is not None:
             desc = info.description
             columns = desc.get("columns")
@@ -134,7 +140,8 @@ class Recorder:
                                     json.dumps(desc["dtypes"]) if columns is not None else None,
                                     desc.get("rows"), tr.ended, info.inline))
             if cache and tr.cache_key is not None:
-                batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted, expires))
+                batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted, expires,
+                                    content))
         if len(tr.history) > 1 or tr.status == "failed":
             batch.attempts.extend((tr.run_id, tr.node, a.number, a.started, a.ended, a.error) for a in tr.history)
         if inputs:
@@ -146,11 +153,16 @@ class Recorder:
                 not self._seq & 255 and len(batch) >= self.max_rows):
             self.flush()
 
+    def adopt(self, key: str, hit: CacheHit, content: str, task: str) -> None:
+        """File an entry found by content under the node's own key too, so the next run finds it by key."""
+        self.batch.cache.append((key, hit.artifact_id, task, hit.task_run_id, hit.created, self.run_id, False,
+                                 hit.expires, content))
+
     def forget(self, key: str, artifact_id: str | None = None) -> None:
-        """Forget a cache entry whose value could not be loaded (and the record of damaged bytes)."""
+        """Forget a cache entry whose value could not be loaded (and mark damaged bytes removed)."""
         self.batch.uncache.append(key)
         if artifact_id is not None:
-            self.batch.forget_artifacts.append(artifact_id)
+            self.batch.forget_artifacts.append((self.clock.time(), artifact_id))
         self.flush()
 
     def flush(self) -> None:

@@ -21,7 +21,9 @@ __all__ = ["Attempt", "Run", "TaskRun"]
 
 #: Final statuses of a task run. "cancelled": the run was interrupted while
 #: the task was running (or before it started, when it had been submitted).
-TASK_STATUSES = ("completed", "cached", "failed", "skipped", "cancelled")
+#: "unneeded": not in the cache, but every task that takes its value was, so it
+#: did not run (a result that could not be stored, or a cleared cache entry).
+TASK_STATUSES = ("completed", "cached", "failed", "skipped", "cancelled", "unneeded")
 #: Final statuses of a run.
 RUN_STATUSES = ("completed", "failed", "cancelled")
 
@@ -59,6 +61,8 @@ class TaskRun:
         exception: the exception object itself (only in the process that ran it).
         history: every :class:`Attempt`, in order.
         logs: what the task printed or logged (the end of it, when very long).
+        source: for a ``cached`` task run, the id of the task run that computed the value
+            (lineage starts there); ``None`` otherwise.
     """
 
     id: str
@@ -77,6 +81,7 @@ class TaskRun:
     exception: BaseException | None = dataclasses.field(default=None, compare=False, repr=False)
     history: tuple[Attempt, ...] = dataclasses.field(default=(), repr=False)
     logs: str | None = dataclasses.field(default=None, repr=False)
+    source: str | None = None
 
     @property
     def duration(self) -> float | None:

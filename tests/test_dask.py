@@ -474,3 +474,20 @@ def test_futures_are_released_once_their_consumers_finished(dask_executor):
     # Every node was handed over at once (8 futures); when hold(k) ends, hold(k-2) is gone:
     # the workers free its data.
     assert held == [8, 8, 7, 6, 5, 4, 3, 2]
+
+
+def test_early_cutoff_on_dask_runs_only_the_new_item_and_nothing_below_an_unchanged_upstream(dask_executor):
+    from test_cutoff import _flow_with_source, pipeline, v1, v2
+
+    flow = pipeline.with_options(executor=dask_executor)
+    first = flow.run(rows=5)
+    grown = flow.run(rows=6)
+    assert (first.result(), grown.result()) == (20.0, 30.0)
+    got = {tr.node: tr.status for tr in grown.task_runs}
+    assert [got[f"scale[{k}]"] for k in range(6)] == ["cached"] * 5 + ["completed"]
+    assert got["load"] == got["total"] == "completed"
+    _flow_with_source(v1).with_options(executor=dask_executor).run()
+    edited = _flow_with_source(v2).with_options(executor=dask_executor).run()
+    assert edited.result() == "mean 1.5"
+    assert {tr.node: tr.status for tr in edited.task_runs} == {"source": "completed", "mean": "cached",
+                                                                "describe": "cached"}

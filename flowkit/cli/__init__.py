@@ -231,17 +231,21 @@ def show(run_id: str, logs_of: str | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("artifact_id")
+@click.argument("target", metavar="RUN_ID/NODE|ARTIFACT_ID")
 @click.option("--format", "fmt", type=click.Choice(["tree", "mermaid", "json"]), default="tree",
               show_default=True)
-def lineage(artifact_id: str, fmt: str) -> None:
-    """Show what produced an artifact: task runs, input artifacts, parameters."""
+def lineage(target: str, fmt: str) -> None:
+    """Show what produced a value: task runs, input artifacts, parameters.
+
+    RUN_ID/NODE (e.g. 3f2a9c/train) follows that run's own value; an ARTIFACT_ID
+    shows every task run that computed those bytes, newest first.
+    """
     import networkx as nx
 
     from flowkit.lineage import lineage as lineage_of
 
-    g = lineage_of(artifact_id, store=_store())
-    root = next(n for n, d in g.nodes(data=True) if d["kind"] == "artifact" and g.out_degree(n) == 0)
+    g = lineage_of(target, store=_store())
+    root = g.graph["root"]
     if fmt == "json":
         click.echo(json.dumps(nx.node_link_data(g, edges="edges"), default=repr))
     elif fmt == "mermaid":
@@ -260,8 +264,14 @@ def lineage(artifact_id: str, fmt: str) -> None:
 
 def _label(node: str, data: dict[str, Any]) -> str:
     if data["kind"] == "artifact":
+        if data.get("type") is None:
+            return f"artifact {node[:12]} (no record: removed before flowkit kept the records of removed artifacts)"
         rows = f", {data['rows']} rows" if data.get("rows") is not None else ""
-        return f"artifact {node[:12]} ({data.get('type')}, {data.get('size')} bytes{rows})"
+        removed = ""
+        if data.get("removed") is not None:
+            cause = "by gc" if data.get("removed_by") == "gc" else f"({data.get('removed_by')})"
+            removed = f"; removed {cause} at {_when(data['removed'])}"
+        return f"artifact {node[:12]} ({data.get('type')}, {data.get('size')} bytes{rows}{removed})"
     if data["kind"] == "task_run":
         return f"task {data['node']} in run {data['run_id'][:12]} of {data.get('flow')}"
     return f"param {data['name']} = {data['repr']}"

@@ -130,15 +130,19 @@ class Store:
     # --- artifacts -----------------------------------------------------------------------------
 
     def artifact(self, artifact_id: str) -> dict[str, Any] | None:
-        """The record of an artifact: uri, serializer, type, size, columns, dtypes, rows, created."""
+        """The record of an artifact: uri, serializer, type, size, columns, dtypes, rows, created.
+
+        An artifact that gc (or damage) removed keeps its record: ``removed`` says when, and
+        ``removed_by`` why (``"gc"`` or ``"damaged"``); both are ``None`` while its bytes exist.
+        """
         rows = self.db.query("SELECT id, uri, serializer, type, size, columns, dtypes, rows, created, "
-                             "data IS NOT NULL FROM artifacts WHERE id = ?", (artifact_id,))
+                             "data IS NOT NULL, removed, removed_by FROM artifacts WHERE id = ?", (artifact_id,))
         if not rows:
             return None
         r = rows[0]
         return {"id": r[0], "uri": r[1] or "inline", "serializer": r[2], "type": r[3], "size": r[4],
                 "columns": json.loads(r[5]) if r[5] else None, "dtypes": json.loads(r[6]) if r[6] else None,
-                "rows": r[7], "created": r[8], "inline": bool(r[9])}
+                "rows": r[7], "created": r[8], "inline": bool(r[9]), "removed": r[10], "removed_by": r[11]}
 
     def load(self, artifact_id: str) -> Any:
         """The value of an artifact; :class:`~flowkit.CacheCorruptionError` if its bytes are damaged."""
@@ -147,6 +151,11 @@ class Store:
         record = self.artifact(artifact_id)
         if record is None:
             raise KeyError(f"no artifact {artifact_id!r} in the store at {self.home}")
+        if record["removed"] is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["removed"]))
+            cause = "by gc" if record["removed_by"] == "gc" else f"({record['removed_by']})"
+            raise KeyError(f"artifact {artifact_id} was removed {cause} at {when}; its record and lineage are "
+                           f"kept, and rerunning the flow that made it recomputes it")
         inline = self.db.inline_data(artifact_id) if record["inline"] else None
         try:
             return load_artifact(self.files, artifact_id, record["serializer"], inline)
@@ -189,7 +198,7 @@ class Store:
     def task_runs(self, run_id: str) -> tuple[TaskRun, ...]:
         """The task runs of a run, in the order they were recorded."""
         rows = self.db.query("SELECT run_id || '/' || node, run_id, node, task, status, attempts, started, ended, "
-                             "cache_key, artifact_id, error, traceback, worker, logs FROM task_runs WHERE run_id = ? "
+                             "cache_key, artifact_id, error, traceback, worker, logs, source FROM task_runs WHERE run_id = ? "
                              "ORDER BY seq", (run_id,))
         history: dict[str, list[Attempt]] = {}
         for node, number, started, ended, error in self.db.query(
@@ -201,7 +210,7 @@ class Store:
             attempts = history.get(r[2])
             if attempts is None and r[4] == "completed":
                 attempts = [Attempt(1, r[6], r[7], None)]
-            out.append(TaskRun(*r[:13], history=tuple(attempts or ()), logs=r[13]))
+            out.append(TaskRun(*r[:13], history=tuple(attempts or ()), logs=r[13], source=r[14]))
         return tuple(out)
 
     def cache_salt(self, run_id: str) -> tuple[str, str]:
@@ -258,7 +267,7 @@ class Store:
             keep_sql += " UNION SELECT artifact_id FROM models"
         keep = {r[0] for r in self.db.query(keep_sql, (since, since, since)) if r[0]}
         report = GCReport(dry_run=dry_run)
-        doomed_rows = self.db.query("SELECT id, size FROM artifacts")
+        doomed_rows = self.db.query("SELECT id, size FROM artifacts WHERE removed IS NULL")
         for artifact_id, size in doomed_rows:
             if artifact_id not in keep:
                 report.artifacts.append(artifact_id)
@@ -274,8 +283,9 @@ class Store:
             return report
         gone = report.artifacts
 
-        def forget(c: Any) -> None:
-            c.executemany("DELETE FROM artifacts WHERE id = ?", [(a,) for a in gone])
+        def forget(c: Any) -> None:  # the records stay, so lineage can say what was there
+            c.executemany("UPDATE artifacts SET removed = ?, removed_by = 'gc', data = NULL WHERE id = ?",
+                          [(now, a) for a in gone])
             # entries of cache=False tasks (kept for resume=) expire with their run's history
             c.executemany("DELETE FROM cache WHERE artifact_id = ? AND salted = 1", [(a,) for a in gone])
 

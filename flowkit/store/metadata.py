@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from flowkit.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "MetadataDB"]
+__all__ = ["SCHEMA_VERSION", "CacheHit", "InputRecord", "LineageStep", "MetadataDB"]
 
 T = TypeVar("T")
 
@@ -84,8 +84,46 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE cache ADD COLUMN expires REAL;
     """,
+    # Lineage per task run and early cutoff: a cached task run names the task run that produced
+    # its value (``source``); an artifact gc or damage removed keeps its record (``removed``,
+    # ``removed_by``); a cache entry also carries the key of its inputs' content (``content``),
+    # under which a rerun whose upstream reproduced the same bytes finds it.
+    """
+    ALTER TABLE task_runs ADD COLUMN source TEXT;
+    ALTER TABLE artifacts ADD COLUMN removed REAL;
+    ALTER TABLE artifacts ADD COLUMN removed_by TEXT;
+    ALTER TABLE cache ADD COLUMN content TEXT;
+    CREATE INDEX cache_content ON cache(content) WHERE content IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+class CacheHit(NamedTuple):
+    """A cache entry found for a key, with what loading its value needs.
+
+    Attributes:
+        artifact_id: the digest of the stored value.
+        created: when the value was computed (epoch seconds).
+        serializer: how its bytes decode.
+        uri: its file, or ``None`` when the bytes are kept in the database.
+        size: its size in bytes.
+        expires: when it goes stale because a value it was computed from had a
+            ``cache_ttl`` (``None``: never; the task's own ttl is applied on top).
+        task_run_id: the task run that computed it.
+        type: the value's type (``module.qualname``).
+    """
+
+    artifact_id: str
+    created: float | None
+    serializer: str
+    uri: str | None
+    size: int | None
+    expires: float | None
+    task_run_id: str | None
+    type: str | None
+
+
+_HIT_COLUMNS = "c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires, c.task_run_id, a.type"
 
 _LOCKED = ("database is locked", "database is busy", "database table is locked")
 
@@ -194,18 +232,22 @@ class MetadataDB:
             return
 
         def write(c: sqlite3.Connection) -> None:
-            if batch.forget_artifacts:  # damaged bytes: the recomputed value will be stored afresh
-                c.executemany("DELETE FROM artifacts WHERE id = ?", [(a,) for a in batch.forget_artifacts])
-            if batch.artifacts:
-                c.executemany("INSERT OR IGNORE INTO artifacts (id, uri, serializer, type, size, columns, dtypes, "
-                              "rows, created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.artifacts)
+            if batch.forget_artifacts:  # damaged bytes: the record stays, the recomputed value revives it
+                c.executemany("UPDATE artifacts SET removed = ?, removed_by = 'damaged', data = NULL WHERE id = ?",
+                              batch.forget_artifacts)
+            if batch.artifacts:  # the same bytes stored again: a removed record comes back to life
+                c.executemany("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, "
+                              "created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                              "uri = excluded.uri, serializer = excluded.serializer, data = excluded.data, "
+                              "removed = NULL, removed_by = NULL WHERE artifacts.removed IS NOT NULL",
+                              batch.artifacts)
             if batch.task_runs:
                 c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, attempts, started, "
-                              "ended, cache_key, artifact_id, error, traceback, worker, logs) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
+                              "ended, cache_key, artifact_id, error, traceback, worker, logs, source) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
             if batch.cached:  # most rows of a rerun: only the columns a cached task run has
                 c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, cache_key, "
-                              "artifact_id, attempts) VALUES (?, ?, ?, ?, 'cached', ?, ?, 0)", batch.cached)
+                              "artifact_id, source, attempts) VALUES (?, ?, ?, ?, 'cached', ?, ?, ?, 0)", batch.cached)
             if batch.attempts:
                 c.executemany("INSERT OR REPLACE INTO attempts (run_id, node, number, started, ended, error) "
                               "VALUES (?, ?, ?, ?, ?, ?)", batch.attempts)
@@ -214,7 +256,7 @@ class MetadataDB:
                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.inputs)
             if batch.cache:
                 c.executemany("INSERT OR REPLACE INTO cache (key, artifact_id, task, task_run_id, created, run_id, "
-                              "salted, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.cache)
+                              "salted, expires, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.cache)
             if batch.uncache:
                 c.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in batch.uncache])
             if batch.run_end:
@@ -225,17 +267,32 @@ class MetadataDB:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def cache_lookup(self, keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:
-        """key -> (artifact id, created, serializer, uri, size, expires) for the keys in the cache, in one query."""
+    def cache_lookup(self, keys: Iterable[str]) -> dict[str, CacheHit]:
+        """The entries of those ``keys`` that are in the cache, in one query."""
         keys = list(keys)
         if not keys:
             return {}
         rows = self.query(
-            "SELECT c.key, c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires FROM cache c "
-            "JOIN artifacts a ON a.id = c.artifact_id WHERE c.key IN (SELECT value FROM json_each(?))",
+            f"SELECT c.key, {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
+            "WHERE c.key IN (SELECT value FROM json_each(?)) AND a.removed IS NULL",
             (json.dumps(keys),),
         )
-        return {r[0]: r[1:] for r in rows}
+        return {r[0]: CacheHit(*r[1:]) for r in rows}
+
+    def content_lookup(self, contents: Iterable[str]) -> dict[str, CacheHit]:
+        """The newest entry computed from inputs with each of these content keys (early cutoff), in one query."""
+        contents = list(contents)
+        if not contents:
+            return {}
+        rows = self.query(
+            f"SELECT c.content, {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
+            "WHERE c.content IN (SELECT value FROM json_each(?)) AND a.removed IS NULL ORDER BY c.created",
+            (json.dumps(contents),))
+        return {r[0]: CacheHit(*r[1:]) for r in rows}  # the newest comes last and wins
+
+    def has_other_runs(self, flow: str, run_id: str) -> bool:
+        """Whether the store has recorded a run of this flow other than ``run_id``."""
+        return bool(self.query("SELECT 1 FROM runs WHERE flow = ? AND id != ? LIMIT 1", (flow, run_id)))
 
     def inline_many(self, artifact_ids: Iterable[str]) -> dict[str, bytes]:
         """The bytes of many small artifacts kept in the database, in one query."""
@@ -249,6 +306,66 @@ class MetadataDB:
     def inline_data(self, artifact_id: str) -> bytes | None:
         rows = self.query("SELECT data FROM artifacts WHERE id = ?", (artifact_id,))
         return rows[0][0] if rows else None
+
+
+    # --- lineage -------------------------------------------------------------------------------
+
+    _STEP = ("SELECT tr.run_id, tr.node, tr.task, tr.status, tr.started, tr.cache_key, tr.artifact_id, tr.source, "
+             "r.flow, r.git_commit FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id ")
+
+    def producers(self, artifact_id: str) -> list[LineageStep]:
+        """Every task run that computed these bytes, newest first."""
+        rows = self.query(self._STEP + "WHERE tr.artifact_id = ? AND tr.status = 'completed' "
+                          "ORDER BY tr.started DESC, tr.seq DESC", (artifact_id,))
+        return [LineageStep(*r) for r in rows]
+
+    def step(self, run_id: str, node: str) -> LineageStep | None:
+        """The task run of ``node`` in ``run_id``, if it was recorded."""
+        rows = self.query(self._STEP + "WHERE tr.run_id = ? AND tr.node = ?", (run_id, node))
+        return LineageStep(*rows[0]) if rows else None
+
+    def consumed(self, run_id: str, node: str) -> list[InputRecord]:
+        """What a task run consumed, in the order it was recorded."""
+        rows = self.query("SELECT kind, artifact_id, name, token, repr FROM inputs WHERE run_id = ? AND node = ? "
+                          "ORDER BY rowid", (run_id, node))
+        return [InputRecord(*r) for r in rows]
+
+    def run_ids_like(self, prefix: str) -> list[str]:
+        """At most two run ids starting with ``prefix`` (two: it is ambiguous)."""
+        return [r[0] for r in self.query("SELECT id FROM runs WHERE id LIKE ? LIMIT 2", (prefix + "%",))]
+
+    def artifact_ids_like(self, prefix: str) -> list[str]:
+        """At most two artifact ids starting with ``prefix`` (two: it is ambiguous)."""
+        return [r[0] for r in self.query("SELECT id FROM artifacts WHERE id LIKE ? LIMIT 2", (prefix + "%",))]
+
+
+class LineageStep(NamedTuple):
+    """One recorded task run, as lineage walks it (``source``: for a cached one, who computed the value)."""
+
+    run_id: str
+    node: str
+    task: str
+    status: str
+    started: float | None
+    cache_key: str | None
+    artifact_id: str | None
+    source: str | None
+    flow: str | None
+    git_commit: str | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.run_id}/{self.node}"
+
+
+class InputRecord(NamedTuple):
+    """One input of a task run: an artifact (``name``: the upstream node) or a parameter."""
+
+    kind: str
+    artifact_id: str | None
+    name: str | None
+    token: str | None
+    repr: str | None
 
 
 class Batch:
@@ -268,7 +385,7 @@ class Batch:
         self.inputs: list[tuple[Any, ...]] = []
         self.cache: list[tuple[Any, ...]] = []
         self.uncache: list[str] = []
-        self.forget_artifacts: list[str] = []
+        self.forget_artifacts: list[tuple[float, str]] = []  # (when, artifact id)
         self.run_end: tuple[Any, ...] | None = None
 
     def empty(self) -> bool:
