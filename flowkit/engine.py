@@ -57,15 +57,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowkit._worker import (
-    Item,
-    Slot,
-    call_with_timeout,
-    collect,
-    load_artifact,
-    resolve_path,
-    run_task,
-)
+from flowkit._template import Item, Slot, resolve_path
+from flowkit._worker import call_with_timeout, collect, load_artifact, run_task
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.executors import Completion, Session
