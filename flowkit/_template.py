@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowkit.files import File
+from flowkit.hashing import canonical
 
 __all__ = ["Item", "Nested", "Slot", "execute", "fill", "path_token", "resolve_path"]
 
@@ -64,7 +65,7 @@ class Nested:
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         from dask.base import normalize_token
 
-        return ("nested", normalize_token(self.value))
+        return ("nested", normalize_token(canonical(self.value)))
 
 
 class Item:

@@ -8,6 +8,10 @@ tokenizer; a change to any of them would silently invalidate every user's cache.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
 
 
 import flowkit as fk
@@ -115,6 +119,34 @@ def test_frozenset_tokens_ignore_order_at_any_depth():
     assert token({"s": [small, {big: 1}]}) == token({"s": [frozenset([2, 1, 0]), {frozenset(range(2001)): 1}]})
     assert token(Nested([Slot(0), small])) == token(Nested([Slot(0), frozenset([2, 0, 1])]))
     assert token(frozenset({"a"})) != token(frozenset({"b"})) != token({"b"})
+
+
+def test_dask_tokenize_in_the_users_process_is_left_as_dask_makes_it(tmp_path):
+    script = tmp_path / "user.py"
+    script.write_text(textwrap.dedent("""
+        import dask.base
+        values = frozenset({"a", "b", "c"}), {"k": frozenset({1, 2})}
+        before = [dask.base.tokenize(v) for v in values]
+        dispatch = dask.base.normalize_token.dispatch(frozenset)
+
+        import flowkit as fk
+
+        @fk.task
+        def size(s):
+            return len(s)
+
+        @fk.flow
+        def f():
+            return size(frozenset({"x", "y"})), size([frozenset({"z"})])
+
+        assert f() == (2, 1)
+        assert [dask.base.tokenize(v) for v in values] == before
+        assert dask.base.normalize_token.dispatch(frozenset) is dispatch
+        print("ok")
+    """))
+    env = {**os.environ, "FLOWKIT_HOME": str(tmp_path / "home"), "PYTHONHASHSEED": "0"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.stdout.strip() == "ok", out.stderr
 
 
 def test_fill_puts_upstream_values_into_the_template():
