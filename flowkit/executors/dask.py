@@ -257,6 +257,7 @@ class _DaskSession:
     """One run on a Dask client: submit with futures, complete from futures + events."""
 
     eager = True  # a submission's future is a handle at once: dependents can be handed over early
+    in_process = False
 
     def __init__(self, client: Client, clock: Clock) -> None:
         self.client = client
