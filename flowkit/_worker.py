@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flowkit._template import execute
+from flowkit.store.serializers import load_artifact
 
 __all__ = ["ArtifactInfo", "Output", "call_with_timeout", "collect", "load_artifact", "on_dask", "run_task",
            "store_value"]
@@ -132,22 +133,6 @@ def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Calla
     if info is None and logs is None:
         return value
     return Output(value, info, logs)
-
-
-def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None) -> Any:
-    """Load a cached value, checking its bytes against the digest first."""
-    from flowkit.hashing import digest as _digest
-    from flowkit.store.artifacts import DamagedArtifact
-    from flowkit.store.serializers import loads
-
-    if inline is not None:
-        actual = _digest(inline)
-        if actual != digest:
-            raise DamagedArtifact(files.path(digest), digest, actual)
-        data: bytes = inline
-    else:
-        data = files.read(digest)
-    return loads(data, serializer)
 
 
 def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:

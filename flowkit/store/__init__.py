@@ -29,6 +29,7 @@ from flowkit.hashing import file_digest
 from flowkit.records import Attempt, Run, TaskRun
 from flowkit.store.artifacts import DamagedArtifact, artifact_files
 from flowkit.store.metadata import MetadataDB
+from flowkit.store.serializers import load_artifact
 
 __all__ = ["GCReport", "Store", "current_file_digests", "default_home"]
 
@@ -142,8 +143,6 @@ class Store:
 
     def load(self, artifact_id: str) -> Any:
         """The value of an artifact; :class:`~flowkit.CacheCorruptionError` if its bytes are damaged."""
-        from flowkit._worker import load_artifact
-
         record = self.artifact(artifact_id)
         if record is None:
             raise KeyError(f"no artifact {artifact_id!r} in the store at {self.home}")
