@@ -1,4 +1,4 @@
-"""Hashing: content digests, argument tokens, code fingerprints, and ``File``.
+"""Hashing: content digests, argument tokens, code fingerprints, file digests.
 
 - :func:`digest` / :class:`Hasher`: xxh3-128 over bytes, hex (fast: several GB/s).
 - :func:`token`: a deterministic token of a constant (``dask.base.tokenize``
@@ -9,7 +9,8 @@
   transitively, the user-code functions, classes and simple constants it
   references by global name. Installed packages and the standard library are
   not included (their version is the environment's business).
-- :class:`File`: an input hashed by content; the task receives a ``pathlib.Path``.
+- :func:`file_digest`: the digest of a file's bytes, for :class:`~flowkit.files.File`
+  inputs (the class lives in :mod:`flowkit.files`).
 """
 
 from __future__ import annotations

@@ -253,8 +253,6 @@ class Store:
             "UNION SELECT i.artifact_id FROM inputs i JOIN runs r ON r.id = i.run_id "
             "  WHERE r.started >= ? OR r.status = 'running'"
         )
-        if self.db.query("SELECT name FROM sqlite_master WHERE name = 'models'"):
-            keep_sql += " UNION SELECT artifact_id FROM models"
         keep = {r[0] for r in self.db.query(keep_sql, (since, since, since)) if r[0]}
         report = GCReport(dry_run=dry_run)
         doomed_rows = self.db.query("SELECT id, size FROM artifacts")
