@@ -51,7 +51,8 @@ import pyarrow.feather as feather
 
 import flowkit as fk
 from shapes import verdict
-from flowkit._worker import load_artifact, store_value
+from flowkit._worker import store_value
+from flowkit.store.serializers import load_artifact
 from flowkit.store.artifacts import ArtifactFiles
 
 ARRAY_N = 1000

@@ -1,125 +1,21 @@
-"""What a worker runs for one node: fill the node's argument template, call.
+"""What a worker runs for one node: call it, time it out, store and load its value, report.
 
-This module is tiny and top-level on purpose: it is what crosses to a Dask
-worker, so it must pickle by reference and import nothing heavy.
-
-A node's arguments are stored as a *template*: the constants the flow passed,
-with every :class:`~flowkit.Ref` replaced by a :class:`Slot` pointing into the
-node's list of upstream values. A ref nested inside a list, tuple or dict is
-wrapped once in :class:`Nested`, so at run time only the arguments that hold
-refs are walked. Example: ``train(df, params={"lr": lr_ref}, seed=0)`` whose
-upstream nodes are ``[load, tune]`` is stored as::
-
-    args   = (Slot(0, ()),)
-    kwargs = {"params": Nested({"lr": Slot(1, ())}), "seed": 0}
+This module is small and top-level on purpose: it is what crosses to a Dask
+worker, so it must pickle by reference and import nothing heavy. The node's
+arguments arrive as a template (:mod:`flowkit._template`), filled here from
+the upstream values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from flowkit.files import File
+from flowkit._template import execute
+from flowkit.store.serializers import load_artifact
 
-__all__ = ["Item", "Nested", "Output", "Slot", "execute", "fill", "load_artifact", "resolve_path", "run_task"]
-
-
-class Slot:
-    """The value of upstream number ``index``, indexed by ``path``."""
-
-    __slots__ = ("index", "path")
-
-    def __init__(self, index: int, path: tuple[Any, ...] = ()) -> None:
-        self.index = index
-        self.path = path
-
-    def __repr__(self) -> str:
-        return f"Slot({self.index}, {self.path!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Slot, (self.index, self.path))
-
-
-class Nested:
-    """A list, tuple, dict or set constant that holds slots somewhere inside."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"Nested({self.value!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Nested, (self.value,))
-
-
-class Item:
-    """Path element: the k-th element of any iterable (used by dynamic maps)."""
-
-    __slots__ = ("k",)
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def __repr__(self) -> str:
-        return f"Item({self.k})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Item, (self.k,))
-
-
-def resolve_path(value: Any, path: tuple[Any, ...]) -> Any:
-    """Index ``value`` by each element of ``path`` in turn."""
-    for key in path:
-        if type(key) is Item:
-            value = value[key.k] if isinstance(value, (list, tuple)) else list(value)[key.k]
-        else:
-            value = value[key]
-    return value
-
-
-def _fill_one(template: Any, values: Sequence[Any]) -> Any:
-    kind = type(template)
-    if kind is Slot:
-        value = values[template.index]
-        return resolve_path(value, template.path) if template.path else value
-    if kind is Nested:
-        return _fill_container(template.value, values)
-    return template
-
-
-def _fill_container(template: Any, values: Sequence[Any]) -> Any:
-    kind = type(template)
-    if kind is Slot or kind is Nested:
-        return _fill_one(template, values)
-    if kind is list:
-        return [_fill_container(v, values) for v in template]
-    if kind is tuple:
-        return tuple(_fill_container(v, values) for v in template)
-    if kind is dict:
-        return {k: _fill_container(v, values) for k, v in template.items()}
-    if kind is set or kind is frozenset:
-        return kind(_fill_container(v, values) for v in template)
-    if kind is File:
-        return template.path
-    return template
-
-
-def fill(template: Any, values: Sequence[Any]) -> Any:
-    """Replace the slots in an output template (any nesting) with values."""
-    return _fill_container(template, values)
-
-
-def execute(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None, *values: Any) -> Any:
-    """Call ``fn`` with its argument template filled from the upstream ``values``."""
-    if args:
-        args = tuple([_fill_one(a, values) for a in args])
-    if kwargs:
-        kwargs = {k: _fill_one(v, values) for k, v in kwargs.items()}
-        return fn(*args, **kwargs)
-    return fn(*args)
+__all__ = ["ArtifactInfo", "Output", "call_with_timeout", "collect", "load_artifact", "on_dask", "run_task",
+           "store_value"]
 
 
 def call_with_timeout(name: str, timeout: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -237,22 +133,6 @@ def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Calla
     if info is None and logs is None:
         return value
     return Output(value, info, logs)
-
-
-def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None) -> Any:
-    """Load a cached value, checking its bytes against the digest first."""
-    from flowkit.hashing import digest as _digest
-    from flowkit.store.artifacts import DamagedArtifact
-    from flowkit.store.serializers import loads
-
-    if inline is not None:
-        actual = _digest(inline)
-        if actual != digest:
-            raise DamagedArtifact(files.path(digest), digest, actual)
-        data: bytes = inline
-    else:
-        data = files.read(digest)
-    return loads(data, serializer)
 
 
 def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:

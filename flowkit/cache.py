@@ -25,7 +25,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from flowkit._worker import Item, Nested, Slot
+from flowkit._template import Slot, path_token
 from flowkit.errors import CacheKeyError
 from flowkit.graph import Node
 from xxhash import xxh3_128_hexdigest
@@ -39,26 +39,12 @@ if TYPE_CHECKING:
 __all__ = ["KeyMaker"]
 
 
-def _tok_slot(self: Slot) -> tuple[Any, ...]:
-    return ("slot", self.index, _path_token(self.path))
-
-
-def _tok_nested(self: Nested) -> tuple[Any, ...]:
-    from dask.base import normalize_token
-
-    return ("nested", normalize_token(self.value))
-
-
-def _path_token(path: tuple[Any, ...]) -> str:
-    return repr(tuple(("item", k.k) if type(k) is Item else k for k in path))
-
-
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _scalar_token(value: Any) -> str:
     if type(value) is Slot:
-        return f"${value.index}{_path_token(value.path) if value.path else ''}"
+        return f"${value.index}{path_token(value.path) if value.path else ''}"
     return repr(value)
 
 
@@ -73,10 +59,6 @@ def value_token(value: Any) -> str | None:
         return token(value)
     except CacheKeyError:
         return None
-
-
-Slot.__dask_tokenize__ = _tok_slot  # type: ignore[attr-defined]
-Nested.__dask_tokenize__ = _tok_nested  # type: ignore[attr-defined]
 
 
 class KeyMaker:
@@ -135,7 +117,7 @@ class KeyMaker:
             else:  # unique to this run (or the run it resumes): never served elsewhere
                 parts = [node.kind, f"nocache:{self.salt}:{node.id}"]
             if node.source_path:
-                parts.append(_path_token(node.source_path))
+                parts.append(path_token(node.source_path))
         head = "\x00".join(parts)
         self.heads[node.id] = head
         tail = "\x00".join(dep_keys)

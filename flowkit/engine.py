@@ -57,15 +57,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowkit._worker import (
-    Item,
-    Slot,
-    call_with_timeout,
-    collect,
-    load_artifact,
-    resolve_path,
-    run_task,
-)
+from flowkit._template import Item, Slot, resolve_path
+from flowkit._worker import call_with_timeout, collect, load_artifact, run_task
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.executors import Completion, Session
@@ -197,7 +190,7 @@ class Loop:
         # On a session whose handles exist before the value does (Dask futures), a node is handed
         # over as soon as its inputs were submitted: dependencies resolve on the cluster, with no
         # round trip through the client per step (see `make_available`).
-        self.eager = bool(getattr(session, "eager", False))
+        self.eager = session.eager
         self.inflight: dict[str, Any] = {}  # eager: node -> handle of its running attempt
         self.deferred: dict[str, Completion] = {}  # eager: failures waiting for their inputs' fate
         self.available: set[str] = set()  # eager: nodes whose handle dependents may take now
@@ -207,7 +200,7 @@ class Loop:
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
         self.listener = listener
         # Task output goes to the listener line by line when tasks run in this process.
-        self.sink = listener.on_output if listener is not None and getattr(session, "in_process", False) else None
+        self.sink = listener.on_output if listener is not None and session.in_process else None
         self.timers: list[tuple[float, int, str]] = []  # (due, tie-breaker, node id): retries waiting
         self._options: dict[int, TaskOptions] = {}
         self.consumers: dict[str, int] = {}  # node -> consumers not done with its value (see `release`)

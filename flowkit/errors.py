@@ -7,14 +7,24 @@ Python (``except TypeError``) keeps working::
 
     FlowkitError
     ├── DefinitionError (TypeError)       a bad @task / @flow option or target
+    │   └── InvalidOptionValue (ValueError)   an option's value outside its allowed range
     ├── ParameterError (TypeError)        flow parameters that do not bind
     ├── RefUsageError (TypeError)         a Ref used as a plain value in a flow body
+    ├── FlowLoadError (LookupError)       a flow reference that leads to no flow (CLI, scheduler)
     ├── FlowRunError                      a run ended failed or cancelled; see .task_runs
     ├── TaskTimeoutError (TimeoutError)   an attempt outlived its task's timeout
     ├── CacheKeyError (TypeError)         an argument with no deterministic cache key
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
     ├── StoreError                        the store at FLOWKIT_HOME cannot be used
+    ├── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
     └── ScheduleError (ValueError)        a bad cron expression or time zone
+
+``FlowLoadError`` lives beside the flow loader and ``DaskConnectionError`` in the
+Dask executor; the others here. Two exceptions stay inside flowkit and are not
+part of the tree: the store's ``DamagedArtifact`` (bytes that no longer match
+their digest: the engine recomputes the value, ``Store.load`` raises
+``CacheCorruptionError``) and the CLI's ``UsageProblem`` (a ``click.UsageError``,
+shown as a usage message).
 
 Messages name the task, parameter or file at fault and say what to do next.
 """

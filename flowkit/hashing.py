@@ -1,20 +1,22 @@
-"""Hashing: content digests, argument tokens, code fingerprints, and ``File``.
+"""Hashing: content digests, argument tokens, code fingerprints, file digests.
 
 - :func:`digest` / :class:`Hasher`: xxh3-128 over bytes, hex (fast: several GB/s).
 - :func:`token`: a deterministic token of a constant (``dask.base.tokenize``
-  with ``ensure_deterministic``), or a :class:`~flowkit.errors.CacheKeyError`
-  naming the task and the argument.
+  with ``ensure_deterministic``, frozensets sorted first: :func:`canonical`), or a
+  :class:`~flowkit.errors.CacheKeyError` naming the task and the argument.
 - :func:`fingerprint`: the identity of a task's code: its source without
   decorators (as an AST, so comments and formatting do not count) plus,
   transitively, the user-code functions, classes and simple constants it
   references by global name. Installed packages and the standard library are
   not included (their version is the environment's business).
-- :class:`File`: an input hashed by content; the task receives a ``pathlib.Path``.
+- :func:`file_digest`: the digest of a file's bytes, for :class:`~flowkit.files.File`
+  inputs (the class lives in :mod:`flowkit.files`).
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import inspect
 import os
@@ -29,7 +31,7 @@ import xxhash
 
 from flowkit.errors import CacheKeyError
 
-__all__ = ["Hasher", "digest", "file_digest", "fingerprint", "short_repr", "token", "user_modules"]
+__all__ = ["Hasher", "canonical", "digest", "file_digest", "fingerprint", "short_repr", "token", "user_modules"]
 
 Hasher = xxhash.xxh3_128
 
@@ -39,24 +41,108 @@ def digest(data: bytes | memoryview) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-@functools.lru_cache(maxsize=1)
-def _tokenizer() -> Callable[..., str]:
-    """dask's tokenize, taught to hash frozensets by content (it would pickle them, in hash order)."""
-    from dask.base import normalize_token, tokenize
-    from dask.tokenize import _normalize_seq_func
+class _SortedFrozenset:
+    """Stands in for a frozenset while it is tokenized: its elements sorted by ``str``.
 
-    @normalize_token.register(frozenset)
-    def _normalize_frozenset(s: frozenset[Any]) -> tuple[str, Any]:
-        return "frozenset", _normalize_seq_func(sorted(s, key=str))
+    dask would pickle a frozenset, in hash order, which changes from one process
+    to the next for strings. Registering a normalizer in dask's global registry
+    would change the user's own ``dask.base.tokenize`` too, so flowkit swaps its
+    frozensets for this stand-in instead (:func:`canonical`). It prints, hashes
+    and compares as the frozenset, so sets and dicts around it sort as before.
+    """
 
-    return tokenize
+    __slots__ = ("original", "items")
+
+    def __init__(self, original: frozenset[Any], items: tuple[Any, ...]) -> None:
+        self.original = original
+        self.items = items
+
+    def __str__(self) -> str:
+        return str(self.original)
+
+    __repr__ = __str__
+
+    def __hash__(self) -> int:
+        return hash(self.original)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SortedFrozenset) and other.original == self.original
+
+    def __dask_tokenize__(self) -> tuple[str, Any]:
+        from dask.tokenize import _normalize_seq_func
+
+        return "frozenset", _normalize_seq_func(self.items)
+
+
+class _CanonicalDataclass:
+    """Stands in for a dataclass instance holding a frozenset: tokenized as dask does one, fields canonical."""
+
+    __slots__ = ("original", "fields")
+
+    def __init__(self, original: Any, fields: list[tuple[str, Any]]) -> None:
+        self.original = original
+        self.fields = fields
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        from dask.base import normalize_token
+        from dask.tokenize import normalize_object
+
+        params = self.original.__dataclass_params__
+        return (normalize_object(type(self.original)), [(a, getattr(params, a)) for a in params.__slots__],
+                [(name, normalize_token(value)) for name, value in self.fields])
+
+
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with its frozensets (in containers and dataclass fields) swapped for sorted stand-ins.
+
+    Returns ``value`` itself when it holds no frozenset, so the common case copies nothing.
+    """
+    return _canonical(value, set())
+
+
+def _canonical(value: Any, active: set[int]) -> Any:
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        if _ATOMS.issuperset(map(type, value)) and _ATOMS.issuperset(map(type, value.values())):
+            return value  # the common case, checked at C speed
+    elif kind is list or kind is tuple or kind is set:
+        if _ATOMS.issuperset(map(type, value)):
+            return value
+    elif kind is not frozenset and not (dataclasses.is_dataclass(value) and not isinstance(value, type)
+                                        and not hasattr(value, "__dask_tokenize__")):
+        return value
+    if id(value) in active:  # a container that holds itself: dask marks the cycle
+        return value
+    active.add(id(value))
+    try:
+        if kind is frozenset:
+            return _SortedFrozenset(value, tuple(_canonical(v, active) for v in sorted(value, key=str)))
+        if kind is dict:
+            pairs = [(_canonical(k, active), _canonical(v, active)) for k, v in value.items()]
+            same = all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items()))
+            return value if same else dict(pairs)
+        if kind is list or kind is tuple or kind is set:
+            items = [_canonical(v, active) for v in value]
+            return value if all(a is b for a, b in zip(items, value)) else kind(items)
+        fields = [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
+        walked = [(name, _canonical(v, active)) for name, v in fields]
+        same = all(a is b for (_, a), (_, b) in zip(walked, fields))
+        return value if same else _CanonicalDataclass(value, walked)
+    finally:
+        active.discard(id(value))
 
 
 def token(value: Any, *, task: str = "?", argument: str = "?") -> str:
     """A deterministic token of ``value``; a clear error when there is none."""
-    tokenize = _tokenizer()
+    from dask.base import tokenize
+
     try:
-        return tokenize(value, ensure_deterministic=True)
+        return tokenize(canonical(value), ensure_deterministic=True)
     except FileNotFoundError as exc:
         raise CacheKeyError(f"task {task!r}, argument {argument!r}: input file {exc.filename} does not exist") from exc
     except Exception as exc:  # noqa: BLE001 - any failure means: no stable identity

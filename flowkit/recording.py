@@ -16,7 +16,8 @@ import socket
 import subprocess
 from typing import Any
 
-from flowkit._worker import ArtifactInfo, Slot
+from flowkit._template import Slot
+from flowkit._worker import ArtifactInfo
 from flowkit.cache import value_token
 from flowkit.graph import Node
 from flowkit.clock import Clock

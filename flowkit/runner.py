@@ -15,7 +15,7 @@ from typing import Any
 
 import networkx as nx
 
-from flowkit._worker import fill
+from flowkit._template import fill
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.engine import Loop, RunListener, RunState, error_text

@@ -44,7 +44,7 @@ from typing import Any
 from flowkit.clock import Clock, SystemClock
 from flowkit.errors import ScheduleError
 from flowkit.flow import Flow
-from flowkit.loading import flow_reference, load_flow
+from flowkit.flowref import flow_reference, load_flow
 from flowkit.schedule import Cron
 from flowkit.store import Store
 
@@ -355,7 +355,7 @@ class Scheduler:
 def load_scheduled_flows(paths: list[str], scheduler: Scheduler,
                          on_flow: Callable[[Flow[..., Any]], None] | None = None) -> list[Schedule]:
     """Register the schedules that the flows in these files declare (``@fk.flow(schedule=...)``)."""
-    from flowkit.loading import flows_in, load_module
+    from flowkit.flowref import flows_in, load_module
 
     found = []
     for path in paths:

@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from flowkit._worker import Nested, Slot
+from flowkit._template import Nested, Slot
 from flowkit.errors import ParameterError, RefUsageError
 from flowkit.files import File
 from flowkit.graph import FlowGraph, Node

@@ -224,6 +224,33 @@ def test_flows_from_a_module_the_workers_cannot_import_run_on_the_cluster(dask_e
     assert userpipe.pipe.with_options(executor=dask_executor)(5) == 15
 
 
+
+def test_what_was_shipped_is_kept_per_client_and_a_new_client_ships_again(tmp_path, monkeypatch):
+    from flowkit.executors.dask import _CLIENTS
+
+    (tmp_path / "otherpipe.py").write_text(textwrap.dedent("""
+        import flowkit as fk
+
+        @fk.task
+        def double(x):
+            return x * 2
+
+        @fk.flow
+        def pipe(n: int):
+            return double(n)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import otherpipe
+
+    states = []
+    for _ in range(2):
+        with fk.DaskExecutor(n_workers=1, threads_per_worker=1, processes=False) as executor:
+            assert otherpipe.pipe.with_options(executor=executor).run(4, refresh=True).result() == 8
+            state = _CLIENTS[executor.client]
+            assert "otherpipe" in state.modules and otherpipe.double.fn in state.fns
+            states.append(state)
+    assert states[0] is not states[1]
+
 # --- a scheduler and workers started as processes -------------------------------------------------
 
 def _free_port() -> int:

@@ -150,7 +150,7 @@ FLOWS = textwrap.dedent('''
 def flows(tmp_path):
     path = tmp_path / "scheduled_flows.py"
     path.write_text(FLOWS)
-    from flowkit.loading import load_module
+    from flowkit.flowref import load_module
 
     return load_module(str(path))
 
@@ -342,7 +342,7 @@ def test_scheduled_runs_get_parameters_of_the_types_given(tmp_path):
                   pair: tuple = (1, 2)):
             return look(day, where, pair)
     '''))
-    from flowkit.loading import load_module
+    from flowkit.flowref import load_module
 
     module = load_module(str(tmp_path / "typed_flows.py"))
     clock = fk.ManualClock(start=at("2026-06-01T02:59:00+00:00"))

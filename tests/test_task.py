@@ -35,12 +35,11 @@ def test_calling_a_task_outside_a_flow_calls_the_plain_function():
 
 
 def test_every_design_option_is_accepted_and_stored():
-    check = lambda value: None  # noqa: E731
     t = fk.task(
         name="dbl", retries=3, retry_delay=[1, 2, 4], backoff=2.0, jitter=0.1, max_retry_delay=30,
         retry_on=(ConnectionError, TimeoutError), timeout=5, cache=False, cache_version="v2",
         cache_ttl=dt.timedelta(hours=1), serializer="parquet", nout=2, tags=("ml", "nightly"),
-        resources={"GPU": 1}, checks=[check],
+        resources={"GPU": 1}, checks=[],
     )(double)
     o = t.options
     assert (t.name, o.retries, o.retry_delay, o.backoff, o.jitter, o.max_retry_delay) == (
@@ -48,10 +47,20 @@ def test_every_design_option_is_accepted_and_stored():
     assert o.retry_on == (ConnectionError, TimeoutError)
     assert (o.timeout, o.cache, o.cache_version, o.cache_ttl) == (5.0, False, "v2", 3600.0)
     assert (o.serializer, o.nout, o.tags, o.resources, o.checks) == ("parquet", 2, ("ml", "nightly"),
-                                                                     {"GPU": 1}, (check,))
+                                                                     {"GPU": 1}, ())
     assert {f.name for f in dataclasses.fields(fk.TaskOptions)} == {
         "name", "retries", "retry_delay", "backoff", "jitter", "max_retry_delay", "retry_on", "timeout",
         "cache", "cache_version", "cache_ttl", "serializer", "nout", "tags", "resources", "checks"}
+
+
+def test_checks_are_refused_until_they_are_enforced_naming_the_task():
+    check = lambda value: None  # noqa: E731
+    with pytest.raises(fk.DefinitionError, match="task 'double': checks= is not yet supported"):
+        fk.task(checks=[check])(double)
+    with pytest.raises(fk.DefinitionError, match="task 'dbl': checks= is not yet supported"):
+        fk.task(name="dbl", checks=check)(double)
+    with pytest.raises(fk.DefinitionError, match="task 'double': checks= is not yet supported"):
+        fk.task(double).with_options(checks=[check])
 
 
 def test_single_exception_type_and_predicate_are_valid_retry_on():

@@ -23,7 +23,7 @@ from rich.tree import Tree
 
 from flowkit.errors import FlowkitError
 from flowkit.hashing import short_repr
-from flowkit.cli.loading import UsageProblem, load_flow, parse_params
+from flowkit.cli.params import UsageProblem, load_flow, parse_params
 from flowkit.cli.progress import Progress, duration, first_line, summary_table
 
 __all__ = ["main"]

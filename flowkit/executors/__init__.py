@@ -2,16 +2,15 @@
 
 An :class:`Executor` is an inert, reusable configuration. For each run the
 engine opens a :class:`Session` (``with executor.session(clock) as s``) and
-only ever calls four methods on it:
+only ever reads two attributes of it (``eager``, ``in_process``) and calls four methods:
 
 - ``submit(key, fn, args, deps, **hints)``: run ``fn(*args, *values)`` where
   ``values`` are the results behind the ``deps`` handles (handles are whatever
   the session returned in earlier completions: the value itself in-process, a
-  future on Dask, so data can stay where it was computed). ``hints`` (``name``,
-  ``tags``, ``resources``, ``code``) describe the task for placement and display;
-  a session may ignore them. A session whose ``eager`` attribute is true returns
-  the handle at once (a future), and the engine may pass it to dependents
-  before the value exists;
+  future on Dask, so data can stay where it was computed). ``hints`` describe
+  the task; a session may use or ignore each of them (see :meth:`Session.submit`).
+  A session whose ``eager`` attribute is true returns the handle at once (a
+  future), and the engine may pass it to dependents before the value exists;
 - ``wait(timeout)``: block until at least one submitted call has finished (or
   ``timeout`` seconds have passed) and return every :class:`Completion`
   gathered since the last call (possibly none, after a timeout);
@@ -56,10 +55,31 @@ class Completion(NamedTuple):
 
 @runtime_checkable
 class Session(Protocol):
-    """One run's use of an executor (see the module docstring)."""
+    """One run's use of an executor (see the module docstring).
+
+    Attributes:
+        eager: ``submit`` returns a handle at once (a future) that dependents may
+            take before the value exists, so the engine hands a node over as soon
+            as its inputs are submitted rather than finished (Dask).
+        in_process: calls run in this process, so a task's output can be streamed
+            to the run's listener live (the local executors).
+    """
+
+    eager: bool
+    in_process: bool
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
-               **hints: Any) -> Any: ...
+               **hints: Any) -> Any:
+        """Start ``fn(*args, *values of deps)``; return its handle if ``eager``, else anything.
+
+        The hints a session may receive, each of which it may ignore: ``name``
+        (the task name, for display and grouping), ``tags`` (the task's tags),
+        ``resources`` (what a worker must offer, as ``{"GPU": 1}``) and ``code``
+        (the task's function, for a session that must ship user code to remote
+        workers; the call itself is ``fn``). Loading a cached value and
+        collecting a map's items are submitted with fewer hints or none.
+        """
+        ...
 
     def wait(self, timeout: float | None = None) -> list[Completion]: ...
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import distributed
-from distributed import Client, LocalCluster
+from distributed import Client, KilledWorker, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from flowkit._worker import ArtifactInfo, Output, on_dask
@@ -169,11 +169,17 @@ class LostAttempts(SchedulerPlugin):
                 self.scheduler.log_event(_LOST_TOPIC, (key, worker))
 
 
-class _LostRouter:
-    """One subscription per client to the lost-attempt topic, routed to the session owning the key."""
+class _ClientState:
+    """What flowkit keeps per client: the lost-attempt subscription and which code it has shipped.
+
+    Held in a ``WeakKeyDictionary`` keyed by the client, so it goes with the
+    client, and a new client (a new cluster) subscribes and ships afresh.
+    """
 
     def __init__(self, client: Client) -> None:
-        self.sessions: dict[str, _DaskSession] = {}
+        self.sessions: dict[str, _DaskSession] = {}  # dask key -> the session that submitted it
+        self.modules: set[str] = set()  # user modules registered to pickle by value
+        self.fns: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # task code already looked at
         client.register_plugin(LostAttempts(), name=LostAttempts.name)
         client.subscribe_topic(_LOST_TOPIC, self._on_event)
 
@@ -183,55 +189,62 @@ class _LostRouter:
         if session is not None:
             session._queue.put(("lost", key, worker))
 
+    def ship_by_value(self, fn: Callable[..., Any]) -> None:
+        """Let workers run user code that is not installed on them (a script, a notebook, a local module).
 
-_ROUTERS: weakref.WeakKeyDictionary[Client, _LostRouter] = weakref.WeakKeyDictionary()
+        cloudpickle pickles ``__main__`` by value already; this does the same for
+        the user modules a task's code comes from or uses, so a remote cluster
+        needs only flowkit and the libraries, not the user's files.
+        """
+        import sys
 
+        import cloudpickle
 
-def _router(client: Client) -> _LostRouter:
-    router = _ROUTERS.get(client)
-    if router is None:
-        router = _ROUTERS[client] = _LostRouter(client)
-    return router
-
-
-_SHIPPED: set[str] = set()
-_SHIPPED_FNS: set[int] = set()
-
-
-def ship_by_value(fn: Callable[..., Any]) -> None:
-    """Let workers run user code that is not installed on them (a script, a notebook, a local module).
-
-    cloudpickle pickles ``__main__`` by value already; this does the same for
-    the user modules a task's code comes from or uses, so a remote cluster
-    needs only flowkit and the libraries, not the user's files.
-    """
-    import sys
-
-    import cloudpickle
-
-    if id(fn) in _SHIPPED_FNS:
-        return
-    _SHIPPED_FNS.add(id(fn))
-    for name in user_modules(fn):
-        if name in _SHIPPED or name == "__main__" or name not in sys.modules:
-            continue
-        _SHIPPED.add(name)
-        module = sys.modules[name]
-        cloudpickle.register_pickle_by_value(module)
         try:
-            cloudpickle.dumps(fn)
-        except Exception as exc:  # noqa: BLE001 - e.g. a global lock: fall back to importing it by name
-            cloudpickle.unregister_pickle_by_value(module)
-            log.info("flowkit: module %r cannot be shipped by value (%s); workers must be able to import it",
-                     name, exc)
+            if fn in self.fns:
+                return
+            self.fns.add(fn)
+        except TypeError:  # not weakly referenceable: looked at again next time, which is only slower
+            pass
+        for name in user_modules(fn):
+            if name in self.modules or name == "__main__" or name not in sys.modules:
+                continue
+            self.modules.add(name)
+            module = sys.modules[name]
+            cloudpickle.register_pickle_by_value(module)
+            try:
+                cloudpickle.dumps(fn)
+            except Exception as exc:  # noqa: BLE001 - e.g. a global lock: fall back to importing it by name
+                cloudpickle.unregister_pickle_by_value(module)
+                log.info("flowkit: module %r cannot be shipped by value (%s); workers must be able to import it",
+                         name, exc)
+
+
+_CLIENTS: weakref.WeakKeyDictionary[Client, _ClientState] = weakref.WeakKeyDictionary()
+
+
+def _client_state(client: Client) -> _ClientState:
+    state = _CLIENTS.get(client)
+    if state is None:
+        state = _CLIENTS[client] = _ClientState(client)
+    return state
 
 
 def _forget_topic(topic: str, dask_scheduler: Any = None) -> None:
-    """Runs on the scheduler: drop the events of a finished run."""
+    """Runs on the scheduler: drop the events of a finished run's topic.
+
+    The scheduler keeps every topic and its recent events for its lifetime, and
+    distributed has no public call that drops one (``Client.unsubscribe_topic``
+    only stops the delivery), so on a shared cluster each run would leave its
+    topic behind. This is the one place that reaches into the scheduler's
+    private event broker; on a version without it, the events stay (memory,
+    not correctness).
+    """
     broker = getattr(dask_scheduler, "_broker", None)
-    if broker is not None:
-        broker.truncate(topic)
-        getattr(broker, "_topics", {}).pop(topic, None)
+    if broker is None:
+        return
+    broker.truncate(topic)
+    getattr(broker, "_topics", {}).pop(topic, None)
 
 
 def _label(name: str | None, tags: Sequence[str]) -> str:
@@ -244,6 +257,7 @@ class _DaskSession:
     """One run on a Dask client: submit with futures, complete from futures + events."""
 
     eager = True  # a submission's future is a handle at once: dependents can be handed over early
+    in_process = False
 
     def __init__(self, client: Client, clock: Clock) -> None:
         self.client = client
@@ -256,7 +270,7 @@ class _DaskSession:
         self._events: dict[str, tuple[Any, ...]] = {}  # "done" events waiting for their future
         self.starts: dict[str, list[str]] = {}  # node -> workers whose attempt of it died with them
         self._resources_seen: set[tuple[tuple[str, float], ...]] = set()
-        self._router = _router(client)
+        self._client_state = _client_state(client)
         self._node_of: dict[str, str] = {}  # dask key -> node
         client.subscribe_topic(self.topic, self._on_event)
 
@@ -281,7 +295,7 @@ class _DaskSession:
                name: str | None = None, tags: Sequence[str] = (), resources: dict[str, float] | None = None,
                code: Callable[..., Any] | None = None) -> distributed.Future | None:
         if code is not None:
-            ship_by_value(code)
+            self._client_state.ship_by_value(code)
         self.starts[key] = []
         if resources:
             problem = self._check_resources(name, resources)
@@ -291,7 +305,7 @@ class _DaskSession:
                 return None
         dask_key = f"{_label(name, tags)}-{uuid.uuid4().hex}"
         self._node_of[dask_key] = key
-        self._router.sessions[dask_key] = self
+        self._client_state.sessions[dask_key] = self
         future = self.client.submit(on_dask, self.topic, key, fn, args, *deps, key=dask_key, pure=False,
                                     resources=resources or None)
         self._futures[key] = future
@@ -321,7 +335,7 @@ class _DaskSession:
                                         f"connection to {self.client.scheduler.address} may be gone")
         lost = self.starts.get(node, [])
         now = self.clock.time()
-        if type(error).__name__ == "KilledWorker":
+        if isinstance(error, KilledWorker):
             last = getattr(error, "last_worker", None)
             last_address = getattr(last, "address", None) or (lost[-1] if lost else "an unknown worker")
             error = RuntimeError(
@@ -396,6 +410,6 @@ class _DaskSession:
         except Exception:  # noqa: BLE001 - the client may be gone already
             pass
         for dask_key in self._node_of:
-            self._router.sessions.pop(dask_key, None)
+            self._client_state.sessions.pop(dask_key, None)
         self._futures.clear()
         self._done.clear()

@@ -71,6 +71,7 @@ def _call(clock: Clock, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
 class _SequentialSession:
     """Runs each call as it is submitted, in the calling thread."""
 
+    eager = False
     in_process = True  # task output can be streamed live
 
     def __init__(self, clock: Clock) -> None:
@@ -97,6 +98,7 @@ class _SequentialSession:
 class _ThreadSession:
     """Runs calls on a thread pool; completions arrive through a queue."""
 
+    eager = False
     in_process = True
 
     def __init__(self, clock: Clock, pool: ThreadPoolExecutor) -> None:

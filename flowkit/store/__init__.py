@@ -29,6 +29,7 @@ from flowkit.hashing import file_digest
 from flowkit.records import Attempt, Run, TaskRun
 from flowkit.store.artifacts import DamagedArtifact, artifact_files
 from flowkit.store.metadata import MetadataDB
+from flowkit.store.serializers import load_artifact
 
 __all__ = ["GCReport", "Store", "current_file_digests", "default_home"]
 
@@ -146,8 +147,6 @@ class Store:
 
     def load(self, artifact_id: str) -> Any:
         """The value of an artifact; :class:`~flowkit.CacheCorruptionError` if its bytes are damaged."""
-        from flowkit._worker import load_artifact
-
         record = self.artifact(artifact_id)
         if record is None:
             raise KeyError(f"no artifact {artifact_id!r} in the store at {self.home}")
@@ -263,8 +262,6 @@ class Store:
             "UNION SELECT i.artifact_id FROM inputs i JOIN runs r ON r.id = i.run_id "
             "  WHERE r.started >= ? OR r.status = 'running'"
         )
-        if self.db.query("SELECT name FROM sqlite_master WHERE name = 'models'"):
-            keep_sql += " UNION SELECT artifact_id FROM models"
         keep = {r[0] for r in self.db.query(keep_sql, (since, since, since)) if r[0]}
         report = GCReport(dry_run=dry_run)
         doomed_rows = self.db.query("SELECT id, size FROM artifacts WHERE removed IS NULL")

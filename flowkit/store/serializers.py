@@ -12,6 +12,7 @@ cloudpickle    what pickle cannot do        cloudpickle (lambdas, local classes)
 
 A frame that Arrow cannot represent falls back to pickle, recorded as such.
 pandas, numpy and pyarrow are imported only when a value of theirs shows up.
+:func:`load_artifact` is the checked read: bytes against their digest, then :func:`loads`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["Encoded", "describe", "dump_to", "dumps", "loads", "streamable_size"]
+from flowkit.hashing import digest as _digest
+from flowkit.store.artifacts import DamagedArtifact
+
+__all__ = ["Encoded", "describe", "dump_to", "dumps", "load_artifact", "loads", "streamable_size"]
 
 
 class Encoded(NamedTuple):
@@ -174,6 +178,18 @@ def dump_to(value: Any, requested: str | None, f: Any) -> str:
 def loads(data: bytes | memoryview, serializer: str) -> Any:
     """The value back from its bytes."""
     return _LOADS[serializer](data)
+
+
+def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None) -> Any:
+    """Load a cached value, checking its bytes against the digest first."""
+    if inline is not None:
+        actual = _digest(inline)
+        if actual != digest:
+            raise DamagedArtifact(files.path(digest), digest, actual)
+        data: bytes = inline
+    else:
+        data = files.read(digest)
+    return loads(data, serializer)
 
 
 def describe(value: Any) -> dict[str, Any]:

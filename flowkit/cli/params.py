@@ -15,8 +15,8 @@ import click
 
 from flowkit.files import File
 from flowkit.flow import Flow, describe_params
-from flowkit.loading import FlowLoadError
-from flowkit.loading import load_flow as _load_flow
+from flowkit.flowref import FlowLoadError
+from flowkit.flowref import load_flow as _load_flow
 
 __all__ = ["convert", "load_flow", "parse_params"]
 
