@@ -37,6 +37,8 @@ from flowkit.errors import (
     StoreError,
     TaskTimeoutError,
 )
+from flowkit import events
+from flowkit.events import RunListener
 from flowkit.executors import Executor
 from flowkit.executors.local import LocalExecutor
 from flowkit.files import File
@@ -44,6 +46,7 @@ from flowkit.flow import Flow, FlowOptions, flow
 from flowkit.graph import FlowGraph, Node
 from flowkit.lineage import lineage
 from flowkit.records import Run, TaskRun
+from flowkit.runner import run_flow
 from flowkit.store import GCReport, Store
 from flowkit.task import Task, TaskOptions, task
 from flowkit.tracing import Ref
@@ -72,6 +75,7 @@ __all__ = [
     "Ref",
     "RefUsageError",
     "Run",
+    "RunListener",
     "ScheduleError",
     "Scheduler",
     "Store",
@@ -81,8 +85,10 @@ __all__ = [
     "TaskOptions",
     "TaskRun",
     "TaskTimeoutError",
+    "events",
     "flow",
     "lineage",
+    "run_flow",
     "runs",
     "task",
 ]

@@ -55,7 +55,7 @@ import traceback as _tb
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from flowkit._template import Item, Slot, resolve_path
 from flowkit._worker import call_with_timeout, collect, load_artifact, run_task
@@ -63,33 +63,19 @@ from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
+from flowkit.events import CacheForgotten, RunEvent, RunPlanned, TaskFinished, TaskOutput, TaskRetrying, TaskSubmitted
+from flowkit.planning import CachePlan
 from flowkit.records import Attempt, TaskRun
-from flowkit.recording import Recorder, lineage_rows
+from flowkit.recording import lineage_rows
 from flowkit.store import Store
 from flowkit.retry import retry_delay, should_retry
 from flowkit.store.artifacts import DamagedArtifact
 from flowkit.store.metadata import CacheHit
 from flowkit.task import Task, TaskOptions, effective_options
 
-__all__ = ["Loop", "RunListener", "RunState", "complete", "error_text", "expand_map"]
+__all__ = ["Loop", "RunState", "complete", "error_text", "expand_map"]
 
 log = logging.getLogger("flowkit")
-
-
-class RunListener(Protocol):
-    """Follows a run as it goes (the CLI's progress display is one)."""
-
-    def on_plan(self, tasks: int) -> None:
-        """The graph is planned: ``tasks`` task nodes (dynamic maps may add more)."""
-
-    def on_start(self, node: str, task: str) -> None:
-        """A task node was handed to the executor."""
-
-    def on_finish(self, task_run: TaskRun) -> None:
-        """A task run ended (completed, cached, failed, skipped or cancelled)."""
-
-    def on_output(self, node: str, line: str) -> None:
-        """A line a task printed or logged."""
 
 
 @dataclass
@@ -114,7 +100,6 @@ class RunState:
     expanded: bool = False
 
 
-_FILE_TYPE = "flowkit.files.File"
 RELEASED = object()  # stands in ``RunState.handles`` for a value nothing needs any more
 
 
@@ -151,18 +136,6 @@ def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
     return children
 
 
-def _soonest(*times: float | None) -> float | None:
-    """The earliest of the times given, ignoring ``None`` (never)."""
-    return min((t for t in times if t is not None), default=None)
-
-
-def _set(mapping: dict[str, float], key: str, value: float | None) -> None:
-    if value is None:
-        mapping.pop(key, None)
-    else:
-        mapping[key] = value
-
-
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -171,20 +144,20 @@ class Loop:
     """One run of one graph on one executor session."""
 
     def __init__(self, graph: FlowGraph, session: Session, clock: Clock, run_id: str, store: Store | None,
-                 keymaker: KeyMaker | None, recorder: Recorder | None, forced: Collection[str],
-                 task_defaults: dict[str, Any] | None = None, fail_fast: bool = False,
-                 listener: RunListener | None = None) -> None:
+                 keymaker: KeyMaker | None, forced: Collection[str], task_defaults: dict[str, Any] | None = None,
+                 fail_fast: bool = False, emit: Callable[[RunEvent], None] | None = None,
+                 stream_output: bool = False) -> None:
         self.graph = graph
         self.session = session
         self.clock = clock
-        self.store = store
+        self.files = store.files if store is not None else None
         self.keymaker = keymaker
-        self.recorder = recorder
-        self.forced = forced
+        self.emit = emit
         self.task_defaults = task_defaults
         self.fail_fast = fail_fast
         self.stopped = False
         self.state = RunState(run_id, dict(graph.nodes))
+        self.cache = CachePlan(self.state, store, keymaker, clock, forced, emit or (lambda event: None))
         self.submitted = self.state.submitted
         self.loads: set[str] = set()
         # On a session whose handles exist before the value does (Dask futures), a node is handed
@@ -197,22 +170,15 @@ class Loop:
         self.record_index: dict[str, int] = {}  # node -> its place in state.records
         self.missing: dict[str, int] = {}  # eager: node -> how many of its inputs are not available
         self.attempts: dict[str, list[Attempt]] = {}
-        self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
-        self.listener = listener
-        # Task output goes to the listener line by line when tasks run in this process.
-        self.sink = listener.on_output if listener is not None and session.in_process else None
+        # Task output goes to the listeners line by line when tasks run in this process.
+        self.sink = None
+        if emit is not None and stream_output and session.in_process:
+            self.sink = lambda node, line: emit(TaskOutput(run_id, node, line))
         self.timers: list[tuple[float, int, str]] = []  # (due, tie-breaker, node id): retries waiting
         self._options: dict[int, TaskOptions] = {}
         self.consumers: dict[str, int] = {}  # node -> consumers not done with its value (see `release`)
         self.done: set[str] = set()  # nodes done with their inputs
         self.keep = set(graph.output_deps)  # what the flow returns is never released
-        self.expiry: dict[str, float] = {}  # node -> when its value goes stale (see `expires`)
-        self.inherited: dict[str, float] = {}  # node -> the part of that its inputs decide
-        # Early cutoff (see `cut_off`): content lookups happen only in reruns of a flow.
-        self.cutoff = False
-        self.fresh: set[str] = set()  # nodes whose value was computed, or found by content, in this run
-        self.contents: dict[str, str | None] = {}  # node -> its content key, once known
-        self.tried: set[str] = set()  # nodes looked up by content already
 
     def options(self, task: Task[..., Any]) -> TaskOptions:
         """A task's options with the flow's ``task_defaults`` applied (memoized per task)."""
@@ -226,8 +192,7 @@ class Loop:
     def plan(self, keys: dict[str, str]) -> None:
         state = self.state
         state.keys = keys
-        if self.store is not None:
-            state.hits = self.lookup(state.nodes)
+        state.hits = self.cache.lookup(state.nodes)
         hits = state.hits
         consumers = self.consumers
         get = consumers.get
@@ -259,11 +224,9 @@ class Loop:
                     idle = True
         if idle:
             self.retire_idle()
-        if self.store is not None:  # the small values to load come from the database in one query
-            self.inline = self.store.db.inline_many(hits[n].artifact_id for n in self.loads if not hits[n].uri)
-            self.cutoff = self.keymaker is not None and self.store.db.has_other_runs(self.graph.flow, state.run_id)
-        if self.listener is not None:
-            self.listener.on_plan(sum(1 for n in state.nodes.values() if n.kind != "map"))
+        self.cache.prepare(self.graph.flow, self.loads)
+        if self.emit is not None:
+            self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
 
     def materialize_leaf(self, node_id: str) -> None:
         """Schedule a node nothing consumes; for a map, only its items that are not cached."""
@@ -297,77 +260,6 @@ class Loop:
         for node_id in idle:
             if node_id not in may_run:
                 self.done_with(node_id)
-
-    def lookup(self, nodes: dict[str, Node]) -> dict[str, CacheHit]:
-        """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``.
-
-        A hit whose ``cache_ttl`` has passed is recomputed, and so is everything downstream
-        of it, whose keys do not change with the new value. So is a hit whose value is an
-        ``fk.File`` that no longer exists: the file is the result, not the record of it.
-        """
-        assert self.store is not None
-        keys = self.state.keys
-        wanted: dict[str, list[str]] = {}  # identical calls share a key
-        for node_id, node in nodes.items():
-            if node.kind == "task" and node_id not in self.forced:
-                wanted.setdefault(keys[node_id], []).append(node_id)
-        found = self.store.db.cache_lookup(wanted)
-        now = self.clock.time()
-        hits: dict[str, CacheHit] = {}
-        expired: list[str] = []
-        for key, node_ids in wanted.items():
-            row = found.get(key)
-            if row is None:
-                continue
-            if row.type == _FILE_TYPE and not self.file_exists(row):
-                expired.extend(node_ids)
-                continue
-            for node_id in node_ids:
-                if self.fresh_hit(node_id, nodes[node_id], row, now):
-                    hits[node_id] = row
-                else:
-                    expired.append(node_id)
-        if expired:
-            stale = self.downstream(expired)
-            self.forced = set(self.forced) | stale
-            hits = {n: row for n, row in hits.items() if n not in stale}
-        return {n: hits[n] for n in nodes if n in hits}  # in node order: records come out stably
-
-    def fresh_hit(self, node_id: str, node: Node, hit: CacheHit, now: float) -> bool:
-        """Whether a cache entry is still fresh for this node (its ``cache_ttl``, and its inputs')."""
-        ttl = node.task.options.cache_ttl
-        stale = hit.expires  # when a value it was computed from went stale
-        if ttl is not None and hit.created is not None:  # its own ttl counts from when it was made
-            stale = _soonest(stale, hit.created + ttl)
-        if stale is None:
-            return True
-        if now > stale:
-            return False
-        self.expiry[node_id] = stale
-        return True
-
-    def file_exists(self, hit: CacheHit) -> bool:
-        """Whether the ``fk.File`` a task returned is still there (a value that will not load is not)."""
-        assert self.store is not None
-        try:
-            return bool(self.store.load(hit.artifact_id).path.exists())
-        except Exception:  # noqa: BLE001 - damaged or unloadable: recompute it
-            return False
-
-    def downstream(self, roots: list[str]) -> set[str]:
-        """``roots`` and every node that depends on them, in the whole run."""
-        children: dict[str, list[str]] = {}
-        for node_id, node in self.state.nodes.items():
-            for dep in node.deps:
-                children.setdefault(dep, []).append(node_id)
-        out: set[str] = set()
-        stack = list(roots)
-        while stack:
-            node_id = stack.pop()
-            if node_id not in out:
-                out.add(node_id)
-                stack.extend(children.get(node_id, ()))
-        return out
 
     def materialize(self, root: str) -> None:
         """Schedule ``root`` (and first what it needs): a hit is loaded, anything else runs."""
@@ -418,18 +310,12 @@ class Loop:
         if self.stopped and key not in self.loads:  # fail_fast: nothing new starts
             self.skip([key])
             return
-        if key not in self.loads and self.cutoff and self.cut_off(key, node):
-            self.loads.add(key)
+        if key not in self.loads and self.cache.cutoff and self.cache.cut_off(key, node):
+            self.loads.add(key)  # early cutoff: found by the content of its inputs
         if key in self.loads:
             hit = state.hits[key]
-            artifact_id = hit.artifact_id
-            inline = None
-            if not hit.uri:
-                inline = self.inline.pop(artifact_id, None)
-                if inline is None:
-                    inline = self.store.db.inline_data(artifact_id)  # type: ignore[union-attr]
-            self.session.submit(key, load_artifact, (self.store.files, artifact_id, hit.serializer, inline), (),  # type: ignore[union-attr]
-                                name=node.task.name)
+            self.session.submit(key, load_artifact, (self.files, hit.artifact_id, hit.serializer,
+                                                     self.cache.inline_bytes(hit)), (), name=node.task.name)
         else:
             handles, inflight = state.handles, self.inflight
             deps = [handles[d] if d in handles else inflight[d] for d in node.deps]
@@ -444,11 +330,10 @@ class Loop:
                     fn = functools.partial(call_with_timeout, task.name, timeout, fn)
                 hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
                          "code": task.fn}
-                files = self.store.files if self.store is not None else None
-                handle = self.session.submit(key, run_task, (key, self.sink, files, task.options.serializer, fn,
-                                                             node.args, node.kwargs), deps, **hints)
-                if self.listener is not None:
-                    self.listener.on_start(key, task.name)
+                handle = self.session.submit(key, run_task, (key, self.sink, self.files, task.options.serializer,
+                                                             fn, node.args, node.kwargs), deps, **hints)
+                if self.emit is not None:
+                    self.emit(TaskSubmitted(state.run_id, key, task.name))
             elif kind == "map":
                 handle = self.session.submit(key, collect, (), deps, name=node.task.name)
             else:
@@ -461,70 +346,6 @@ class Loop:
                     self.make_available(key)
         self.submitted.add(key)
         state.running += 1
-
-    # --- early cutoff --------------------------------------------------------------------------
-
-    def may_cut(self, key: str, node: Node) -> bool:
-        """Whether ``key`` may be found by the content of its inputs once they are known.
-
-        Only a cacheable task that missed by key, is not refreshed, and takes a value
-        that this run computes (or found by content) qualifies: if all its inputs were
-        hits by key, its key already said everything their content could.
-        """
-        return (node.kind == "task" and key not in self.state.hits and bool(node.deps)
-                and node.task.options.cache and key not in self.forced
-                and any(d not in self.state.hits or d in self.fresh for d in node.deps))
-
-    def content_of(self, key: str) -> str | None:
-        """A node's content key from its inputs' digests (``None`` if one has none), memoized."""
-        contents = self.contents
-        if key in contents:
-            return contents[key]
-        digests = []
-        for dep in self.state.nodes[key].deps:
-            digest = self.digest_of(dep)
-            if digest is None:
-                contents[key] = None
-                return None
-            digests.append(digest)
-        assert self.keymaker is not None
-        content = contents[key] = self.keymaker.content(key, digests)
-        return content
-
-    def digest_of(self, node_id: str) -> str | None:
-        """The digest of a node's value: its artifact's, or for a map, one over its items'."""
-        node = self.state.nodes[node_id]
-        if node.kind != "map":
-            return self.state.artifacts.get(node_id)
-        parts = [self.digest_of(child) for child in node.deps]
-        if any(p is None for p in parts):
-            return None
-        return "map:" + ",".join(parts)  # type: ignore[arg-type]
-
-    def cut_off(self, key: str, node: Node) -> bool:
-        """Early cutoff: a task about to run whose inputs' content is that of a cached entry becomes a hit.
-
-        The entry is filed under the node's own key too, so the next run finds it by key.
-        """
-        if key in self.tried or not any(d in self.fresh for d in node.deps) or not self.may_cut(key, node):
-            return False
-        self.tried.add(key)
-        content = self.content_of(key)
-        if content is None:
-            return False
-        assert self.store is not None
-        hit = self.store.db.content_lookup([content]).get(content)
-        if hit is None or not self.fresh_hit(key, node, hit, self.clock.time()):
-            return False
-        self.adopt(key, node, hit, content)
-        return True
-
-    def adopt(self, key: str, node: Node, hit: CacheHit, content: str) -> None:
-        """Make ``key`` a hit found by content (it is loaded, and counts as fresh downstream)."""
-        self.state.hits[key] = hit
-        self.fresh.add(key)
-        if self.recorder is not None:
-            self.recorder.adopt(self.state.keys[key], hit, content, node.task.name)
 
     def make_available(self, key: str) -> None:
         """Eager: ``key``'s handle can be passed on; hand over dependents whose inputs all can.
@@ -543,8 +364,8 @@ class Loop:
             else:
                 left -= 1
             self.missing[dependent] = left
-            if left == 0 and state.nodes[dependent].kind != "dynamic_map" and dependent not in self.loads and not (
-                    self.cutoff and self.may_cut(dependent, state.nodes[dependent])):
+            if left == 0 and state.nodes[dependent].kind != "dynamic_map" and dependent not in self.loads and \
+                    not self.cache.may_cut(dependent, state.nodes[dependent]):  # cutoff needs its inputs' digests
                 state.ready.append(dependent)
 
     def expand(self, node: Node, source: Any) -> None:
@@ -575,40 +396,12 @@ class Loop:
         self.missing.pop(node.id, None)  # its inputs are now its items
         if self.keymaker is not None:
             self.keymaker.keys(children, state.keys)
-            if self.store is not None:
-                if node.id in self.forced:
-                    self.forced = set(self.forced) | set(children)
-                state.hits.update(self.lookup(children))
-                if node.task.options.cache:
-                    self.item_contents(node, old_deps, children, elements)
+            cache = self.cache
+            if node.id in cache.forced:
+                cache.forced = set(cache.forced) | set(children)
+            state.hits.update(cache.lookup(children))
+            cache.item_contents(node, old_deps, children, elements)
         self.materialize(node.id)
-
-    def item_contents(self, node: Node, deps: tuple[str, ...], children: dict[str, Node],
-                      elements: Any) -> None:
-        """Content keys of a map's items, by element; on a rerun, items that missed by key are looked up by them.
-
-        A run-time list that grew by one, or was recomputed with the same elements, then
-        runs only its new items.
-        """
-        assert self.keymaker is not None and self.store is not None
-        others = [self.digest_of(d) for d in deps[1:]]  # the map's other inputs (keyword refs)
-        contents = self.contents
-        if any(d is None for d in others):
-            contents.update(dict.fromkeys(children))
-            return
-        for child, element in zip(children, elements):
-            contents[child] = self.keymaker.item_content(node.id, element, others)  # type: ignore[arg-type]
-        if not (self.cutoff and any(d in self.fresh for d in deps)):
-            return  # the list came from the cache: the items' keys say everything
-        hits, nodes = self.state.hits, self.state.nodes
-        wanted = {c: contents[c] for c in children if c not in hits and c not in self.forced and contents[c]}
-        self.tried.update(children)
-        found = self.store.db.content_lookup(wanted.values())  # type: ignore[arg-type]
-        now = self.clock.time()
-        for child, content in wanted.items():
-            hit = found.get(content)  # type: ignore[arg-type]
-            if hit is not None and self.fresh_hit(child, nodes[child], hit, now):
-                self.adopt(child, nodes[child], hit, content)  # type: ignore[arg-type]
 
     # --- finishing -----------------------------------------------------------------------------
 
@@ -624,20 +417,17 @@ class Loop:
             if key in self.loads:
                 self.record_cached(key, state.hits[key], done.started, done.ended, done.worker)
             elif node.kind == "task":
-                self.expires(key, node, done.ended)
+                self.cache.computed(key, node, done.ended)
                 info = done.info
                 if info is not None:
                     state.artifacts[key] = info.digest
-                self.fresh.add(key)
                 history = self.attempted(done)
                 self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
                                     len(history), history[0].started, done.ended, state.keys.get(key),
                                     info.digest if info is not None else None, worker=done.worker,
                                     history=history, logs=self.output_of(done, done.logs)), info, node)
             else:  # a map's list goes stale with its first stale item
-                self.expires(key, node, done.ended)
-                if any(d in self.fresh for d in node.deps):
-                    self.fresh.add(key)
+                self.cache.computed(key, node, done.ended)
             waiting_on_me = list(state.dependents.get(key, ()))
             if self.eager:
                 self.make_available(key)
@@ -658,24 +448,6 @@ class Loop:
             self.deferred[key] = done
         else:
             self.failed_attempt(done)
-
-    def expires(self, key: str, node: Node, ended: float) -> None:
-        """Note when ``key``'s new value goes stale: its own ``cache_ttl`` after it ended, or
-        sooner if a value it was computed from goes stale first (a fetch with a ttl makes the
-        model trained on it stale with it, even where keys alone cannot tell, as in a map
-        over a run-time list).
-
-        Only the inputs' part is stored with the cache entry (``inherited``): the task's own
-        ``cache_ttl`` is applied at lookup, so a changed ttl counts for existing entries.
-        """
-        expiry = self.expiry
-        ttl = node.task.options.cache_ttl if node.kind != "map" else None
-        if ttl is None and not expiry:
-            return  # nothing in this run goes stale: the common case stays cheap
-        upstream = min((expiry[d] for d in node.deps if d in expiry), default=None)
-        _set(self.inherited, key, upstream)
-        # A recomputed hit replaces its old entry's expiry, or drops it.
-        _set(expiry, key, _soonest(upstream, ended + ttl if ttl is not None else None))
 
     def failed_attempt(self, done: Completion) -> None:
         """A node's own attempt failed: retry it, or record the failure."""
@@ -706,6 +478,9 @@ class Loop:
         delay = retry_delay(opts, len(history) - 1, random.random())
         log.info("flowkit: task %r failed (attempt %d of %d: %s); retrying in %.3gs", done.key, len(history),
                  opts.retries + 1, history[-1].error, delay)
+        if self.emit is not None:
+            self.emit(TaskRetrying(self.state.run_id, done.key, self.state.nodes[done.key].task.name, len(history),
+                                   history[-1].error or "", delay))
         heapq.heappush(self.timers, (self.clock.monotonic() + delay, len(self.timers), done.key))
 
     def recompute(self, key: str, error: BaseException) -> None:
@@ -720,13 +495,14 @@ class Loop:
         if isinstance(error, DamagedArtifact):
             log.warning("flowkit: the cached result of task %r (node %r, key %s) is damaged: %s; it was removed "
                         "and will be recomputed", node.task.name, key, state.keys.get(key), error)
-            if self.store is not None:
-                self.store.files.delete(error.expected)
+            if self.files is not None:
+                self.files.delete(error.expected)
         else:
             log.warning("flowkit: the cached result of task %r (node %r, key %s) could not be loaded (%s); it "
                         "will be recomputed", node.task.name, key, state.keys.get(key), error_text(error))
-        if self.recorder is not None and key in state.keys:
-            self.recorder.forget(state.keys[key], artifact_id if isinstance(error, DamagedArtifact) else None)
+        if self.emit is not None and key in state.keys:
+            self.emit(CacheForgotten(state.run_id, key, state.keys[key],
+                                     artifact_id if isinstance(error, DamagedArtifact) else None))
         self.loads.discard(key)
         self.submitted.discard(key)  # it runs now, instead of the load
         del state.hits[key]
@@ -735,9 +511,9 @@ class Loop:
 
     def output_of(self, done: Completion, logs: str | None) -> str | None:
         """A task's captured output; shown by the listener now unless it was streamed live."""
-        if logs and self.listener is not None and self.sink is None:
+        if logs and self.emit is not None and self.sink is None:
             for line in logs.splitlines():
-                self.listener.on_output(done.key, line)
+                self.emit(TaskOutput(self.state.run_id, done.key, line))
         return logs
 
     def record(self, tr: TaskRun, info: Any = None, node: Node | None = None) -> None:
@@ -748,16 +524,15 @@ class Loop:
             records.append(tr)
         else:  # recorded before (a cached value that then had to be recomputed): the latest counts
             records[index] = tr
-        if self.listener is not None:
-            self.listener.on_finish(tr)
-        if self.recorder is not None:
-            inputs = lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts) \
-                if node is not None else ()
-            content = self.content_of(tr.node) if info is not None and node is not None and node.deps \
-                and node.task.options.cache else None
-            self.recorder.task_run(tr, info, inputs, cache=tr.status == "completed",
-                                   salted=node is not None and not node.task.options.cache,
-                                   expires=self.inherited.get(tr.node), content=content)
+        if self.emit is None:
+            return
+        if node is None:
+            self.emit(TaskFinished(tr))
+            return
+        self.emit(TaskFinished(tr, info, lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts),
+                               tr.status == "completed", not node.task.options.cache,
+                               self.cache.inherited.get(tr.node),
+                               self.cache.entry_content(node) if info is not None else None))
 
     def finish_failure(self, done: Completion) -> None:
         state = self.state

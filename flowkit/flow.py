@@ -14,19 +14,18 @@ import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from flowkit.clock import Clock, SystemClock
-from flowkit.runner import run_graph
+from flowkit.clock import Clock
 from flowkit.errors import DefinitionError, ParameterError
-from flowkit.executors import Executor
-from flowkit.executors.local import LocalExecutor
 from flowkit.graph import FlowGraph
-from flowkit.records import Run
-from flowkit.recording import run_context
-from flowkit.store import Store
 from flowkit.task import Task, check_name, check_task_defaults, make_options
 from flowkit.tracing import current_trace, inline_subflow, trace_flow
+
+if TYPE_CHECKING:
+    from flowkit.executors import Executor
+    from flowkit.records import Run
+    from flowkit.store import Store
 
 __all__ = ["Flow", "FlowOptions", "flow"]
 
@@ -70,6 +69,8 @@ class FlowOptions:
         if self.executor is not None and not callable(getattr(self.executor, "session", None)):
             raise DefinitionError(f"{owner}: option executor= must be an executor such as fk.LocalExecutor(), "
                                   f"got {self.executor!r}")
+        from flowkit.store import Store  # the runtime side, only to check the option's type
+
         if not (self.store is None or self.store is False or isinstance(self.store, (Store, str, os.PathLike))):
             raise DefinitionError(f"{owner}: option store= must be a folder, an fk.Store, False or None, "
                                   f"got {self.store!r}")
@@ -81,13 +82,6 @@ class FlowOptions:
 
 
 _OPTION_NAMES = tuple(f.name for f in dataclasses.fields(FlowOptions))
-
-
-def _source_file(fn: Callable[..., Any]) -> str | None:
-    try:
-        return inspect.getsourcefile(fn)
-    except TypeError:
-        return None
 
 
 def describe_params(signature: inspect.Signature) -> str:
@@ -147,6 +141,31 @@ class Flow(Generic[P, R]):
         bound.apply_defaults()
         return dict(bound.arguments)
 
+    def bind_mapping(self, params: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`bind` for parameters given by name, as ``bind`` returns them (``*rest`` and
+        ``**extra`` by their own names); names the signature lacks go to ``**extra`` if it has one."""
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        positional = True  # a positional parameter left out ends the positional part
+        for p in self.signature.parameters.values():
+            if p.name not in params:
+                positional = positional and p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                continue
+            value = params[p.name]
+            if p.kind is p.VAR_POSITIONAL:
+                if not positional and value:
+                    raise ParameterError(f"flow {self.name!r}: *{p.name} given without every positional "
+                                         f"parameter before it")
+                args.extend(value)
+            elif p.kind is p.VAR_KEYWORD:
+                kwargs.update(value)
+            elif p.kind is not p.KEYWORD_ONLY and positional:
+                args.append(value)
+            else:
+                kwargs[p.name] = value
+        kwargs.update((k, v) for k, v in params.items() if k not in self.signature.parameters)
+        return self.bind(*args, **kwargs)
+
     def _body(self, **params: Any) -> Any:
         bound = inspect.BoundArguments(self.signature, params)  # type: ignore[arg-type]
         return self.fn(*bound.args, **bound.kwargs)
@@ -171,53 +190,18 @@ class Flow(Generic[P, R]):
         A task failure does not raise here: the run's status is ``"failed"``
         and ``run.result()`` raises :class:`~flowkit.FlowRunError`. Bad
         parameters raise :class:`~flowkit.errors.ParameterError` before
-        anything runs; Ctrl-C cancels the run and re-raises.
+        anything runs; Ctrl-C cancels the run and re-raises. For a run id,
+        trigger, listeners or another store, see :func:`flowkit.run_flow`.
         """
-        return self._run(self.bind(*args, **kwargs), refresh=refresh, resume=resume, fail_fast=fail_fast)
+        from flowkit.runner import run_flow
+
+        return run_flow(self, self.bind(*args, **kwargs), refresh=refresh, resume=resume, fail_fast=fail_fast)
 
     def store(self) -> Store | None:
         """The store this flow records into (``None`` when ``store=False``)."""
-        option = self.options.store
-        if option is False:
-            return None
-        if isinstance(option, Store):
-            return option
-        return Store.open(None if option is None or option is True else option)
+        from flowkit.runner import store_of
 
-    def _run(self, params: dict[str, Any], *, trigger: str = "manual", refresh: bool | Iterable[str] = False,
-             resume: str | None = None, fail_fast: bool = False, listener: Any = None, run_id: str | None = None,
-             scheduled: float | None = None) -> Run:
-        graph = trace_flow(self.name, self._body, params)
-        executor = self.options.executor or LocalExecutor()
-        clock = self.options.clock or SystemClock()
-        store = self.store()
-        salt = None
-        if resume is not None:
-            if store is None:
-                raise ParameterError(f"flow {self.name!r}: resume= needs a store, but this flow has store=False")
-            try:
-                resumed = store.run(resume)
-            except KeyError as exc:
-                raise ParameterError(f"flow {self.name!r}: cannot resume: {exc.args[0]}") from None
-            if resumed.flow != self.name:
-                raise ParameterError(f"flow {self.name!r}: run {resumed.id} is a run of flow {resumed.flow!r}, "
-                                     f"not of this flow")
-            salt = store.cache_salt(resumed.id)[1]
-        forced: bool | set[str] = refresh is True
-        if refresh and refresh is not True:
-            names = {refresh} if isinstance(refresh, str) else set(refresh)
-            known = {node.task.name for node in graph.nodes.values()}
-            unknown = sorted(names - known)
-            if unknown:
-                raise ParameterError(f"flow {self.name!r}: refresh= names unknown task(s) {', '.join(unknown)}; "
-                                     f"its tasks are: {', '.join(sorted(known))}")
-            forced = {nid for nid, node in graph.nodes.items() if node.task.name in names}
-        context = run_context(_source_file(self.fn)) if store is not None else None
-        if context is not None and scheduled is not None:
-            context["scheduled"] = scheduled
-        return run_graph(graph, executor, clock, store=store, run_id=run_id, trigger=trigger, refresh=forced, salt=salt,
-                         context=context, task_defaults=self.options.task_defaults, fail_fast=fail_fast,
-                         listener=listener)
+        return store_of(self.options.store)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the flow and return its value (inside a flow body: inline it)."""

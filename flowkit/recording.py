@@ -1,9 +1,12 @@
-"""Recording a run in the store: rows buffered and written in batches.
+"""Recording a run in the store: the run listener that writes every record.
 
-The engine hands every finished task run to a :class:`Recorder`, which turns
-it into rows (task run, artifact, cache entry, inputs) and writes them in one
-transaction every ``flush_every`` seconds or ``max_rows`` rows, and at the end
-of the run. Writing per batch keeps recording to a few microseconds per task.
+A :class:`Recorder` listens to a run's events (:mod:`flowkit.events`) and turns
+them into rows (run, task run, artifact, cache entry, inputs), written in one
+transaction every ``flush_every`` seconds or ``max_rows`` rows, at once for a
+slow task, and at the end of the run. Writing per batch keeps recording to a
+few microseconds per task. A cache entry is written in the same transaction as
+the task run that made it, after its value was stored (workers store values
+before they report), so another process never sees an entry without its value.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from flowkit._worker import ArtifactInfo
 from flowkit.cache import value_token
 from flowkit.graph import Node
 from flowkit.clock import Clock
+from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, RunStarted, TaskFinished
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
 from flowkit.store import Store
@@ -107,6 +111,21 @@ class Recorder:
         self.finished = False
         self._seq = 0
         self._last_flush = clock.monotonic()
+
+    def on_event(self, event: RunEvent) -> None:
+        """Record what an event says (see :mod:`flowkit.events`)."""
+        kind = type(event)
+        if kind is TaskFinished:
+            self.task_run(*event)
+        elif kind is CacheAdopted:
+            self.adopt(event.key, event.hit, event.content, event.task)  # type: ignore[union-attr]
+        elif kind is CacheForgotten:
+            self.forget(event.key, event.damaged)  # type: ignore[union-attr]
+        elif kind is RunStarted:
+            self.start(*event[1:])
+        elif kind is RunFinished:
+            run = event.run  # type: ignore[union-attr]
+            self.finish(run.status, run.ended or 0.0, str(run.error) if run.error is not None else None)
 
     def start(self, flow: str, params: dict[str, Any], started: float, trigger: str, salt: str,
               context: dict[str, Any]) -> None:

@@ -1,25 +1,32 @@
-"""Running a traced flow: keys, the run record, the executor session, the engine loop.
+"""Running a flow: :func:`run_flow`, the one entry every run goes through.
 
-:func:`run_graph` computes every node's cache key, opens the run's record in
-the store, starts an executor session, lets the engine's :class:`~flowkit.engine.Loop`
-plan and run the graph, then fetches the flow's return value and closes the
-record. What happens to each node is the engine's business (:mod:`flowkit.engine`).
+``flow(...)``, ``flow.run(...)``, the CLI and the scheduler all end here.
+:func:`run_flow` does a run's setup in one place: bind and trace the flow,
+choose its executor, clock and store, resolve ``refresh=`` and ``resume=``,
+then :func:`run_graph` computes every node's cache key, starts the listeners
+(the store's :class:`~flowkit.recording.Recorder` first), opens an executor
+session, lets the engine's :class:`~flowkit.engine.Loop` plan and run the
+graph, fetches the flow's return value and announces the final record.
+What happens to each node is the engine's business (:mod:`flowkit.engine`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import uuid
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from flowkit._template import fill
 from flowkit.cache import KeyMaker
-from flowkit.clock import Clock
-from flowkit.engine import Loop, RunListener, RunState, error_text
-from flowkit.errors import FlowRunError
+from flowkit.clock import Clock, SystemClock
+from flowkit.engine import Loop, RunState, error_text
+from flowkit.errors import FlowRunError, ParameterError
+from flowkit.events import RunFinished, RunListener, RunStarted, broadcast
 from flowkit.executors import Executor
 from flowkit.graph import FlowGraph
 from flowkit.logs import capturing
@@ -27,7 +34,10 @@ from flowkit.records import Run, TaskRun
 from flowkit.recording import Recorder
 from flowkit.store import Store
 
-__all__ = ["run_graph"]
+if TYPE_CHECKING:
+    from flowkit.flow import Flow
+
+__all__ = ["run_flow", "run_graph"]
 
 
 def _graph_of(state: RunState, graph: FlowGraph) -> FlowGraph:
@@ -53,6 +63,93 @@ def _failure_message(flow: str, records: list[TaskRun], status: str) -> str:
     return message
 
 
+def run_flow(flow: Flow[..., Any], params: dict[str, Any] | None = None, *, refresh: bool | Iterable[str] = False,
+             resume: str | None = None, fail_fast: bool = False, run_id: str | None = None,
+             trigger: str = "manual", scheduled: float | None = None, listeners: Sequence[RunListener] = (),
+             store: Store | str | os.PathLike[str] | bool | None = None) -> Run:
+    """Run a flow and return its :class:`~flowkit.Run` record: the entry behind ``flow.run``.
+
+    Args:
+        flow: the flow.
+        params: its parameters by name (defaults fill the rest).
+        refresh: ``True`` recomputes every task; task names recompute those tasks and
+            everything downstream of them.
+        resume: the id of an earlier run of this flow: besides everything cached, reuse
+            what its ``cache=False`` tasks produced.
+        fail_fast: at the first task that fails for good, submit nothing more.
+        run_id: the new run's id (default: a random one).
+        trigger: what started it, recorded with it (``"manual"``, ``"cli"``, ``"schedule"``...).
+        scheduled: for a scheduled run, the time it was due (epoch seconds).
+        listeners: told of every event of the run (:mod:`flowkit.events`), after the store's
+            recorder.
+        store: overrides the flow's ``store=`` option: a folder, an :class:`~flowkit.Store`,
+            or ``False`` for none.
+
+    A task failure does not raise: the run's status is ``"failed"`` and ``run.result()``
+    raises :class:`~flowkit.FlowRunError`. Bad parameters raise
+    :class:`~flowkit.errors.ParameterError` before anything runs; Ctrl-C cancels the run
+    and re-raises.
+    """
+    from flowkit.executors.local import LocalExecutor
+    from flowkit.recording import run_context
+    from flowkit.tracing import trace_flow
+
+    bound = flow.bind_mapping(params or {})
+    graph = trace_flow(flow.name, flow._body, bound)
+    options = flow.options
+    executor = options.executor or LocalExecutor()
+    clock = options.clock or SystemClock()
+    chosen = store_of(options.store if store is None else store)
+    salt = None
+    if resume is not None:
+        salt = _resumed_salt(flow.name, chosen, resume)
+    forced: bool | set[str] = refresh is True
+    if refresh and refresh is not True:
+        names = {refresh} if isinstance(refresh, str) else set(refresh)
+        known = {node.task.name for node in graph.nodes.values()}
+        unknown = sorted(names - known)
+        if unknown:
+            raise ParameterError(f"flow {flow.name!r}: refresh= names unknown task(s) {', '.join(unknown)}; "
+                                 f"its tasks are: {', '.join(sorted(known))}")
+        forced = {nid for nid, node in graph.nodes.items() if node.task.name in names}
+    context = None
+    if chosen is not None:
+        context = run_context(_source_file(flow.fn))
+        if scheduled is not None:
+            context["scheduled"] = scheduled
+    return run_graph(graph, executor, clock, store=chosen, run_id=run_id, trigger=trigger, refresh=forced,
+                     salt=salt, context=context, task_defaults=options.task_defaults, fail_fast=fail_fast,
+                     listeners=listeners)
+
+
+def store_of(option: Store | str | os.PathLike[str] | bool | None) -> Store | None:
+    """The store a ``store=`` option names: ``None``/``True`` the default one, ``False`` none."""
+    if option is False:
+        return None
+    if isinstance(option, Store):
+        return option
+    return Store.open(None if option is None or option is True else option)
+
+
+def _resumed_salt(flow: str, store: Store | None, resume: str) -> str:
+    if store is None:
+        raise ParameterError(f"flow {flow!r}: resume= needs a store, but this flow has store=False")
+    try:
+        resumed = store.run(resume)
+    except KeyError as exc:
+        raise ParameterError(f"flow {flow!r}: cannot resume: {exc.args[0]}") from None
+    if resumed.flow != flow:
+        raise ParameterError(f"flow {flow!r}: run {resumed.id} is a run of flow {resumed.flow!r}, not of this flow")
+    return store.cache_salt(resumed.id)[1]
+
+
+def _source_file(fn: Any) -> str | None:
+    try:
+        return inspect.getsourcefile(fn)
+    except TypeError:
+        return None
+
+
 def run_graph(
     graph: FlowGraph,
     executor: Executor,
@@ -66,10 +163,9 @@ def run_graph(
     context: dict[str, Any] | None = None,
     task_defaults: dict[str, Any] | None = None,
     fail_fast: bool = False,
-    listener: RunListener | None = None,
-    on_end: Callable[[Run], None] | None = None,
+    listeners: Sequence[RunListener] = (),
 ) -> Run:
-    """Run every node of ``graph`` and return the :class:`Run` record.
+    """Run every node of a traced ``graph`` and return the :class:`Run` record.
 
     Args:
         store: where results are cached and the run recorded (``None``: in memory only).
@@ -79,11 +175,11 @@ def run_graph(
             resumed run passes the salt of the run it resumes).
         task_defaults: the flow's defaults for its tasks' retry and timeout options.
         fail_fast: stop submitting tasks at the first final failure.
-        listener: told of the plan, each task's start, end and output (progress displays).
+        listeners: told of every event (:mod:`flowkit.events`); ``RunFinished`` comes in
+            every case, for a cancelled run too.
 
     Never raises for a task failure (the run is ``failed`` and ``run.result()``
     raises). A ``KeyboardInterrupt`` ends the run ``cancelled`` and is re-raised.
-    ``on_end`` receives the final record in every case, the cancelled one too.
     """
     run_id = run_id or uuid.uuid4().hex
     salt = salt or run_id
@@ -100,16 +196,18 @@ def run_graph(
             for node_id in list(forced):
                 forced |= nx.descendants(graph.nx, node_id)
     recorder = Recorder(store, run_id, clock) if store is not None else None
-    if recorder is not None:
-        recorder.start(graph.flow, graph.params, started, trigger, salt, context or {})
+    everyone: list[RunListener] = ([recorder] if recorder is not None else []) + list(listeners)
+    emit = broadcast(everyone) if everyone else None
+    if emit is not None:
+        emit(RunStarted(run_id, graph.flow, graph.params, started, trigger, salt, context or {}))
     value = None
     status = "completed"
     loop = None
     files = store.digesting_files() if store is not None else contextlib.nullcontext()
     try:
         with capturing(), files, executor.session(clock) as session:
-            loop = Loop(graph, session, clock, run_id, store, keymaker, recorder, forced, task_defaults, fail_fast,
-                         listener)
+            loop = Loop(graph, session, clock, run_id, store, keymaker, forced, task_defaults, fail_fast, emit,
+                        stream_output=bool(listeners))
             state = loop.state
             try:
                 loop.plan(keys)
@@ -124,7 +222,8 @@ def run_graph(
                 run = _record(graph, state, "cancelled", started, clock.time(), trigger, None, context)
                 interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled; "
                                    f"{run.counts().get('completed', 0)} finished task(s) kept")
-                _end(recorder, run, on_end)
+                if emit is not None:
+                    emit(RunFinished(run))
                 raise
     except BaseException as exc:
         if recorder is not None and not recorder.finished:
@@ -134,15 +233,9 @@ def run_graph(
                 recorder.finish("failed", clock.time(), f"flowkit internal error: {error_text(exc)}")
         raise
     run = _record(graph, state, status, started, clock.time(), trigger, value, context)
-    _end(recorder, run, on_end)
+    if emit is not None:
+        emit(RunFinished(run))
     return run
-
-
-def _end(recorder: Recorder | None, run: Run, on_end: Callable[[Run], None] | None) -> None:
-    if recorder is not None:
-        recorder.finish(run.status, run.ended or 0.0, str(run.error) if run.error is not None else None)
-    if on_end is not None:
-        on_end(run)
 
 
 def _record(graph: FlowGraph, state: RunState, status: str, started: float, ended: float, trigger: str,

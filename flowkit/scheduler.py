@@ -45,6 +45,7 @@ from flowkit.clock import Clock, SystemClock
 from flowkit.errors import ScheduleError
 from flowkit.flow import Flow
 from flowkit.flowref import flow_reference, load_flow
+from flowkit.runner import run_flow
 from flowkit.schedule import Cron
 from flowkit.store import Store
 
@@ -269,7 +270,9 @@ class Scheduler:
         def go(slot: dt.datetime, run_id: str) -> str:
             try:
                 flow = load_flow(schedule.flow_ref)
-                run = flow._run(dict(schedule.params), trigger="schedule", run_id=run_id, scheduled=_ts(slot))
+                # A flow without a store of its own records where its schedule lives.
+                run = run_flow(flow, dict(schedule.params), trigger="schedule", run_id=run_id, scheduled=_ts(slot),
+                               store=self.store if flow.options.store is None else None)
                 status = run.status
             except Exception as exc:  # noqa: BLE001 - a broken schedule must not stop the scheduler
                 log.error("flowkit: schedule %r could not run its flow %s: %s: %s", schedule.name,

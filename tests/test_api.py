@@ -16,8 +16,8 @@ def test_public_names_are_pinned():
     assert sorted(fk.__all__) == [
         "CacheCorruptionError", "CacheKeyError", "Clock", "Cron", "DaskExecutor", "DefinitionError", "Executor", "File", "Flow",
         "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError", "GCReport", "LocalExecutor", "ManualClock",
-        "Node", "ParameterError", "Ref", "RefUsageError", "Run", "ScheduleError", "Scheduler", "Store", "StoreError",
-        "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "flow", "lineage", "runs", "task",
+        "Node", "ParameterError", "Ref", "RefUsageError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
+        "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "events", "flow", "lineage", "run_flow", "runs", "task",
     ]
     for name in fk.__all__:
         assert getattr(fk, name) is not None

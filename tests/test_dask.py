@@ -483,11 +483,9 @@ def test_futures_are_released_once_their_consumers_finished(dask_executor):
     held: list[int] = []
 
     class Watch:
-        def on_plan(self, tasks): ...
-        def on_start(self, node, task): ...
-        def on_output(self, node, line): ...
-
-        def on_finish(self, task_run):  # futures of `hold` the client keeps when a task run ends
+        def on_event(self, event):  # futures of `hold` the client keeps when a task run ends
+            if not isinstance(event, fk.events.TaskFinished):
+                return
             # A dropped future is uncounted on the client's event loop: let it get there first.
             client.sync(asyncio.sleep, 0)
             held.append(sum(1 for key in client.refcount if str(key).startswith("hold-")))
@@ -496,7 +494,7 @@ def test_futures_are_released_once_their_consumers_finished(dask_executor):
     def holding(n: int):
         return chain_of(hold, n)
 
-    run = holding.with_options(executor=dask_executor)._run({"n": 8}, listener=Watch())
+    run = fk.run_flow(holding.with_options(executor=dask_executor), {"n": 8}, listeners=[Watch()])
     assert len(run.result()) == 1 << 20
     # Every node was handed over at once (8 futures); when hold(k) ends, hold(k-2) is gone:
     # the workers free its data.

@@ -104,11 +104,22 @@ def interrupted() -> int:
     return add(inc(a), b)
 
 
+class Ended:
+    """A run listener that keeps the final record."""
+
+    def __init__(self, into: list) -> None:
+        self.into = into
+
+    def on_event(self, event) -> None:
+        if isinstance(event, fk.events.RunFinished):
+            self.into.append(event.run)
+
+
 def test_ctrl_c_cancels_the_run_and_reraises_keyboard_interrupt():
     ended = []
     graph = interrupted.graph()
     with pytest.raises(KeyboardInterrupt) as info:
-        run_graph(graph, fk.LocalExecutor(), fk.SystemClock(), on_end=ended.append)
+        run_graph(graph, fk.LocalExecutor(), fk.SystemClock(), listeners=[Ended(ended)])
     (run,) = ended
     assert run.status == "cancelled"
     assert {tr.node: tr.status for tr in run.task_runs} == {"one": "completed", "interrupt": "cancelled",
@@ -129,7 +140,7 @@ def test_keyboard_interrupt_inside_a_worker_thread_cancels_the_run():
 
     ended = []
     with pytest.raises(KeyboardInterrupt):
-        run_graph(f.graph(), fk.LocalExecutor(max_workers=2), fk.SystemClock(), on_end=ended.append)
+        run_graph(f.graph(), fk.LocalExecutor(max_workers=2), fk.SystemClock(), listeners=[Ended(ended)])
     assert ended[0].status == "cancelled"
     assert ended[0].task_runs[0].status == "cancelled"
 

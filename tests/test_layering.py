@@ -93,12 +93,6 @@ def test_the_store_imports_nothing_of_the_engine_tracing_flows_or_workers(path):
     assert _names(imports(path, top_level_only=False), STORE_MUST_NOT_IMPORT) == []
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=(
-        "flow.py imports runner, executors, recording and store at its top level for Flow.run; the public "
-        "run entry (run_flow) will take that setup out of the definition module")))
-    if name == "flow" else name
-    for name in DEFINITIONS
-])
+@pytest.mark.parametrize("name", DEFINITIONS)
 def test_definition_modules_import_no_runtime_module_at_top_level(name):
     assert _names(imports(PACKAGE / f"{name}.py", top_level_only=True), RUNTIME) == []

@@ -29,12 +29,9 @@ class Lines:
     def __init__(self) -> None:
         self.lines: list[tuple[str, str]] = []
 
-    def on_plan(self, tasks): ...
-    def on_start(self, node, task): ...
-    def on_finish(self, task_run): ...
-
-    def on_output(self, node, line):
-        self.lines.append((node, line))
+    def on_event(self, event):
+        if isinstance(event, fk.events.TaskOutput):
+            self.lines.append((event.node, event.line))
 
 
 def test_prints_and_logs_are_captured_per_task_and_stored(capsys):
@@ -62,7 +59,7 @@ def test_output_streams_to_a_listener_with_the_node_on_every_executor():
 
     for executor in (fk.LocalExecutor(), fk.LocalExecutor(max_workers=2)):
         lines = Lines()
-        run_graph(f.graph(), executor, fk.SystemClock(), listener=lines)
+        run_graph(f.graph(), executor, fk.SystemClock(), listeners=[lines])
         assert ("chatty", "working on 1") in lines.lines and ("chatty#2", "INFO user.pipeline: info from 2") in lines.lines
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -68,14 +67,19 @@ def main(ctx: click.Context, home: str | None, debug: bool) -> None:
     """flowkit: ML and data workflows as plain Python."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    if home:
-        os.environ["FLOWKIT_HOME"] = home
+    ctx.obj["home"] = home
+
+
+def _home() -> str | None:
+    """The store folder ``--home`` (or ``$FLOWKIT_HOME``) named, if any."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().obj.get("home") if ctx is not None and ctx.find_root().obj else None
 
 
 def _store() -> Any:
     from flowkit.store import Store
 
-    return Store.open()
+    return Store.open(_home())
 
 
 def _when(ts: float | None) -> str:
@@ -126,9 +130,9 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
             out.print(f"Dask dashboard: {link}")
         progress = Progress(out, live=out.is_terminal and not as_json)
         with progress:
-            result = flow.with_options(executor=chosen)._run(bound, trigger="cli", refresh=refresh_arg,
-                                                             resume=resume, fail_fast=fail_fast,
-                                                             listener=None if as_json else progress)
+            result = fk.run_flow(flow.with_options(executor=chosen), bound, trigger="cli", refresh=refresh_arg,
+                                 resume=resume, fail_fast=fail_fast, listeners=[] if as_json else [progress],
+                                 store=_store() if _home() and flow.options.store is None else None)
     if as_json:
         click.echo(json.dumps({
             "run_id": result.id, "flow": result.flow, "status": result.status, "counts": result.counts(),
@@ -333,7 +337,7 @@ def schedule() -> None:
 def _scheduler(**kwargs: Any) -> Any:
     from flowkit.scheduler import Scheduler
 
-    return Scheduler(**kwargs)
+    return Scheduler(_home(), **kwargs)
 
 
 @schedule.command("add")

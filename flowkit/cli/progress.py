@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.text import Text
 
+from flowkit import events
 from flowkit.records import Run, TaskRun
 
 __all__ = ["Progress", "summary_table"]
@@ -51,7 +52,18 @@ class Progress:
             text.append(f"\nrunning: {names}", style=_STYLE["running"])
         return text
 
-    # RunListener
+    def on_event(self, event: Any) -> None:
+        """A :class:`~flowkit.RunListener`: show what the run's events say."""
+        kind = type(event)
+        if kind is events.TaskFinished:
+            self.on_finish(event.task_run)
+        elif kind is events.TaskSubmitted:
+            self.on_start(event.node, event.task)
+        elif kind is events.TaskOutput:
+            self.on_output(event.node, event.line)
+        elif kind is events.RunPlanned:
+            self.on_plan(event.tasks)
+
     def on_plan(self, tasks: int) -> None:
         self.total = tasks
 

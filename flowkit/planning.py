@@ -1,0 +1,278 @@
+"""The cache side of one run: which nodes are hits, when values go stale, early cutoff.
+
+The engine (:mod:`flowkit.engine`) asks a :class:`CachePlan` three questions
+and tells it one thing:
+
+- :meth:`CachePlan.lookup`: which of these nodes are in the cache, by key (one
+  query)? Refreshed nodes are not; an entry past its ``cache_ttl`` (its own or
+  an input's) is not, and neither is anything downstream of it; nor is an
+  entry whose value is an ``fk.File`` that no longer exists.
+- :meth:`CachePlan.cut_off`: a node is about to run because it missed by key;
+  is it in the cache by the *content* of its inputs (early cutoff, see
+  :mod:`flowkit.cache`)? Then it becomes a hit found by content, filed under
+  its own key too.
+- :meth:`CachePlan.item_contents`: a map over a run-time list expanded; which
+  of its new items are in the cache by their element's content?
+- :meth:`CachePlan.computed`: a node's value was computed (or a map collected);
+  note its expiry and that it is *fresh*: only nodes downstream of a fresh one
+  are looked up by content, since for the others the key said everything.
+
+Everything it reads or writes goes through the store's interface; it changes
+``state.hits`` and nothing else of the engine's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from typing import TYPE_CHECKING, Any
+
+from flowkit.cache import KeyMaker
+from flowkit.clock import Clock
+from flowkit.events import CacheAdopted, RunEvent
+from flowkit.graph import Node
+from flowkit.store.metadata import CacheHit
+
+if TYPE_CHECKING:
+    from flowkit.engine import RunState
+    from flowkit.store import Store
+
+__all__ = ["CachePlan"]
+
+_FILE_TYPE = "flowkit.files.File"
+
+
+def _soonest(*times: float | None) -> float | None:
+    """The earliest of the times given, ignoring ``None`` (never)."""
+    return min((t for t in times if t is not None), default=None)
+
+
+def _set(mapping: dict[str, float], key: str, value: float | None) -> None:
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
+
+
+class CachePlan:
+    """What one run knows about the cache (see the module docstring)."""
+
+    def __init__(self, state: RunState, store: Store | None, keymaker: KeyMaker | None, clock: Clock,
+                 forced: Collection[str], emit: Callable[[RunEvent], None]) -> None:
+        self.state = state
+        self.store = store
+        self.keymaker = keymaker
+        self.clock = clock
+        self.forced: Collection[str] = forced  # refreshed (or stale) nodes: never hits
+        self.emit = emit
+        self.expiry: dict[str, float] = {}  # node -> when its value goes stale (see `computed`)
+        self.inherited: dict[str, float] = {}  # node -> the part of that its inputs decide
+        self.cutoff = False  # content lookups happen only in reruns of a flow
+        self.fresh: set[str] = set()  # nodes whose value was computed, or found by content, in this run
+        self.contents: dict[str, str | None] = {}  # node -> its content key, once known
+        self.tried: set[str] = set()  # nodes looked up by content already
+        self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
+
+    # --- by key --------------------------------------------------------------------------------
+
+    def lookup(self, nodes: dict[str, Node]) -> dict[str, CacheHit]:
+        """Cache hits among task ``nodes`` (one query), honouring refresh and ``cache_ttl``.
+
+        A hit whose ``cache_ttl`` has passed is recomputed, and so is everything downstream
+        of it, whose keys do not change with the new value. So is a hit whose value is an
+        ``fk.File`` that no longer exists: the file is the result, not the record of it.
+        """
+        if self.store is None:
+            return {}
+        keys = self.state.keys
+        wanted: dict[str, list[str]] = {}  # identical calls share a key
+        for node_id, node in nodes.items():
+            if node.kind == "task" and node_id not in self.forced:
+                wanted.setdefault(keys[node_id], []).append(node_id)
+        found = self.store.db.cache_lookup(wanted)
+        now = self.clock.time()
+        hits: dict[str, CacheHit] = {}
+        expired: list[str] = []
+        for key, node_ids in wanted.items():
+            row = found.get(key)
+            if row is None:
+                continue
+            if row.type == _FILE_TYPE and not self.file_exists(row):
+                expired.extend(node_ids)
+                continue
+            for node_id in node_ids:
+                if self.fresh_hit(node_id, nodes[node_id], row, now):
+                    hits[node_id] = row
+                else:
+                    expired.append(node_id)
+        if expired:
+            stale = self.downstream(expired)
+            self.forced = set(self.forced) | stale
+            hits = {n: row for n, row in hits.items() if n not in stale}
+        return {n: hits[n] for n in nodes if n in hits}  # in node order: records come out stably
+
+    def prepare(self, flow: str, loads: Iterable[str]) -> None:
+        """After planning: prefetch the small values to load (one query); enable cutoff in a rerun."""
+        if self.store is None:
+            return
+        hits = self.state.hits
+        self.inline = self.store.db.inline_many(hits[n].artifact_id for n in loads if not hits[n].uri)
+        self.cutoff = self.keymaker is not None and self.store.db.has_other_runs(flow, self.state.run_id)
+
+    def inline_bytes(self, hit: CacheHit) -> bytes | None:
+        """The bytes of a small cached value kept in the database (``None`` for one in a file)."""
+        if hit.uri or self.store is None:
+            return None
+        data = self.inline.pop(hit.artifact_id, None)
+        return data if data is not None else self.store.db.inline_data(hit.artifact_id)
+
+    def fresh_hit(self, node_id: str, node: Node, hit: CacheHit, now: float) -> bool:
+        """Whether a cache entry is still fresh for this node (its ``cache_ttl``, and its inputs')."""
+        ttl = node.task.options.cache_ttl
+        stale = hit.expires  # when a value it was computed from went stale
+        if ttl is not None and hit.created is not None:  # its own ttl counts from when it was made
+            stale = _soonest(stale, hit.created + ttl)
+        if stale is None:
+            return True
+        if now > stale:
+            return False
+        self.expiry[node_id] = stale
+        return True
+
+    def file_exists(self, hit: CacheHit) -> bool:
+        """Whether the ``fk.File`` a task returned is still there (a value that will not load is not)."""
+        assert self.store is not None
+        try:
+            return bool(self.store.load(hit.artifact_id).path.exists())
+        except Exception:  # noqa: BLE001 - damaged or unloadable: recompute it
+            return False
+
+    def downstream(self, roots: list[str]) -> set[str]:
+        """``roots`` and every node that depends on them, in the whole run."""
+        children: dict[str, list[str]] = {}
+        for node_id, node in self.state.nodes.items():
+            for dep in node.deps:
+                children.setdefault(dep, []).append(node_id)
+        out: set[str] = set()
+        stack = list(roots)
+        while stack:
+            node_id = stack.pop()
+            if node_id not in out:
+                out.add(node_id)
+                stack.extend(children.get(node_id, ()))
+        return out
+
+    def computed(self, key: str, node: Node, ended: float) -> None:
+        """A node's value was computed: it is fresh, and goes stale with its ``cache_ttl`` or sooner.
+
+        Sooner, if a value it was computed from goes stale first (a fetch with a ttl makes the
+        model trained on it stale with it, even where keys alone cannot tell, as in a map over a
+        run-time list). Only the inputs' part is stored with the cache entry (``inherited``):
+        the task's own ``cache_ttl`` is applied at lookup, so a changed ttl counts for
+        existing entries. A map's list is fresh, and goes stale, with its items.
+        """
+        if node.kind != "map":
+            self.fresh.add(key)
+        elif any(d in self.fresh for d in node.deps):
+            self.fresh.add(key)
+        expiry = self.expiry
+        ttl = node.task.options.cache_ttl if node.kind != "map" else None
+        if ttl is None and not expiry:
+            return  # nothing in this run goes stale: the common case stays cheap
+        upstream = min((expiry[d] for d in node.deps if d in expiry), default=None)
+        _set(self.inherited, key, upstream)
+        # A recomputed hit replaces its old entry's expiry, or drops it.
+        _set(expiry, key, _soonest(upstream, ended + ttl if ttl is not None else None))
+
+    # --- by content (early cutoff) -------------------------------------------------------------
+
+    def may_cut(self, key: str, node: Node) -> bool:
+        """Whether ``key`` may be found by the content of its inputs once they are known.
+
+        Only a cacheable task that missed by key, is not refreshed, and takes a value
+        that this run computes (or found by content) qualifies: if all its inputs were
+        hits by key, its key already said everything their content could.
+        """
+        hits = self.state.hits
+        return (self.cutoff and node.kind == "task" and key not in hits and bool(node.deps)
+                and node.task.options.cache and key not in self.forced
+                and any(d not in hits or d in self.fresh for d in node.deps))
+
+    def content_of(self, key: str) -> str | None:
+        """A node's content key from its inputs' digests (``None`` if one has none), memoized."""
+        contents = self.contents
+        if key in contents:
+            return contents[key]
+        digests = []
+        for dep in self.state.nodes[key].deps:
+            digest = self.digest_of(dep)
+            if digest is None:
+                contents[key] = None
+                return None
+            digests.append(digest)
+        assert self.keymaker is not None
+        content = contents[key] = self.keymaker.content(key, digests)
+        return content
+
+    def entry_content(self, node: Node) -> str | None:
+        """The content key to store with a computed node's cache entry, if it has one."""
+        if self.keymaker is None or not node.deps or not node.task.options.cache:
+            return None
+        return self.content_of(node.id)
+
+    def digest_of(self, node_id: str) -> str | None:
+        """The digest of a node's value: its artifact's, or for a map, one over its items'."""
+        node = self.state.nodes[node_id]
+        if node.kind != "map":
+            return self.state.artifacts.get(node_id)
+        parts = [self.digest_of(child) for child in node.deps]
+        if any(p is None for p in parts):
+            return None
+        return "map:" + ",".join(parts)  # type: ignore[arg-type]
+
+    def cut_off(self, key: str, node: Node) -> bool:
+        """Early cutoff: a task about to run whose inputs' content is that of a cached entry becomes a hit."""
+        if key in self.tried or not any(d in self.fresh for d in node.deps) or not self.may_cut(key, node):
+            return False
+        self.tried.add(key)
+        content = self.content_of(key)
+        if content is None:
+            return False
+        assert self.store is not None
+        hit = self.store.db.content_lookup([content]).get(content)
+        if hit is None or not self.fresh_hit(key, node, hit, self.clock.time()):
+            return False
+        self.adopt(key, node, hit, content)
+        return True
+
+    def adopt(self, key: str, node: Node, hit: CacheHit, content: str) -> None:
+        """Make ``key`` a hit found by content (it counts as fresh downstream), filed under its key too."""
+        self.state.hits[key] = hit
+        self.fresh.add(key)
+        self.emit(CacheAdopted(self.state.run_id, key, self.state.keys[key], hit, content, node.task.name))
+
+    def item_contents(self, node: Node, deps: tuple[str, ...], children: dict[str, Node], elements: Any) -> None:
+        """Content keys of a map's items, by element; items that missed by key are looked up by them.
+
+        A run-time list that grew by one, or was recomputed with the same elements, then
+        runs only its new items.
+        """
+        if self.keymaker is None or self.store is None or not node.task.options.cache:
+            return
+        others = [self.digest_of(d) for d in deps[1:]]  # the map's other inputs (keyword refs)
+        contents = self.contents
+        if any(d is None for d in others):
+            contents.update(dict.fromkeys(children))
+            return
+        for child, element in zip(children, elements):
+            contents[child] = self.keymaker.item_content(node.id, element, others)  # type: ignore[arg-type]
+        if not (self.cutoff and any(d in self.fresh for d in deps)):
+            return  # the list came from the cache: the items' keys say everything
+        hits, nodes = self.state.hits, self.state.nodes
+        wanted = {c: contents[c] for c in children if c not in hits and c not in self.forced and contents[c]}
+        self.tried.update(children)
+        found = self.store.db.content_lookup(wanted.values())  # type: ignore[arg-type]
+        now = self.clock.time()
+        for child, content in wanted.items():
+            hit = found.get(content)  # type: ignore[arg-type]
+            if hit is not None and self.fresh_hit(child, nodes[child], hit, now):
+                self.adopt(child, nodes[child], hit, content)  # type: ignore[arg-type]
