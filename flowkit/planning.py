@@ -100,7 +100,8 @@ class CachePlan:
                 expired.extend(node_ids)
                 continue
             for node_id in node_ids:
-                if self.fresh_hit(node_id, nodes[node_id], row, now):
+                if (row.expires is None and nodes[node_id].task.options.cache_ttl is None) or \
+                        self.fresh_hit(node_id, nodes[node_id], row, now):  # the common case first: no ttl
                     hits[node_id] = row
                 else:
                     expired.append(node_id)
