@@ -88,7 +88,7 @@ def test_run_json_and_a_single_flow_file_without_a_name(tmp_path, home):
     assert again["counts"] == {"cached": 1}
     refreshed = json.loads(flowkit("run", str(path), "--json", "--refresh", cwd=tmp_path, home=home).stdout)
     assert refreshed["counts"] == {"completed": 1}
-    by_name = json.loads(flowkit("run", str(path), "--json", "--refresh", "two", cwd=tmp_path, home=home).stdout)
+    by_name = json.loads(flowkit("run", str(path), "--json", "--refresh-task", "two", cwd=tmp_path, home=home).stdout)
     assert by_name["counts"] == {"completed": 1}
 
 
@@ -119,7 +119,7 @@ def test_a_failed_flow_exits_1_with_the_reason_and_no_traceback(flows, tmp_path,
         (["show", "0123456789"], "no run '0123456789'"),
         (["lineage", "0123456789"], "artifact '0123456789' is not in the store"),
         (["run", "{flows}:pipeline", "--resume", "nope"], "cannot resume: no run 'nope'"),
-        (["run", "{flows}:pipeline", "--refresh", "nothing"], "refresh= names unknown task(s) nothing"),
+        (["run", "{flows}:pipeline", "--refresh-task", "nothing"], "refresh= names unknown task(s) nothing"),
     ],
 )
 def test_bad_input_is_a_clear_message_exit_2_and_no_traceback(flows, tmp_path, home, args, words):

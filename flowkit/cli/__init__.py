@@ -101,13 +101,15 @@ param_option = click.option("-p", "--param", "params", multiple=True, metavar="N
               help="Run in this process, or on Dask.")
 @click.option("--address", metavar="tcp://HOST:PORT", help="An existing Dask scheduler (implies --executor dask).")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker count: threads for local, processes for dask.")
-@click.option("--refresh", "refresh", multiple=True, is_flag=False, flag_value="*", metavar="[TASK]",
-              help="Recompute TASK and what depends on it; alone, recompute everything.")
+@click.option("--refresh", is_flag=True, help="Recompute every task, cached or not.")
+@click.option("--refresh-task", "refresh_tasks", multiple=True, metavar="TASK",
+              help="Recompute TASK and everything downstream of it (repeatable).")
 @click.option("--resume", metavar="RUN_ID", help="Also reuse what cache=False tasks produced in that run.")
 @click.option("--fail-fast", is_flag=True, help="Stop submitting tasks at the first failure.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 def run(target: str, params: tuple[str, ...], executor: str, address: str | None, workers: int | None,
-        refresh: tuple[str, ...], resume: str | None, fail_fast: bool, as_json: bool) -> None:
+        refresh: bool, refresh_tasks: tuple[str, ...], resume: str | None, fail_fast: bool,
+        as_json: bool) -> None:
     """Run a flow from a file: flowkit run flows.py:train -p rows=1000"""
     import flowkit as fk
 
@@ -118,7 +120,7 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
         chosen: Any = fk.DaskExecutor(address=address, n_workers=None if address else workers)
     else:
         chosen = fk.LocalExecutor(max_workers=workers)
-    refresh_arg: bool | list[str] = True if "*" in refresh else list(refresh)
+    refresh_arg: bool | list[str] = True if refresh else list(refresh_tasks)
     out = err_console if as_json else console
     with chosen:
         link = getattr(chosen, "dashboard_link", None)
