@@ -244,3 +244,15 @@ def test_schedule_commands(flows, tmp_path, home):
     assert "removed schedule nightly" in flowkit("schedule", "rm", "nightly", cwd=tmp_path, home=home).stdout
     gone = flowkit("schedule", "rm", "nightly", cwd=tmp_path, home=home)
     assert gone.returncode == 2 and "no schedule 'nightly'" in gone.stderr
+
+
+def test_a_module_in_the_current_folder_loads_by_name_from_the_installed_command(tmp_path, home):
+    # The `flowkit` script, unlike `python -m flowkit`, does not put the current folder on sys.path.
+    (tmp_path / "pipeline.py").write_text("import flowkit as fk\n\n@fk.task\ndef two():\n    return 2\n\n"
+                                          "@fk.flow\ndef pipeline():\n    return two()\n")
+    exe = shutil.which("flowkit", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    out = subprocess.run([exe, "run", "pipeline:pipeline", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "FLOWKIT_HOME": str(home)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["result"] == 2
