@@ -255,13 +255,15 @@ def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None
     return loads(data, serializer)
 
 
-def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:
+def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any,
+            report_start: bool = False) -> Any:
     """What a Dask worker runs for one node: ``fn(*args, *deps)``, reporting to the client.
 
     Upstream values arrive as ``deps`` (Dask resolves the futures on the
-    worker); an upstream :class:`Output` is unwrapped to its value. One small
-    event goes to the client through the scheduler: ``done``, with the timings
-    and the artifact record. The value itself stays on the worker.
+    worker); an upstream :class:`Output` is unwrapped to its value. Small
+    events go to the client through the scheduler: ``start`` as the call
+    begins (only with ``report_start``), and ``done``, with the timings and
+    the artifact record. The value itself stays on the worker.
     """
     import time
 
@@ -270,6 +272,8 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     from flowkit.logs import capturing
 
     worker = get_worker()
+    if report_start:
+        worker.log_event(topic, ("start", node, worker.get_current_task()))
     started = time.time()
     values = [d.value if type(d) is Output else d for d in deps]
     with capturing():

@@ -89,7 +89,10 @@ class RunListener(Protocol):
         """The graph is planned: ``tasks`` task nodes (dynamic maps may add more)."""
 
     def on_start(self, node: str, task: str) -> None:
-        """A task node was handed to the executor."""
+        """A task node was handed to the executor (it may wait there for a free worker)."""
+
+    def on_running(self, node: str) -> None:
+        """A task node handed over by ``on_start`` really began running (reported by the session)."""
 
     def on_finish(self, task_run: TaskRun) -> None:
         """A task run ended (completed, cached, failed, skipped or cancelled)."""
@@ -399,10 +402,11 @@ class Loop:
                 hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
                          "code": task.fn}
                 files = self.store.files if self.store is not None else None
-                handle = self.session.submit(key, run_task, (key, self.sink, files, task.options.serializer, fn,
-                                                             node.args, node.kwargs), deps, **hints)
                 if self.listener is not None:
                     self.listener.on_start(key, task.name)
+                    hints["on_running"] = self.listener.on_running
+                handle = self.session.submit(key, run_task, (key, self.sink, files, task.options.serializer, fn,
+                                                             node.args, node.kwargs), deps, **hints)
             elif kind == "map":
                 handle = self.session.submit(key, collect, (), deps, name=node.task.name)
             else:

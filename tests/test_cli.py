@@ -214,12 +214,15 @@ def test_live_progress_panel_shows_counts_running_tasks_and_elapsed_time():
     progress = Progress(console, live=True)
     progress.on_plan(4)
     progress.on_start("load", "load")
+    progress.on_running("load")
     progress.on_finish(TaskRun("r/a", "r", "a", "a", "cached"))
     progress.on_finish(TaskRun("r/b", "r", "b", "b", "failed", 2, 0.0, 1.0, error="ValueError: no"))
     progress.on_start("train[0]", "train")
+    progress.on_running("train[0]")
+    progress.on_start("train[1]", "train")
     panel = progress._panel().plain
     assert panel.startswith("2/4 tasks") and "cached 1" in panel and "failed 1" in panel
-    assert "running: load, train[0]" in panel and panel.rstrip().split("\n")[0].endswith("s")
+    assert "running: load, train[0]; 1 queued" in panel and panel.rstrip().split("\n")[0].endswith("s")
 
 
 def test_schedule_commands(flows, tmp_path, home):

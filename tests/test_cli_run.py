@@ -70,3 +70,54 @@ def test_refresh_task_recomputes_that_task_and_what_is_downstream(flows, home):
     assert counts_by_node(from_load, home) == {"load": "completed", "total": "completed"}
     both = run_json(f"{flows}:pipeline", "--refresh-task", "total", "--refresh-task", "load", "-p", "rows=5")
     assert both["counts"] == {"completed": 2}
+
+
+def test_the_live_panel_shows_what_runs_and_counts_what_waits_for_a_thread():
+    import io
+    import threading
+
+    from rich.console import Console
+
+    import flowkit as fk
+    from flowkit.cli.progress import Progress
+
+    release = threading.Event()
+    began: list[str] = []
+    seen = threading.Condition()
+
+    @fk.task
+    def slow(i: int) -> int:
+        release.wait(30)
+        return i
+
+    @fk.task
+    def gather(xs: list[int]) -> int:
+        return sum(xs)
+
+    @fk.flow(store=False)
+    def four():
+        return gather([slow(i) for i in range(4)])
+
+    class Watched(Progress):
+        def on_running(self, node: str) -> None:
+            super().on_running(node)
+            with seen:
+                began.append(node)
+                seen.notify_all()
+
+    progress = Watched(Console(file=io.StringIO(), force_terminal=True, width=100), live=False)
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(
+        four.with_options(executor=fk.LocalExecutor(max_workers=2))._run({}, listener=progress)))
+    runner.start()
+    try:
+        with seen:
+            assert seen.wait_for(lambda: len(began) == 2, timeout=30)
+        panel = progress._panel().plain
+    finally:
+        release.set()
+        runner.join(30)
+    running_line = panel.splitlines()[1]
+    assert running_line == f"running: {began[0]}, {began[1]}; 2 queued"
+    assert result[0].result() == 6 and len(began) == 5  # every task reported once, gather included
+

@@ -458,6 +458,7 @@ def test_futures_are_released_once_their_consumers_finished(dask_executor):
     class Watch:
         def on_plan(self, tasks): ...
         def on_start(self, node, task): ...
+        def on_running(self, node): ...
         def on_output(self, node, line): ...
 
         def on_finish(self, task_run):  # futures of `hold` the client keeps when a task run ends
@@ -474,3 +475,20 @@ def test_futures_are_released_once_their_consumers_finished(dask_executor):
     # Every node was handed over at once (8 futures); when hold(k) ends, hold(k-2) is gone:
     # the workers free its data.
     assert held == [8, 8, 7, 6, 5, 4, 3, 2]
+
+
+def test_tasks_are_reported_running_when_a_worker_begins_them(dask_executor):
+    order: list[tuple[str, str]] = []
+
+    class Watch:
+        def on_plan(self, tasks): ...
+        def on_start(self, node, task): order.append(("start", node))
+        def on_running(self, node): order.append(("running", node))
+        def on_output(self, node, line): ...
+        def on_finish(self, task_run): order.append(("finish", task_run.node))
+
+    run = diamond.with_options(executor=dask_executor, store=False)._run({}, listener=Watch())
+    assert run.result() == 4
+    for node in ("one", "inc", "inc#2", "add"):
+        events = [kind for kind, n in order if n == node]
+        assert events == ["start", "running", "finish"], (node, order)

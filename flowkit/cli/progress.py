@@ -25,7 +25,8 @@ class Progress:
         self.console = console
         self.total = 0
         self.counts: dict[str, int] = {}
-        self.running: dict[str, str] = {}
+        self.queued: dict[str, str] = {}  # node -> task: handed to the executor, not started yet
+        self.running: dict[str, str] = {}  # node -> task: started, not finished
         self.started = time.monotonic()
         self._live = Live(console=console, refresh_per_second=8, transient=True,
                           get_renderable=self._panel) if live else None
@@ -46,9 +47,12 @@ class Progress:
             if self.counts.get(status):
                 text.append(f"{status} {self.counts[status]}  ", style=_STYLE[status])
         text.append(f"{time.monotonic() - self.started:.1f}s")
-        if self.running:
-            names = ", ".join(list(self.running)[:6]) + (" ..." if len(self.running) > 6 else "")
-            text.append(f"\nrunning: {names}", style=_STYLE["running"])
+        running, queued = list(self.running), len(self.queued)
+        if running or queued:
+            names = ", ".join(running[:6]) + (" ..." if len(running) > 6 else "")
+            text.append(f"\nrunning: {names or 'none'}", style=_STYLE["running"])
+            if queued:
+                text.append(f"; {queued} queued")
         return text
 
     # RunListener
@@ -56,9 +60,16 @@ class Progress:
         self.total = tasks
 
     def on_start(self, node: str, task: str) -> None:
-        self.running[node] = task
+        self.running.pop(node, None)  # a retry waits in the queue again
+        self.queued[node] = task
+
+    def on_running(self, node: str) -> None:
+        task = self.queued.pop(node, None)
+        if task is not None:  # else it finished already (a late report)
+            self.running[node] = task
 
     def on_finish(self, task_run: TaskRun) -> None:
+        self.queued.pop(task_run.node, None)
         self.running.pop(task_run.node, None)
         self.counts[task_run.status] = self.counts.get(task_run.status, 0) + 1
         self.total = max(self.total, sum(self.counts.values()))

@@ -9,7 +9,9 @@ only ever calls four methods on it:
   the session returned in earlier completions: the value itself in-process, a
   future on Dask, so data can stay where it was computed). ``hints`` (``name``,
   ``tags``, ``resources``, ``code``) describe the task for placement and display;
-  a session may ignore them. A session whose ``eager`` attribute is true returns
+  a session may ignore them. ``on_running``, when given, is a callable the
+  session calls with ``key`` once the call really begins (not while it waits
+  in a queue), from the thread that calls ``submit`` or ``wait``; A session whose ``eager`` attribute is true returns
   the handle at once (a future), and the engine may pass it to dependents
   before the value exists;
 - ``wait(timeout)``: block until at least one submitted call has finished (or
