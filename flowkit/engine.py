@@ -51,7 +51,6 @@ import functools
 import heapq
 import logging
 import random
-import traceback as _tb
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ from flowkit._worker import (
 )
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
+from flowkit.errors import user_traceback
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.records import Attempt, TaskRun
@@ -626,7 +626,7 @@ class Loop:
         self.record(TaskRun(
             f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", len(history),
             history[0].started, done.ended, state.keys.get(done.key), error=error_text(exc),
-            traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc, history=history,
+            traceback=user_traceback(exc), worker=done.worker, exception=exc, history=history,
             logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
         ))
         state.failed.append(done.key)

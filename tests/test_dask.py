@@ -492,3 +492,11 @@ def test_tasks_are_reported_running_when_a_worker_begins_them(dask_executor):
     for node in ("one", "inc", "inc#2", "add"):
         events = [kind for kind, n in order if n == node]
         assert events == ["start", "running", "finish"], (node, order)
+
+
+def test_a_failed_tasks_traceback_starts_at_the_users_frame_on_dask(dask_executor):
+    run = failing.with_options(executor=dask_executor, store=False).run()
+    tb = run.failed[0].traceback
+    assert tb.splitlines()[0] == "Traceback (most recent call last):"
+    assert tb.splitlines()[1].endswith(", in boom") and tb.rstrip().endswith("ValueError: boom on 1")
+    assert "flowkit/" not in tb and "distributed/" not in tb

@@ -141,6 +141,8 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
     else:
         console.print(summary_table(result))
         console.print(escape(result.summary()))
+        if result.failed:
+            console.print(_traceback_hint(result))
         if result.status == "completed":
             console.print(f"result: {escape(short_repr(result.value, 400))}")
     if result.status != "completed":
@@ -203,18 +205,58 @@ def runs(flow: str | None, status: str | None, limit: int, as_json: bool) -> Non
     console.print(table)
 
 
+def _task_runs_named(run: Any, name: str) -> list[Any]:
+    """The task runs of ``run`` whose node id or task name is ``name``; a usage error if none."""
+    matches = [tr for tr in run.task_runs if name in (tr.node, tr.name)]
+    if not matches:
+        raise UsageProblem(f"run {run.id[:12]} has no task {name!r}; its tasks are: "
+                           f"{', '.join(tr.node for tr in run.task_runs)}")
+    return matches
+
+
+def _traceback_hint(run: Any) -> str:
+    return f"see the traceback: flowkit show {run.id[:12]} --traceback"
+
+
+def _print_tracebacks(run: Any, task: str | None) -> None:
+    if task is None:
+        failed = run.failed
+        if not failed:
+            console.print(f"run {run.id[:12]} of flow {escape(run.flow)} has no failed task ({run.status})")
+            return
+    else:
+        failed = [tr for tr in _task_runs_named(run, task) if tr.status == "failed"]
+        if not failed:
+            statuses = ", ".join(sorted({tr.status for tr in _task_runs_named(run, task)}))
+            raise UsageProblem(f"task {task!r} did not fail in run {run.id[:12]} ({statuses}); "
+                               f"its failed tasks are: {', '.join(tr.node for tr in run.failed) or 'none'}")
+    for tr in failed:
+        plural = "s" if tr.attempts != 1 else ""
+        console.print(f"[bold red]task {escape(tr.node)}[/] failed after {tr.attempts} attempt{plural}:")
+        click.echo((tr.traceback or tr.error or "no traceback was recorded").rstrip("\n"))
+
+
 @main.command()
 @click.argument("run_id")
+@click.argument("task", required=False)
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="Print the traceback of the failed task TASK, or of every failed task.")
 @click.option("--logs", "logs_of", metavar="TASK", help="Print what a task printed or logged.")
 @click.option("--json", "as_json", is_flag=True)
-def show(run_id: str, logs_of: str | None, as_json: bool) -> None:
-    """Show one run's task runs (a unique prefix of the id is enough)."""
+def show(run_id: str, task: str | None, show_traceback: bool, logs_of: str | None, as_json: bool) -> None:
+    """Show one run's task runs (a unique prefix of the id is enough).
+
+    flowkit show RUN --traceback [TASK] prints where failed tasks raised, from your code on.
+    """
+    if task is not None and not show_traceback:
+        raise UsageProblem(f"a task name ({task!r}) after the run id goes with --traceback: "
+                           f"flowkit show {run_id} --traceback {task}")
     found = _store().run(run_id)
+    if show_traceback:
+        _print_tracebacks(found, task)
+        return
     if logs_of is not None:
-        matches = [tr for tr in found.task_runs if logs_of in (tr.node, tr.name)]
-        if not matches:
-            raise UsageProblem(f"run {found.id[:12]} has no task {logs_of!r}; its tasks are: "
-                               f"{', '.join(tr.node for tr in found.task_runs)}")
+        matches = _task_runs_named(found, logs_of)
         for tr in matches:
             if len(matches) > 1:
                 console.print(f"[bold]{escape(tr.node)}[/bold]")
@@ -223,13 +265,16 @@ def show(run_id: str, logs_of: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"id": found.id, "flow": found.flow, "status": found.status, "task_runs": [
             {"node": tr.node, "task": tr.name, "status": tr.status, "attempts": tr.attempts, "duration": tr.duration,
-             "artifact_id": tr.artifact_id, "error": first_line(tr.error, 500)} for tr in found.task_runs]}))
+             "artifact_id": tr.artifact_id, "error": first_line(tr.error, 500), "traceback": tr.traceback}
+            for tr in found.task_runs]}))
         return
     console.print(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
                   f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
     if isinstance(found.error, str):
         console.print(f"[red]{escape(found.error)}[/red]")
     console.print(summary_table(found, limit=500))
+    if found.failed:
+        console.print(_traceback_hint(found))
 
 
 @main.command()
