@@ -121,3 +121,31 @@ def test_the_live_panel_shows_what_runs_and_counts_what_waits_for_a_thread():
     assert running_line == f"running: {began[0]}, {began[1]}; 2 queued"
     assert result[0].result() == 6 and len(began) == 5  # every task reported once, gather included
 
+
+
+def test_piped_output_numbers_every_task_lists_cached_ones_and_pads_nothing(flows, home):
+    first = invoke("run", f"{flows}:pipeline", "-p", "rows=3")
+    assert first.exit_code == 0, first.output
+    lines = first.stdout.splitlines()
+    assert lines[:2] == [lines[0], lines[1]] and lines[0].startswith("[1/2] completed load in ")
+    assert lines[1].startswith("[2/2] completed total in ")
+    again = invoke("run", f"{flows}:pipeline", "-p", "rows=3")
+    assert again.stdout.splitlines()[:2] == ["[1/2] cached load", "[2/2] cached total"]
+    assert "when computed" in again.stdout
+    for out in (first.stdout, again.stdout):
+        assert all(line == line.rstrip() for line in out.splitlines())
+    from flowkit.store import Store
+
+    run_id = Store.open(home).runs(limit=1)[0].id
+    shown = invoke("show", run_id[:8]).stdout
+    assert shown.count(run_id[:12]) == 1 and shown.startswith(f"run {run_id} of flow pipeline: completed")
+    assert all(line == line.rstrip() for line in shown.splitlines())
+
+
+def test_a_map_over_a_run_time_list_numbers_its_lines_without_promising_a_total(tmp_path, home):
+    path = tmp_path / "mapped.py"
+    path.write_text("import flowkit as fk\n\n@fk.task\ndef items(n: int) -> list:\n    return list(range(n))\n\n"
+                    "@fk.task\ndef double(x):\n    return 2 * x\n\n@fk.flow\ndef mapped(n: int = 3):\n"
+                    "    return double.map(items(n))\n")
+    out = invoke("run", f"{path}:mapped")
+    assert [line.split(" ")[0] for line in out.stdout.splitlines()[:4]] == ["[1]", "[2]", "[3]", "[4]"]

@@ -72,6 +72,21 @@ def main(ctx: click.Context, home: str | None, debug: bool) -> None:
         os.environ["FLOWKIT_HOME"] = home
 
 
+def emit(renderable: Any, out: Console = console) -> None:
+    """Print a table or text; into a pipe or file, without the spaces rich pads lines with."""
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+def _computed_by(store: Any, run: Any) -> dict[str, Any]:
+    keys = [tr.cache_key for tr in run.task_runs if tr.status == "cached" and tr.cache_key]
+    return store.computed_by(keys) if store is not None and keys else {}
+
+
 def _store() -> Any:
     from flowkit.store import Store
 
@@ -126,7 +141,9 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
         link = getattr(chosen, "dashboard_link", None)
         if link and not as_json:
             out.print(f"Dask dashboard: {link}")
-        progress = Progress(out, live=out.is_terminal and not as_json)
+        # A map over a run-time list adds tasks as it runs: then no total is promised in advance.
+        known = not any(node.kind == "dynamic_map" for node in flow.graph(**bound).nodes.values())
+        progress = Progress(out, live=out.is_terminal and not as_json, known_total=known)
         with progress:
             result = flow.with_options(executor=chosen)._run(bound, trigger="cli", refresh=refresh_arg,
                                                              resume=resume, fail_fast=fail_fast,
@@ -139,8 +156,8 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
                        for tr in result.failed],
         }))
     else:
-        console.print(summary_table(result))
-        console.print(escape(result.summary()))
+        emit(summary_table(result, computed_by=_computed_by(flow.store(), result)))
+        emit(escape(result.summary()))
         if result.failed:
             console.print(_traceback_hint(result))
         if result.status == "completed":
@@ -202,7 +219,7 @@ def runs(flow: str | None, status: str | None, limit: int, as_json: bool) -> Non
     for r in found:
         table.add_row(r.id[:12], r.flow, r.status, r.trigger or "", _when(r.started), duration(r.duration),
                       ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in r.params.items()))
-    console.print(table)
+    emit(table)
 
 
 def _task_runs_named(run: Any, name: str) -> list[Any]:
@@ -265,14 +282,15 @@ def show(run_id: str, task: str | None, show_traceback: bool, logs_of: str | Non
     if as_json:
         click.echo(json.dumps({"id": found.id, "flow": found.flow, "status": found.status, "task_runs": [
             {"node": tr.node, "task": tr.name, "status": tr.status, "attempts": tr.attempts, "duration": tr.duration,
+             "run_time": tr.run_time, "waited": tr.waited,
              "artifact_id": tr.artifact_id, "error": first_line(tr.error, 500), "traceback": tr.traceback}
             for tr in found.task_runs]}))
         return
-    console.print(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
-                  f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
+    emit(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
+         f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
     if isinstance(found.error, str):
-        console.print(f"[red]{escape(found.error)}[/red]")
-    console.print(summary_table(found, limit=500))
+        emit(f"[red]{escape(found.error)}[/red]")
+    emit(summary_table(found, limit=500, computed_by=_computed_by(_store(), found)))
     if found.failed:
         console.print(_traceback_hint(found))
 
@@ -302,7 +320,7 @@ def lineage(artifact_id: str, fmt: str) -> None:
     else:
         tree = Tree(_label(root, g.nodes[root]))
         _grow(tree, g, root, set())
-        console.print(tree)
+        emit(tree)
 
 
 def _label(node: str, data: dict[str, Any]) -> str:
@@ -338,7 +356,7 @@ def cache_ls(limit: int) -> None:
     for e in entries[:limit]:
         table.add_row(e["task"] or "", e["key"][:12], (e["artifact_id"] or "")[:12], e["type"] or "",
                       str(e["size"]), _when(e["created"]))
-    console.print(table)
+    emit(table)
 
 
 @cache.command("gc")
@@ -418,7 +436,7 @@ def schedule_ls(as_json: bool) -> None:
     for s in items:
         table.add_row(s.name, s.flow_ref, s.cron.expr, s.cron.tz, s.cron.catchup, s.cron.overlap,
                       "paused" if s.paused else "active", "" if s.paused else s.next_fire(now).isoformat())
-    console.print(table)
+    emit(table)
 
 
 @schedule.command("rm")

@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,3 +284,27 @@ class Store:
             self.files.delete(a)
         return report
 
+
+    # --- read-only queries for the CLI ---------------------------------------------------------
+
+    def computed_by(self, cache_keys: Iterable[str]) -> dict[str, TaskRun]:
+        """The task run that computed each cache entry, by cache key (keys not in the cache are left out).
+
+        A ``cached`` task run's own timings are those of loading the value; this is
+        where to read how long computing it took (:attr:`TaskRun.run_time`).
+        """
+        keys = list(dict.fromkeys(cache_keys))
+        if not keys:
+            return {}
+        rows = self.db.query("SELECT key, task_run_id FROM cache WHERE key IN (SELECT value FROM json_each(?)) "
+                             "AND task_run_id IS NOT NULL", (json.dumps(keys),))
+        by_run: dict[str, dict[str, str]] = {}  # run id -> {node: key}
+        for key, task_run_id in rows:
+            run_id, _, node = task_run_id.partition("/")
+            by_run.setdefault(run_id, {})[node] = key
+        out: dict[str, TaskRun] = {}
+        for run_id, nodes in by_run.items():
+            for tr in self.task_runs(run_id):
+                if tr.node in nodes:
+                    out[nodes[tr.node]] = tr
+        return out
