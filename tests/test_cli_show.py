@@ -103,3 +103,9 @@ def test_user_traceback_drops_the_executors_and_flowkits_frames():
         assert tr.traceback.splitlines()[1].endswith(", in fails")
         assert "flowkit/" not in tr.traceback and "concurrent/futures" not in tr.traceback
         assert tr.traceback == user_traceback(tr.exception)
+
+
+def test_cache_gc_help_mentions_only_what_exists():
+    out = invoke("cache", "gc", "--help")
+    assert out.exit_code == 0 and "no cache entry and no recent run" in out.stdout
+    assert "model" not in out.stdout.lower()

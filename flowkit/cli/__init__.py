@@ -360,10 +360,11 @@ def cache_ls(limit: int) -> None:
 
 
 @cache.command("gc")
-@click.option("--keep-days", type=float, default=30.0, show_default=True)
+@click.option("--keep-days", type=float, default=30.0, show_default=True,
+              help="Keep what runs of the last DAYS days produced or consumed.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 def cache_gc(keep_days: float, dry_run: bool) -> None:
-    """Remove artifacts no cache entry, recent run or registered model needs."""
+    """Remove artifacts that no cache entry and no recent run needs."""
     report = _store().gc(keep_days=keep_days, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {len(report.artifacts)} artifacts ({report.bytes} bytes)")
