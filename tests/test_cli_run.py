@@ -149,3 +149,76 @@ def test_a_map_over_a_run_time_list_numbers_its_lines_without_promising_a_total(
                     "    return double.map(items(n))\n")
     out = invoke("run", f"{path}:mapped")
     assert [line.split(" ")[0] for line in out.stdout.splitlines()[:4]] == ["[1]", "[2]", "[3]", "[4]"]
+
+
+def fails(*args: str) -> str:
+    out = CliRunner().invoke(main, list(args))
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output
+    return " ".join(out.output.split())  # usage errors are wrapped to the terminal's width
+
+
+def test_a_parameter_given_twice_is_an_error_naming_it(flows):
+    assert "parameter 'rows' is given twice (-p rows=3 and -p rows=4)" in fails(
+        "run", f"{flows}:pipeline", "-p", "rows=3", "-p", "rows=4")
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_non_finite_floats_are_refused_unless_the_parameter_admits_them(flows, text):
+    message = fails("run", f"{flows}:pipeline", "-p", f"scale={text}")
+    assert f"-p scale={text}: parameter 'scale' of flow 'pipeline' takes a finite number" in message
+    allowed = run_json(f"{flows}:pipeline", "-p", f"limit={text}", "-p", "rows=0")  # its default is inf
+    assert allowed["status"] == "completed"
+
+
+def test_non_finite_values_stay_allowed_for_any_and_text_parameters(flows, home):
+    from flowkit.store import Store
+
+    result = run_json(f"{flows}:pipeline", "-p", "label=nan", "-p", "anything=NaN", "-p", "rows=0")
+    params = Store.open(home).run(result["run_id"]).params
+    assert params["label"] == "nan" and params["anything"] != params["anything"]  # text, and a float NaN
+
+
+@pytest.mark.parametrize("suffix, text", [
+    (".yaml", "rows: 4\nscale: 2\nlabel: hello\n"),
+    (".json", '{"rows": 4, "scale": 2, "label": "hello"}'),
+    (".toml", 'rows = 4\nscale = 2\nlabel = "hello"\n'),
+])
+def test_parameters_from_a_file_are_typed_by_the_flow_and_p_overrides_them(flows, tmp_path, home, suffix, text):
+    from flowkit.store import Store
+
+    path = tmp_path / f"params{suffix}"
+    path.write_text(text)
+    result = run_json(f"{flows}:pipeline", "--params", str(path))
+    params = Store.open(home).run(result["run_id"]).params
+    assert (params["rows"], params["scale"], params["label"]) == (4, 2.0, "hello")
+    assert type(params["scale"]) is float and result["result"] == 12.0
+    over = run_json(f"{flows}:pipeline", "--params", str(path), "-p", "rows=2")
+    assert over["result"] == 2.0
+
+
+def test_a_bad_parameters_file_is_an_error_naming_the_file(flows, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rows: [1, 2\n")
+    assert f"--params {bad}: not valid YAML" in fails("run", f"{flows}:pipeline", "--params", str(bad))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"rows": "many"}')
+    assert f"--params {wrong}: parameter 'rows': 'many' is not a valid int" in fails(
+        "run", f"{flows}:pipeline", "--params", str(wrong))
+    typed = tmp_path / "typed.json"
+    typed.write_text('{"rows": 1.5}')
+    assert f"--params {typed}: parameter 'rows': 1.5 is not a valid int" in fails("run", f"{flows}:pipeline", "--params", str(typed))
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'red'\n")
+    assert f"--params {unknown}: flow 'pipeline' has no parameter 'colour'" in fails(
+        "run", f"{flows}:pipeline", "--params", str(unknown))
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    assert "expected a mapping of parameter names to values, got a list" in fails(
+        "run", f"{flows}:pipeline", "--params", str(listed))
+    assert f"--params {tmp_path / 'none.yaml'}: cannot read the file" in fails(
+        "run", f"{flows}:pipeline", "--params", str(tmp_path / "none.yaml"))
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"scale": NaN}')
+    assert "parameter 'scale' of flow 'pipeline' takes a finite number" in fails(
+        "run", f"{flows}:pipeline", "--params", str(nan))

@@ -105,8 +105,15 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-param_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
-                            help="A flow parameter, converted by the flow's type hints (repeatable).")
+_param = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                      help="A flow parameter, converted by the flow's type hints (repeatable).")
+_params_file = click.option("--params", "params_file", metavar="FILE",
+                            help="Parameters from a .yaml, .json or .toml file; -p overrides them.")
+
+
+def param_option(fn: Any) -> Any:
+    """``-p NAME=VALUE`` (repeatable) and ``--params FILE``."""
+    return _param(_params_file(fn))
 
 
 @main.command()
@@ -122,14 +129,14 @@ param_option = click.option("-p", "--param", "params", multiple=True, metavar="N
 @click.option("--resume", metavar="RUN_ID", help="Also reuse what cache=False tasks produced in that run.")
 @click.option("--fail-fast", is_flag=True, help="Stop submitting tasks at the first failure.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def run(target: str, params: tuple[str, ...], executor: str, address: str | None, workers: int | None,
+def run(target: str, params: tuple[str, ...], params_file: str | None, executor: str, address: str | None, workers: int | None,
         refresh: bool, refresh_tasks: tuple[str, ...], resume: str | None, fail_fast: bool,
         as_json: bool) -> None:
     """Run a flow from a file: flowkit run flows.py:train -p rows=1000"""
     import flowkit as fk
 
     flow = load_flow(target)
-    kwargs = parse_params(flow, params)
+    kwargs = parse_params(flow, params, params_file)
     bound = flow.bind(**kwargs)
     if address or executor == "dask":
         chosen: Any = fk.DaskExecutor(address=address, n_workers=None if address else workers)
@@ -172,10 +179,10 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "png", "svg"]), default="mermaid",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (png/svg need one).")
-def graph(target: str, params: tuple[str, ...], fmt: str, output: str | None) -> None:
+def graph(target: str, params: tuple[str, ...], params_file: str | None, fmt: str, output: str | None) -> None:
     """Show a flow's graph without running it."""
     flow = load_flow(target)
-    g = flow.graph(**parse_params(flow, params))
+    g = flow.graph(**parse_params(flow, params, params_file))
     if fmt == "mermaid":
         text = g.to_mermaid()
     else:
@@ -401,14 +408,15 @@ def _scheduler(**kwargs: Any) -> Any:
 @click.option("--catchup", type=click.Choice(["none", "latest", "all"]), default="latest", show_default=True)
 @click.option("--overlap", type=click.Choice(["skip", "allow"]), default="skip", show_default=True)
 @click.option("--max-catchup", type=click.IntRange(min=1))
-def schedule_add(target: str, expr: str, tz: str, params: tuple[str, ...], name: str | None, catchup: str,
+def schedule_add(target: str, expr: str, tz: str, params: tuple[str, ...], params_file: str | None,
+                 name: str | None, catchup: str,
                  overlap: str, max_catchup: int | None) -> None:
     """Schedule a flow: flowkit schedule add flows.py:train --cron "0 3 * * *" --tz Europe/Paris"""
     from flowkit.schedule import Cron
 
     flow = load_flow(target)
     cron = Cron(expr, tz=tz, catchup=catchup, overlap=overlap, max_catchup=max_catchup)
-    added = _scheduler().add(flow, cron, parse_params(flow, params), name=name)
+    added = _scheduler().add(flow, cron, parse_params(flow, params, params_file), name=name)
     nxt = added.next_fire(added.created)
     console.print(f"scheduled {escape(added.name)}: {escape(added.flow_ref)} at {escape(cron.expr)} ({cron.tz}); "
                   f"next run {nxt.isoformat()}")
