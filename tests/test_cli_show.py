@@ -109,3 +109,26 @@ def test_cache_gc_help_mentions_only_what_exists():
     out = invoke("cache", "gc", "--help")
     assert out.exit_code == 0 and "no cache entry and no recent run" in out.stdout
     assert "model" not in out.stdout.lower()
+
+
+def test_a_damaged_database_says_to_move_it_aside_and_keep_the_artifacts(home, flows):
+    import subprocess
+
+    from flowkit.errors import StoreError
+    from flowkit.store.metadata import MetadataDB
+
+    home.mkdir(parents=True)
+    db = home / "flowkit.db"
+    db.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(StoreError, match="is damaged"):
+        MetadataDB(db)
+    out = CliRunner().invoke(main, ["runs"])
+    assert out.exit_code == 2, out.output
+    message = " ".join(out.output.split())
+    assert f"the metadata database {db} is damaged (file is not a database)" in message
+    assert f"Keep the artifacts folder {home / 'artifacts'}" in message
+    command = message.split("at the next command: ")[1].split(" . ")[0]
+    assert command == f"mv {db} {db}.damaged"
+    subprocess.run(command, shell=True, check=True)
+    assert invoke("run", f"{flows}:broken").exit_code == 1  # a new database, the run recorded
+    assert (home / "flowkit.db.damaged").exists() and len(fk.runs()) == 1
