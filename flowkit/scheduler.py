@@ -269,8 +269,17 @@ class Scheduler:
         def go(slot: dt.datetime, run_id: str) -> str:
             try:
                 flow = load_flow(schedule.flow_ref)
-                run = flow._run(dict(schedule.params), trigger="schedule", run_id=run_id, scheduled=_ts(slot))
+                # Bound like a CLI run, so the run records the flow's defaults besides the given parameters.
+                run = flow._run(flow.bind(**schedule.params), trigger="schedule", run_id=run_id,
+                                scheduled=_ts(slot))
                 status = run.status
+                took = f" in {run.duration:.2f}s" if run.duration is not None else ""
+                if status == "completed":
+                    log.info("flowkit: schedule %r slot %s: run %s completed%s", schedule.name, slot.isoformat(),
+                             run.id, took)
+                else:
+                    log.warning("flowkit: schedule %r slot %s: run %s %s%s: %s", schedule.name, slot.isoformat(),
+                                run.id, status, took, run.error)
             except Exception as exc:  # noqa: BLE001 - a broken schedule must not stop the scheduler
                 log.error("flowkit: schedule %r could not run its flow %s: %s: %s", schedule.name,
                           schedule.flow_ref, type(exc).__name__, exc)

@@ -487,7 +487,8 @@ def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
         console.print(f"schedule {escape(found.name)}: {escape(found.cron.expr)} ({found.cron.tz})")
     if once:
         for fire in scheduler.tick():
-            console.print(f"{escape(fire.schedule)} {fire.slot.isoformat()}: {fire.status}")
+            run = f" (run {fire.run_id[:12]})" if fire.run_id else ""
+            console.print(f"{escape(fire.schedule)} {fire.slot.isoformat()}: {fire.status}{run}")
         scheduler.release()
         return
     handler = logging.StreamHandler(sys.stdout)
