@@ -132,3 +132,87 @@ def test_a_damaged_database_says_to_move_it_aside_and_keep_the_artifacts(home, f
     subprocess.run(command, shell=True, check=True)
     assert invoke("run", f"{flows}:broken").exit_code == 1  # a new database, the run recorded
     assert (home / "flowkit.db.damaged").exists() and len(fk.runs()) == 1
+
+
+FRAMES = textwrap.dedent('''
+    import pandas as pd
+    import flowkit as fk
+
+
+    @fk.task
+    def table(rows: int) -> pd.DataFrame:
+        return pd.DataFrame({"x": list(range(rows)), "name": [f"n{i}" for i in range(rows)]})
+
+
+    @fk.task
+    def note(df) -> str:
+        return f"{len(df)} rows"
+
+
+    @fk.task
+    def blob() -> bytes:
+        return b"\\x00\\x01raw"
+
+
+    @fk.task
+    def settings() -> dict:
+        return {"lr": 0.1}
+
+
+    @fk.flow
+    def frames(rows: int = 12):
+        df = table(rows)
+        return note(df), blob(), settings()
+''')
+
+
+@pytest.fixture
+def frame_run(tmp_path):
+    path = tmp_path / "frames.py"
+    path.write_text(FRAMES)
+    assert invoke("run", f"{path}:frames").exit_code == 0
+    run = fk.runs(limit=1)[0]
+    return {tr.node: tr.artifact_id for tr in run.task_runs} | {"run": run.id}
+
+
+def test_artifacts_ls_lists_newest_first_with_the_task_that_produced_each(frame_run):
+    listed = json.loads(invoke("artifacts", "ls", "--json").stdout)
+    assert {a["id"] for a in listed} == {frame_run[n] for n in ("table", "note", "blob", "settings")}
+    created = [a["created"] for a in listed]
+    assert created == sorted(created, reverse=True)
+    by_id = {a["id"]: a for a in listed}
+    assert by_id[frame_run["table"]]["rows"] == 12 and by_id[frame_run["table"]]["type"] == "pandas.DataFrame"
+    assert (by_id[frame_run["blob"]]["node"], by_id[frame_run["blob"]]["run_id"]) == ("blob", frame_run["run"])
+    table = invoke("artifacts", "ls").stdout
+    assert frame_run["table"][:12] in table and f"table in run {frame_run['run'][:12]}" in table
+
+
+def test_artifacts_get_prints_a_preview_or_writes_the_value_by_suffix(frame_run, tmp_path):
+    import pickle
+
+    import pandas as pd
+
+    preview = invoke("artifacts", "get", frame_run["table"][:10])
+    assert preview.exit_code == 0, preview.output
+    assert preview.stdout.startswith(f"artifact {frame_run['table'][:12]}: DataFrame, 12 rows x 2 columns\n")
+    assert "n9" in preview.stdout and "n11" not in preview.stdout and "2 more rows" in preview.stdout
+    assert invoke("artifacts", "get", frame_run["settings"]).stdout == "{'lr': 0.1}\n"
+    for suffix, read in ((".csv", pd.read_csv), (".parquet", pd.read_parquet), (".feather", pd.read_feather)):
+        target = tmp_path / f"table{suffix}"
+        out = invoke("artifacts", "get", frame_run["table"][:12], "-o", str(target))
+        assert out.exit_code == 0 and f"wrote {target}" in " ".join(out.stdout.split())
+        frame = read(target)
+        assert list(frame.columns) == ["x", "name"] and frame["name"].tolist()[-1] == "n11"
+    invoke("artifacts", "get", frame_run["blob"], "-o", str(tmp_path / "blob.bin"))
+    assert (tmp_path / "blob.bin").read_bytes() == b"\x00\x01raw"
+    invoke("artifacts", "get", frame_run["note"], "-o", str(tmp_path / "note.txt"))
+    assert (tmp_path / "note.txt").read_text() == "12 rows"
+    invoke("artifacts", "get", frame_run["settings"], "-o", str(tmp_path / "settings.out"))
+    assert pickle.loads((tmp_path / "settings.out").read_bytes()) == {"lr": 0.1}
+
+
+def test_artifacts_get_refuses_an_unknown_id_and_a_table_suffix_it_cannot_write(frame_run, tmp_path):
+    unknown = CliRunner().invoke(main, ["artifacts", "get", "ffff0000"])
+    assert unknown.exit_code == 2 and "no artifact 'ffff0000'" in unknown.output
+    bad = CliRunner().invoke(main, ["artifacts", "get", frame_run["table"], "-o", str(tmp_path / "t.xlsx")])
+    assert bad.exit_code == 2 and "a DataFrame is written as .csv, .parquet or .feather" in " ".join(bad.output.split())

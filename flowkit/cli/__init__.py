@@ -498,3 +498,9 @@ def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
     console.print(f"scheduler {scheduler.id} running; stop with Ctrl-C or SIGTERM")
     scheduler.run_forever()
     console.print("scheduler stopped")
+
+
+# At the end: the artifacts commands use this module's console and store helpers.
+from flowkit.cli.artifacts import artifacts  # noqa: E402
+
+main.add_command(artifacts)
