@@ -53,7 +53,7 @@ class _Group(click.Group):
                 raise
             usage = isinstance(exc, (FlowkitError, KeyError, LookupError, FileNotFoundError, ConnectionError))
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err_console.print(f"[bold red]error:[/] {escape(str(message))}")
+            err_console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True)  # a command stays whole
             err_console.print("[dim](run with --debug to see the traceback)[/dim]")
             ctx.exit(2 if usage else 1)
 
