@@ -88,8 +88,8 @@ class ArtifactInfo(tuple):  # noqa: SLOT001 - a plain tuple that pickles cheaply
     uri = property(lambda self: self[5])
 
 
-def store_value(files: Any, value: Any, serializer: str | None) -> ArtifactInfo | None:
-    """Serialize and store a value; ``None`` (and a warning) if it cannot be serialized."""
+def store_value(files: Any, value: Any, serializer: str | None, node: str | None = None) -> ArtifactInfo | None:
+    """Serialize and store a value; ``None`` (and a warning naming ``node``) if it cannot be serialized."""
     from flowkit.hashing import digest
     from flowkit.store.serializers import describe, dump_to, dumps, streamable_size
 
@@ -107,9 +107,11 @@ def store_value(files: Any, value: Any, serializer: str | None) -> ArtifactInfo 
     except Exception as exc:  # noqa: BLE001 - the run goes on, only the cache entry is lost
         import logging
 
+        kind = type(value)
         logging.getLogger("flowkit").warning(
-            "a %s result could not be serialized, so it is not cached: %s: %s", type(value).__name__,
-            type(exc).__name__, exc)
+            "the result of task %r (a %s.%s) could not be serialized, so it is not cached: %s: %s; return a "
+            "value that can be pickled, or mark the task cache=False", node or "?", kind.__module__,
+            kind.__qualname__, type(exc).__name__, exc)
         return None
     data = encoded.data
     d = digest(data)
@@ -129,19 +131,21 @@ def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Calla
     from flowkit.logs import task_output
 
     value, logs = task_output(node, sink, execute, fn, args, kwargs, *values)
-    info = store_value(files, value, serializer) if files is not None else None
+    info = store_value(files, value, serializer, node) if files is not None else None
     if info is None and logs is None:
         return value
     return Output(value, info, logs)
 
 
-def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:
+def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any,
+            report_start: bool = False) -> Any:
     """What a Dask worker runs for one node: ``fn(*args, *deps)``, reporting to the client.
 
     Upstream values arrive as ``deps`` (Dask resolves the futures on the
-    worker); an upstream :class:`Output` is unwrapped to its value. One small
-    event goes to the client through the scheduler: ``done``, with the timings
-    and the artifact record. The value itself stays on the worker.
+    worker); an upstream :class:`Output` is unwrapped to its value. Small
+    events go to the client through the scheduler: ``start`` as the call
+    begins (only with ``report_start``), and ``done``, with the timings and
+    the artifact record. The value itself stays on the worker.
     """
     import time
 
@@ -150,6 +154,8 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     from flowkit.logs import capturing
 
     worker = get_worker()
+    if report_start:
+        worker.log_event(topic, ("start", node, worker.get_current_task()))
     started = time.time()
     values = [d.value if type(d) is Output else d for d in deps]
     with capturing():

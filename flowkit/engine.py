@@ -51,7 +51,6 @@ import functools
 import heapq
 import logging
 import random
-import traceback as _tb
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -61,9 +60,19 @@ from flowkit._template import Item, Slot, resolve_path
 from flowkit._worker import call_with_timeout, collect, load_artifact, run_task
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
+from flowkit.errors import user_traceback
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
-from flowkit.events import CacheForgotten, RunEvent, RunPlanned, TaskFinished, TaskOutput, TaskRetrying, TaskSubmitted
+from flowkit.events import (
+    CacheForgotten,
+    RunEvent,
+    RunPlanned,
+    TaskFinished,
+    TaskOutput,
+    TaskRetrying,
+    TaskRunning,
+    TaskSubmitted,
+)
 from flowkit.planning import CachePlan
 from flowkit.records import Attempt, TaskRun
 from flowkit.recording import lineage_rows
@@ -171,6 +180,7 @@ class Loop:
         self.missing: dict[str, int] = {}  # eager: node -> how many of its inputs are not available
         self.attempts: dict[str, list[Attempt]] = {}
         # Task output goes to the listeners line by line when tasks run in this process.
+        self.live = stream_output  # listeners of the run's own (a display): they get output and starts
         self.sink = None
         if emit is not None and stream_output and session.in_process:
             self.sink = lambda node, line: emit(TaskOutput(run_id, node, line))
@@ -179,6 +189,11 @@ class Loop:
         self.consumers: dict[str, int] = {}  # node -> consumers not done with its value (see `release`)
         self.done: set[str] = set()  # nodes done with their inputs
         self.keep = set(graph.output_deps)  # what the flow returns is never released
+
+    def running(self, node: str) -> None:
+        """The session says a submitted task really began."""
+        assert self.emit is not None
+        self.emit(TaskRunning(self.state.run_id, node))
 
     def options(self, task: Task[..., Any]) -> TaskOptions:
         """A task's options with the flow's ``task_defaults`` applied (memoized per task)."""
@@ -330,10 +345,13 @@ class Loop:
                     fn = functools.partial(call_with_timeout, task.name, timeout, fn)
                 hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
                          "code": task.fn}
-                handle = self.session.submit(key, run_task, (key, self.sink, self.files, task.options.serializer,
-                                                             fn, node.args, node.kwargs), deps, **hints)
+                hooks = {}
                 if self.emit is not None:
                     self.emit(TaskSubmitted(state.run_id, key, task.name))
+                    if self.live:  # only a display wants to know when a queued task really starts
+                        hooks["on_running"] = self.running
+                handle = self.session.submit(key, run_task, (key, self.sink, self.files, task.options.serializer,
+                                                             fn, node.args, node.kwargs), deps, **hints, **hooks)
             elif kind == "map":
                 handle = self.session.submit(key, collect, (), deps, name=node.task.name)
             else:
@@ -402,6 +420,8 @@ class Loop:
             state.hits.update(cache.lookup(children))
             cache.item_contents(node, old_deps, children, elements)
         self.materialize(node.id)
+        if self.emit is not None:  # the run has more tasks than planned
+            self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
 
     # --- finishing -----------------------------------------------------------------------------
 
@@ -543,7 +563,7 @@ class Loop:
         self.record(TaskRun(
             f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", len(history),
             history[0].started, done.ended, state.keys.get(done.key), error=error_text(exc),
-            traceback="".join(_tb.format_exception(exc)), worker=done.worker, exception=exc, history=history,
+            traceback=user_traceback(exc), worker=done.worker, exception=exc, history=history,
             logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
         ))
         state.failed.append(done.key)

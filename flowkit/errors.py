@@ -31,6 +31,8 @@ Messages name the task, parameter or file at fault and say what to do next.
 
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,7 @@ __all__ = [
     "ScheduleError",
     "StoreError",
     "TaskTimeoutError",
+    "user_traceback",
 ]
 
 
@@ -132,3 +135,44 @@ class StoreError(FlowkitError):
 
 class ScheduleError(FlowkitError, ValueError):
     """A cron expression or time zone that cannot be used for a schedule."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_flowkit(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    # A Dask worker may have flowkit installed elsewhere than this process.
+    return path.startswith(_PACKAGE + os.sep) or f"{os.sep}site-packages{os.sep}flowkit{os.sep}" in path
+
+
+def _from_user_frame(te: traceback.TracebackException, seen: set[int]) -> None:
+    """Drop, in ``te`` and the exceptions chained to it, the frames before the user's code.
+
+    Those are the frames of whatever called the task (a thread pool, a Dask worker) up to
+    the end of the first run of flowkit's own frames. A stack that is flowkit's to the
+    end (an error flowkit raised itself, such as a timeout) is left whole.
+    """
+    if id(te) in seen:
+        return
+    seen.add(id(te))
+    frames = list(te.stack)
+    first = next((i for i, f in enumerate(frames) if _is_flowkit(f.filename)), None)
+    if first is not None:
+        user = next((i for i in range(first, len(frames)) if not _is_flowkit(frames[i].filename)), None)
+        if user is not None:
+            te.stack = traceback.StackSummary.from_list(frames[user:])
+    for chained in (te.__cause__, te.__context__):
+        if chained is not None:
+            _from_user_frame(chained, seen)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The formatted traceback of a task's exception, starting at the user's frame.
+
+    Like ``"".join(traceback.format_exception(exc))``, chained exceptions included,
+    without the frames of flowkit and of the executor that ran the task.
+    """
+    te = traceback.TracebackException.from_exception(exc)
+    _from_user_frame(te, set())
+    return "".join(te.format())

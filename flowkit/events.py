@@ -8,7 +8,8 @@ stream, in the same order::
 
     RunStarted
     RunPlanned                      how many task nodes (dynamic maps may add more)
-    TaskSubmitted / TaskOutput      a task was handed to the executor / printed a line
+    TaskSubmitted / TaskRunning     a task was handed to the executor / really began running
+    TaskOutput                      a task printed a line
     TaskRetrying                    an attempt failed and another is due after a delay
     CacheAdopted / CacheForgotten   a cache entry found by content / one that would not load
     TaskFinished                    completed, cached, failed, skipped, unneeded or cancelled
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from flowkit.store.metadata import CacheHit
 
 __all__ = ["CacheAdopted", "CacheForgotten", "RunEvent", "RunFinished", "RunListener", "RunPlanned", "RunStarted",
-           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskSubmitted", "broadcast"]
+           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskRunning", "TaskSubmitted", "broadcast"]
 
 
 class RunStarted(NamedTuple):
@@ -67,6 +68,17 @@ class TaskSubmitted(NamedTuple):
     run_id: str
     node: str
     task: str
+
+
+class TaskRunning(NamedTuple):
+    """A submitted task really began running (it may have waited for a free worker).
+
+    Sent only to runs with listeners of their own (a display), since on a cluster it
+    costs one more message per task.
+    """
+
+    run_id: str
+    node: str
 
 
 class TaskOutput(NamedTuple):
@@ -136,7 +148,7 @@ class RunFinished(NamedTuple):
     run: Run
 
 
-RunEvent = Union[RunStarted, RunPlanned, TaskSubmitted, TaskOutput, TaskRetrying, TaskFinished, CacheAdopted,
+RunEvent = Union[RunStarted, RunPlanned, TaskSubmitted, TaskRunning, TaskOutput, TaskRetrying, TaskFinished, CacheAdopted,
                  CacheForgotten, RunFinished]
 
 

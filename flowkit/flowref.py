@@ -66,11 +66,19 @@ def flows_in(module: types.ModuleType) -> dict[str, Flow[..., Any]]:
 
 
 def load_flow(reference: str) -> Flow[..., Any]:
-    """``FILE.py:FLOW`` (or ``FILE.py`` holding a single flow), or ``package.module:FLOW``, to the Flow."""
+    """``FILE.py:FLOW`` (or ``FILE.py`` holding a single flow), or ``package.module:FLOW``, to the Flow.
+
+    A module name is looked up with the current folder on the import path, as ``python -m`` does.
+    """
     where, _, name = reference.partition(":")
     if where.endswith(".py") or os.sep in where or not where.replace(".", "").replace("_", "").isalnum():
         module = load_module(where)
     else:
+        # As `python -m` does: a module in the current folder is importable by name, also from the
+        # installed `flowkit` script (whose sys.path starts with the script's folder instead).
+        cwd = os.getcwd()
+        if cwd not in sys.path and "" not in sys.path:
+            sys.path.insert(0, cwd)
         try:
             module = importlib.import_module(where)
         except ImportError as exc:

@@ -85,10 +85,41 @@ class TaskRun:
 
     @property
     def duration(self) -> float | None:
-        """Seconds from start to end, or ``None`` if it never ran."""
+        """Seconds from start to end (retry waits included), or ``None`` if it never ran.
+
+        For a ``cached`` task run these are the timings of loading the value, if it was
+        loaded; :attr:`run_time` is what computing took.
+        """
         if self.started is None or self.ended is None:
             return None
         return self.ended - self.started
+
+    @property
+    def run_time(self) -> float | None:
+        """Seconds spent computing: the sum of the attempts' times, retry waits excluded.
+
+        ``None`` for a task run that computed nothing (``cached``, ``skipped``) or whose
+        attempts have no timings.
+        """
+        if self.status in ("cached", "skipped"):
+            return None
+        times = [a.ended - a.started for a in self.history if a.started is not None and a.ended is not None]
+        if times:
+            return sum(times)
+        return None if self.history else self.duration
+
+    @property
+    def waited(self) -> float | None:
+        """Seconds spent waiting between attempts for a retry (``0.0`` after a single attempt).
+
+        ``None`` when :attr:`run_time` is.
+        """
+        if self.status in ("cached", "skipped"):
+            return None
+        timed = [a for a in self.history if a.started is not None and a.ended is not None]
+        if not timed:
+            return None if self.history or self.duration is None else 0.0
+        return sum(max(0.0, b.started - a.ended) for a, b in zip(timed, timed[1:]))  # type: ignore[operator]
 
     @property
     def start_time(self) -> _dt.datetime | None:

@@ -274,6 +274,13 @@ class Scheduler:
                 run = run_flow(flow, dict(schedule.params), trigger="schedule", run_id=run_id, scheduled=_ts(slot),
                                store=self.store if flow.options.store is None else None)
                 status = run.status
+                took = f" in {run.duration:.2f}s" if run.duration is not None else ""
+                if status == "completed":
+                    log.info("flowkit: schedule %r slot %s: run %s completed%s", schedule.name, slot.isoformat(),
+                             run.id, took)
+                else:
+                    log.warning("flowkit: schedule %r slot %s: run %s %s%s: %s", schedule.name, slot.isoformat(),
+                                run.id, status, took, run.error)
             except Exception as exc:  # noqa: BLE001 - a broken schedule must not stop the scheduler
                 log.error("flowkit: schedule %r could not run its flow %s: %s: %s", schedule.name,
                           schedule.flow_ref, type(exc).__name__, exc)

@@ -88,7 +88,7 @@ def test_run_json_and_a_single_flow_file_without_a_name(tmp_path, home):
     assert again["counts"] == {"cached": 1}
     refreshed = json.loads(flowkit("run", str(path), "--json", "--refresh", cwd=tmp_path, home=home).stdout)
     assert refreshed["counts"] == {"completed": 1}
-    by_name = json.loads(flowkit("run", str(path), "--json", "--refresh", "two", cwd=tmp_path, home=home).stdout)
+    by_name = json.loads(flowkit("run", str(path), "--json", "--refresh-task", "two", cwd=tmp_path, home=home).stdout)
     assert by_name["counts"] == {"completed": 1}
 
 
@@ -119,7 +119,7 @@ def test_a_failed_flow_exits_1_with_the_reason_and_no_traceback(flows, tmp_path,
         (["show", "0123456789"], "no run '0123456789'"),
         (["lineage", "0123456789"], "artifact '0123456789' is not in the store"),
         (["run", "{flows}:pipeline", "--resume", "nope"], "cannot resume: no run 'nope'"),
-        (["run", "{flows}:pipeline", "--refresh", "nothing"], "refresh= names unknown task(s) nothing"),
+        (["run", "{flows}:pipeline", "--refresh-task", "nothing"], "refresh= names unknown task(s) nothing"),
     ],
 )
 def test_bad_input_is_a_clear_message_exit_2_and_no_traceback(flows, tmp_path, home, args, words):
@@ -214,12 +214,15 @@ def test_live_progress_panel_shows_counts_running_tasks_and_elapsed_time():
     progress = Progress(console, live=True)
     progress.on_plan(4)
     progress.on_start("load", "load")
+    progress.on_running("load")
     progress.on_finish(TaskRun("r/a", "r", "a", "a", "cached"))
     progress.on_finish(TaskRun("r/b", "r", "b", "b", "failed", 2, 0.0, 1.0, error="ValueError: no"))
     progress.on_start("train[0]", "train")
+    progress.on_running("train[0]")
+    progress.on_start("train[1]", "train")
     panel = progress._panel().plain
     assert panel.startswith("2/4 tasks") and "cached 1" in panel and "failed 1" in panel
-    assert "running: load, train[0]" in panel and panel.rstrip().split("\n")[0].endswith("s")
+    assert "running: load, train[0]; 1 queued" in panel and panel.rstrip().split("\n")[0].endswith("s")
 
 
 def test_schedule_commands(flows, tmp_path, home):
@@ -244,3 +247,15 @@ def test_schedule_commands(flows, tmp_path, home):
     assert "removed schedule nightly" in flowkit("schedule", "rm", "nightly", cwd=tmp_path, home=home).stdout
     gone = flowkit("schedule", "rm", "nightly", cwd=tmp_path, home=home)
     assert gone.returncode == 2 and "no schedule 'nightly'" in gone.stderr
+
+
+def test_a_module_in_the_current_folder_loads_by_name_from_the_installed_command(tmp_path, home):
+    # The `flowkit` script, unlike `python -m flowkit`, does not put the current folder on sys.path.
+    (tmp_path / "pipeline.py").write_text("import flowkit as fk\n\n@fk.task\ndef two():\n    return 2\n\n"
+                                          "@fk.flow\ndef pipeline():\n    return two()\n")
+    exe = shutil.which("flowkit", path=os.path.dirname(sys.executable))
+    assert exe is not None
+    out = subprocess.run([exe, "run", "pipeline:pipeline", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "FLOWKIT_HOME": str(home)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["result"] == 2

@@ -516,3 +516,29 @@ def test_early_cutoff_on_dask_runs_only_the_new_item_and_nothing_below_an_unchan
     assert edited.result() == "mean 1.5"
     assert {tr.node: tr.status for tr in edited.task_runs} == {"source": "completed", "mean": "cached",
                                                                 "describe": "cached"}
+
+
+def test_tasks_are_reported_running_when_a_worker_begins_them(dask_executor):
+    order: list[tuple[str, str]] = []
+
+    class Watch:
+        def on_event(self, event):
+            kind = type(event).__name__
+            if kind in ("TaskSubmitted", "TaskRunning"):
+                order.append((kind, event.node))
+            elif kind == "TaskFinished":
+                order.append((kind, event.task_run.node))
+
+    run = fk.run_flow(diamond.with_options(executor=dask_executor, store=False), listeners=[Watch()])
+    assert run.result() == 4
+    for node in ("one", "inc", "inc#2", "add"):
+        events = [kind for kind, n in order if n == node]
+        assert events == ["TaskSubmitted", "TaskRunning", "TaskFinished"], (node, order)
+
+
+def test_a_failed_tasks_traceback_starts_at_the_users_frame_on_dask(dask_executor):
+    run = failing.with_options(executor=dask_executor, store=False).run()
+    tb = run.failed[0].traceback
+    assert tb.splitlines()[0] == "Traceback (most recent call last):"
+    assert tb.splitlines()[1].endswith(", in boom") and tb.rstrip().endswith("ValueError: boom on 1")
+    assert "flowkit/" not in tb and "distributed/" not in tb

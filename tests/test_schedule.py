@@ -365,3 +365,53 @@ def test_re_adding_a_paused_schedule_keeps_it_paused(flows, clock):
     scheduler.pause("job")
     scheduler.add(flows.job, "0 4 * * *")
     assert scheduler.get("job").paused and scheduler.get("job").cron.expr == "0 4 * * *"
+
+
+def test_each_fire_logs_its_outcome_with_the_run_id_and_duration(flows, clock, caplog):
+    import logging
+
+    scheduler = Scheduler(clock=clock)
+    scheduler.add(flows.job, "0 3 * * *", name="good")
+    clock.advance(61)
+    with caplog.at_level(logging.INFO, logger="flowkit"):
+        (fire,) = scheduler.tick()
+    [line] = [r.getMessage() for r in caplog.records if "schedule 'good'" in r.getMessage()]
+    assert line.startswith(f"flowkit: schedule 'good' slot 2026-06-01T03:00:00+00:00: run {fire.run_id} completed in ")
+    assert line.endswith("s")
+
+
+def test_a_failed_fire_logs_failed_with_the_reason(tmp_path, caplog):
+    import logging
+
+    (tmp_path / "failing_flows.py").write_text(textwrap.dedent('''
+        import flowkit as fk
+
+        @fk.task(cache=False)
+        def explode():
+            raise ValueError("no data today")
+
+        @fk.flow
+        def nightly():
+            return explode()
+    '''))
+    from flowkit.flowref import load_module
+
+    module = load_module(str(tmp_path / "failing_flows.py"))
+    clock = fk.ManualClock(start=at("2026-06-01T02:59:00+00:00"))
+    scheduler = Scheduler(clock=clock)
+    scheduler.add(module.nightly, "0 3 * * *")
+    clock.advance(61)
+    with caplog.at_level(logging.INFO, logger="flowkit"):
+        (fire,) = scheduler.tick()
+    [record] = [r for r in caplog.records if "schedule 'nightly'" in r.getMessage()]
+    assert record.levelno == logging.WARNING and fire.status == "failed"
+    assert f"run {fire.run_id} failed in " in record.getMessage()
+    assert "task 'explode' (node 'explode') raised ValueError: no data today" in record.getMessage()
+
+
+def test_a_scheduled_run_records_the_flows_defaults_like_a_cli_run(flows, clock):
+    scheduler = Scheduler(clock=clock)
+    scheduler.add(flows.job, "0 3 * * *")
+    clock.advance(61)
+    (fire,) = scheduler.tick()
+    assert fk.runs(limit=1)[0].params == {"tag": "x"}

@@ -52,7 +52,7 @@ class _Group(click.Group):
                 raise
             usage = isinstance(exc, (FlowkitError, KeyError, LookupError, FileNotFoundError, ConnectionError))
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err_console.print(f"[bold red]error:[/] {escape(str(message))}")
+            err_console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True)  # a command stays whole
             err_console.print("[dim](run with --debug to see the traceback)[/dim]")
             ctx.exit(2 if usage else 1)
 
@@ -76,6 +76,21 @@ def _home() -> str | None:
     return ctx.find_root().obj.get("home") if ctx is not None and ctx.find_root().obj else None
 
 
+def emit(renderable: Any, out: Console = console) -> None:
+    """Print a table or text; into a pipe or file, without the spaces rich pads lines with."""
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+def _computed_by(store: Any, run: Any) -> dict[str, Any]:
+    keys = [tr.cache_key for tr in run.task_runs if tr.status == "cached" and tr.cache_key]
+    return store.computed_by(keys) if store is not None and keys else {}
+
+
 def _store() -> Any:
     from flowkit.store import Store
 
@@ -94,8 +109,15 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-param_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
-                            help="A flow parameter, converted by the flow's type hints (repeatable).")
+_param = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                      help="A flow parameter, converted by the flow's type hints (repeatable).")
+_params_file = click.option("--params", "params_file", metavar="FILE",
+                            help="Parameters from a .yaml, .json or .toml file; -p overrides them.")
+
+
+def param_option(fn: Any) -> Any:
+    """``-p NAME=VALUE`` (repeatable) and ``--params FILE``."""
+    return _param(_params_file(fn))
 
 
 @main.command()
@@ -105,30 +127,34 @@ param_option = click.option("-p", "--param", "params", multiple=True, metavar="N
               help="Run in this process, or on Dask.")
 @click.option("--address", metavar="tcp://HOST:PORT", help="An existing Dask scheduler (implies --executor dask).")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker count: threads for local, processes for dask.")
-@click.option("--refresh", "refresh", multiple=True, is_flag=False, flag_value="*", metavar="[TASK]",
-              help="Recompute TASK and what depends on it; alone, recompute everything.")
+@click.option("--refresh", is_flag=True, help="Recompute every task, cached or not.")
+@click.option("--refresh-task", "refresh_tasks", multiple=True, metavar="TASK",
+              help="Recompute TASK and everything downstream of it (repeatable).")
 @click.option("--resume", metavar="RUN_ID", help="Also reuse what cache=False tasks produced in that run.")
 @click.option("--fail-fast", is_flag=True, help="Stop submitting tasks at the first failure.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-def run(target: str, params: tuple[str, ...], executor: str, address: str | None, workers: int | None,
-        refresh: tuple[str, ...], resume: str | None, fail_fast: bool, as_json: bool) -> None:
+def run(target: str, params: tuple[str, ...], params_file: str | None, executor: str, address: str | None, workers: int | None,
+        refresh: bool, refresh_tasks: tuple[str, ...], resume: str | None, fail_fast: bool,
+        as_json: bool) -> None:
     """Run a flow from a file: flowkit run flows.py:train -p rows=1000"""
     import flowkit as fk
 
     flow = load_flow(target)
-    kwargs = parse_params(flow, params)
+    kwargs = parse_params(flow, params, params_file)
     bound = flow.bind(**kwargs)
     if address or executor == "dask":
         chosen: Any = fk.DaskExecutor(address=address, n_workers=None if address else workers)
     else:
         chosen = fk.LocalExecutor(max_workers=workers)
-    refresh_arg: bool | list[str] = True if "*" in refresh else list(refresh)
+    refresh_arg: bool | list[str] = True if refresh else list(refresh_tasks)
     out = err_console if as_json else console
     with chosen:
         link = getattr(chosen, "dashboard_link", None)
         if link and not as_json:
             out.print(f"Dask dashboard: {link}")
-        progress = Progress(out, live=out.is_terminal and not as_json)
+        # A map over a run-time list adds tasks as it runs: then no total is promised in advance.
+        known = not any(node.kind == "dynamic_map" for node in flow.graph(**bound).nodes.values())
+        progress = Progress(out, live=out.is_terminal and not as_json, known_total=known)
         with progress:
             result = fk.run_flow(flow.with_options(executor=chosen), bound, trigger="cli", refresh=refresh_arg,
                                  resume=resume, fail_fast=fail_fast, listeners=[] if as_json else [progress],
@@ -141,8 +167,10 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
                        for tr in result.failed],
         }))
     else:
-        console.print(summary_table(result))
-        console.print(escape(result.summary()))
+        emit(summary_table(result, computed_by=_computed_by(flow.store(), result)))
+        emit(escape(result.summary()))
+        if result.failed:
+            console.print(_traceback_hint(result))
         if result.status == "completed":
             console.print(f"result: {escape(short_repr(result.value, 400))}")
     if result.status != "completed":
@@ -155,10 +183,10 @@ def run(target: str, params: tuple[str, ...], executor: str, address: str | None
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "png", "svg"]), default="mermaid",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (png/svg need one).")
-def graph(target: str, params: tuple[str, ...], fmt: str, output: str | None) -> None:
+def graph(target: str, params: tuple[str, ...], params_file: str | None, fmt: str, output: str | None) -> None:
     """Show a flow's graph without running it."""
     flow = load_flow(target)
-    g = flow.graph(**parse_params(flow, params))
+    g = flow.graph(**parse_params(flow, params, params_file))
     if fmt == "mermaid":
         text = g.to_mermaid()
     else:
@@ -202,21 +230,61 @@ def runs(flow: str | None, status: str | None, limit: int, as_json: bool) -> Non
     for r in found:
         table.add_row(r.id[:12], r.flow, r.status, r.trigger or "", _when(r.started), duration(r.duration),
                       ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in r.params.items()))
-    console.print(table)
+    emit(table)
+
+
+def _task_runs_named(run: Any, name: str) -> list[Any]:
+    """The task runs of ``run`` whose node id or task name is ``name``; a usage error if none."""
+    matches = [tr for tr in run.task_runs if name in (tr.node, tr.name)]
+    if not matches:
+        raise UsageProblem(f"run {run.id[:12]} has no task {name!r}; its tasks are: "
+                           f"{', '.join(tr.node for tr in run.task_runs)}")
+    return matches
+
+
+def _traceback_hint(run: Any) -> str:
+    return f"see the traceback: flowkit show {run.id[:12]} --traceback"
+
+
+def _print_tracebacks(run: Any, task: str | None) -> None:
+    if task is None:
+        failed = run.failed
+        if not failed:
+            console.print(f"run {run.id[:12]} of flow {escape(run.flow)} has no failed task ({run.status})")
+            return
+    else:
+        failed = [tr for tr in _task_runs_named(run, task) if tr.status == "failed"]
+        if not failed:
+            statuses = ", ".join(sorted({tr.status for tr in _task_runs_named(run, task)}))
+            raise UsageProblem(f"task {task!r} did not fail in run {run.id[:12]} ({statuses}); "
+                               f"its failed tasks are: {', '.join(tr.node for tr in run.failed) or 'none'}")
+    for tr in failed:
+        plural = "s" if tr.attempts != 1 else ""
+        console.print(f"[bold red]task {escape(tr.node)}[/] failed after {tr.attempts} attempt{plural}:")
+        click.echo((tr.traceback or tr.error or "no traceback was recorded").rstrip("\n"))
 
 
 @main.command()
 @click.argument("run_id")
+@click.argument("task", required=False)
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="Print the traceback of the failed task TASK, or of every failed task.")
 @click.option("--logs", "logs_of", metavar="TASK", help="Print what a task printed or logged.")
 @click.option("--json", "as_json", is_flag=True)
-def show(run_id: str, logs_of: str | None, as_json: bool) -> None:
-    """Show one run's task runs (a unique prefix of the id is enough)."""
+def show(run_id: str, task: str | None, show_traceback: bool, logs_of: str | None, as_json: bool) -> None:
+    """Show one run's task runs (a unique prefix of the id is enough).
+
+    flowkit show RUN --traceback [TASK] prints where failed tasks raised, from your code on.
+    """
+    if task is not None and not show_traceback:
+        raise UsageProblem(f"a task name ({task!r}) after the run id goes with --traceback: "
+                           f"flowkit show {run_id} --traceback {task}")
     found = _store().run(run_id)
+    if show_traceback:
+        _print_tracebacks(found, task)
+        return
     if logs_of is not None:
-        matches = [tr for tr in found.task_runs if logs_of in (tr.node, tr.name)]
-        if not matches:
-            raise UsageProblem(f"run {found.id[:12]} has no task {logs_of!r}; its tasks are: "
-                               f"{', '.join(tr.node for tr in found.task_runs)}")
+        matches = _task_runs_named(found, logs_of)
         for tr in matches:
             if len(matches) > 1:
                 console.print(f"[bold]{escape(tr.node)}[/bold]")
@@ -225,13 +293,17 @@ def show(run_id: str, logs_of: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"id": found.id, "flow": found.flow, "status": found.status, "task_runs": [
             {"node": tr.node, "task": tr.name, "status": tr.status, "attempts": tr.attempts, "duration": tr.duration,
-             "artifact_id": tr.artifact_id, "error": first_line(tr.error, 500)} for tr in found.task_runs]}))
+             "run_time": tr.run_time, "waited": tr.waited,
+             "artifact_id": tr.artifact_id, "error": first_line(tr.error, 500), "traceback": tr.traceback}
+            for tr in found.task_runs]}))
         return
-    console.print(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
-                  f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
+    emit(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
+         f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
     if isinstance(found.error, str):
-        console.print(f"[red]{escape(found.error)}[/red]")
-    console.print(summary_table(found, limit=500))
+        emit(f"[red]{escape(found.error)}[/red]")
+    emit(summary_table(found, limit=500, computed_by=_computed_by(_store(), found)))
+    if found.failed:
+        console.print(_traceback_hint(found))
 
 
 @main.command()
@@ -263,7 +335,7 @@ def lineage(target: str, fmt: str) -> None:
     else:
         tree = Tree(_label(root, g.nodes[root]))
         _grow(tree, g, root, set())
-        console.print(tree)
+        emit(tree)
 
 
 def _label(node: str, data: dict[str, Any]) -> str:
@@ -305,14 +377,15 @@ def cache_ls(limit: int) -> None:
     for e in entries[:limit]:
         table.add_row(e["task"] or "", e["key"][:12], (e["artifact_id"] or "")[:12], e["type"] or "",
                       str(e["size"]), _when(e["created"]))
-    console.print(table)
+    emit(table)
 
 
 @cache.command("gc")
-@click.option("--keep-days", type=float, default=30.0, show_default=True)
+@click.option("--keep-days", type=float, default=30.0, show_default=True,
+              help="Keep what runs of the last DAYS days produced or consumed.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
 def cache_gc(keep_days: float, dry_run: bool) -> None:
-    """Remove artifacts no cache entry, recent run or registered model needs."""
+    """Remove artifacts that no cache entry and no recent run needs."""
     report = _store().gc(keep_days=keep_days, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     console.print(f"{verb} {len(report.artifacts)} artifacts ({report.bytes} bytes)")
@@ -349,14 +422,15 @@ def _scheduler(**kwargs: Any) -> Any:
 @click.option("--catchup", type=click.Choice(["none", "latest", "all"]), default="latest", show_default=True)
 @click.option("--overlap", type=click.Choice(["skip", "allow"]), default="skip", show_default=True)
 @click.option("--max-catchup", type=click.IntRange(min=1))
-def schedule_add(target: str, expr: str, tz: str, params: tuple[str, ...], name: str | None, catchup: str,
+def schedule_add(target: str, expr: str, tz: str, params: tuple[str, ...], params_file: str | None,
+                 name: str | None, catchup: str,
                  overlap: str, max_catchup: int | None) -> None:
     """Schedule a flow: flowkit schedule add flows.py:train --cron "0 3 * * *" --tz Europe/Paris"""
     from flowkit.schedule import Cron
 
     flow = load_flow(target)
     cron = Cron(expr, tz=tz, catchup=catchup, overlap=overlap, max_catchup=max_catchup)
-    added = _scheduler().add(flow, cron, parse_params(flow, params), name=name)
+    added = _scheduler().add(flow, cron, parse_params(flow, params, params_file), name=name)
     nxt = added.next_fire(added.created)
     console.print(f"scheduled {escape(added.name)}: {escape(added.flow_ref)} at {escape(cron.expr)} ({cron.tz}); "
                   f"next run {nxt.isoformat()}")
@@ -385,7 +459,7 @@ def schedule_ls(as_json: bool) -> None:
     for s in items:
         table.add_row(s.name, s.flow_ref, s.cron.expr, s.cron.tz, s.cron.catchup, s.cron.overlap,
                       "paused" if s.paused else "active", "" if s.paused else s.next_fire(now).isoformat())
-    console.print(table)
+    emit(table)
 
 
 @schedule.command("rm")
@@ -427,7 +501,8 @@ def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
         console.print(f"schedule {escape(found.name)}: {escape(found.cron.expr)} ({found.cron.tz})")
     if once:
         for fire in scheduler.tick():
-            console.print(f"{escape(fire.schedule)} {fire.slot.isoformat()}: {fire.status}")
+            run = f" (run {fire.run_id[:12]})" if fire.run_id else ""
+            console.print(f"{escape(fire.schedule)} {fire.slot.isoformat()}: {fire.status}{run}")
         scheduler.release()
         return
     handler = logging.StreamHandler(sys.stdout)
@@ -437,3 +512,9 @@ def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
     console.print(f"scheduler {scheduler.id} running; stop with Ctrl-C or SIGTERM")
     scheduler.run_forever()
     console.print("scheduler stopped")
+
+
+# At the end: the artifacts commands use this module's console and store helpers.
+from flowkit.cli.artifacts import artifacts  # noqa: E402
+
+main.add_command(artifacts)

@@ -9,8 +9,11 @@ only ever reads two attributes of it (``eager``, ``in_process``) and calls four 
   the session returned in earlier completions: the value itself in-process, a
   future on Dask, so data can stay where it was computed). ``hints`` describe
   the task; a session may use or ignore each of them (see :meth:`Session.submit`).
-  A session whose ``eager`` attribute is true returns the handle at once (a
-  future), and the engine may pass it to dependents before the value exists;
+  ``on_running``, when given, is a callable the session calls with ``key`` once
+  the call really begins (not while it waits in a queue), from the thread that
+  calls ``submit`` or ``wait``. A session whose ``eager`` attribute is true returns
+  the handle at once (a future), and the engine may pass it to dependents before
+  the value exists;
 - ``wait(timeout)``: block until at least one submitted call has finished (or
   ``timeout`` seconds have passed) and return every :class:`Completion`
   gathered since the last call (possibly none, after a timeout);

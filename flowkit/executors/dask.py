@@ -272,6 +272,7 @@ class _DaskSession:
         self._resources_seen: set[tuple[tuple[str, float], ...]] = set()
         self._client_state = _client_state(client)
         self._node_of: dict[str, str] = {}  # dask key -> node
+        self._on_running: dict[str, Callable[[str], None]] = {}  # dask key -> who wants its "start" event
         client.subscribe_topic(self.topic, self._on_event)
 
     def _on_event(self, event: tuple[float, Any]) -> None:
@@ -293,7 +294,8 @@ class _DaskSession:
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any], *,
                name: str | None = None, tags: Sequence[str] = (), resources: dict[str, float] | None = None,
-               code: Callable[..., Any] | None = None) -> distributed.Future | None:
+               code: Callable[..., Any] | None = None,
+               on_running: Callable[[str], None] | None = None) -> distributed.Future | None:
         if code is not None:
             self._client_state.ship_by_value(code)
         self.starts[key] = []
@@ -306,8 +308,10 @@ class _DaskSession:
         dask_key = f"{_label(name, tags)}-{uuid.uuid4().hex}"
         self._node_of[dask_key] = key
         self._client_state.sessions[dask_key] = self
+        if on_running is not None:
+            self._on_running[dask_key] = on_running
         future = self.client.submit(on_dask, self.topic, key, fn, args, *deps, key=dask_key, pure=False,
-                                    resources=resources or None)
+                                    resources=resources or None, report_start=on_running is not None)
         self._futures[key] = future
         future.add_done_callback(lambda f, node=key: self._on_future(node, f))
         return future
@@ -364,6 +368,12 @@ class _DaskSession:
         node, dask_key = msg[1], msg[2]
         if dask_key not in self._node_of:
             return None  # not one of this session's submissions
+        if msg[0] == "start":
+            on_running = self._on_running.pop(dask_key, None)
+            current = self._futures.get(node)
+            if on_running is not None and current is not None and current.key == dask_key:
+                on_running(node)  # only for the attempt still running: an earlier one's start is stale
+            return None
         future = self._done.pop(dask_key, None)
         self._events[dask_key] = msg
         return self._completion(node, future) if future is not None else None
@@ -413,3 +423,4 @@ class _DaskSession:
             self._client_state.sessions.pop(dask_key, None)
         self._futures.clear()
         self._done.clear()
+        self._on_running.clear()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from flowkit._worker import Output
 from flowkit.clock import Clock
@@ -81,6 +81,9 @@ class _SequentialSession:
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
                **hints: Any) -> None:
+        on_running = hints.get("on_running")
+        if on_running is not None:
+            on_running(key)
         self._done.append(_call(self._clock, key, fn, args, deps, self._worker))
 
     def wait(self, timeout: float | None = None) -> list[Completion]:
@@ -95,8 +98,15 @@ class _SequentialSession:
             self._done = []
 
 
+class _Began(NamedTuple):
+    """A pool thread began a call: ``wait`` passes it on to the submission's ``on_running``."""
+
+    key: str
+    on_running: Callable[[str], None]
+
+
 class _ThreadSession:
-    """Runs calls on a thread pool; completions arrive through a queue."""
+    """Runs calls on a thread pool; completions (and starts) arrive through a queue."""
 
     eager = False
     in_process = True
@@ -104,35 +114,43 @@ class _ThreadSession:
     def __init__(self, clock: Clock, pool: ThreadPoolExecutor) -> None:
         self._clock = clock
         self._pool = pool
-        self._queue: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Completion | _Began] = queue.SimpleQueue()
         self.cancelled = False
 
-    def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: list[Any]) -> None:
+    def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: list[Any],
+             on_running: Callable[[str], None] | None) -> None:
+        if on_running is not None:  # reported by `wait`, so the callback runs in the engine's thread
+            self._queue.put(_Began(key, on_running))
         done = _call(self._clock, key, fn, args, deps, threading.current_thread().name)
         deps.clear()  # once the engine sees the completion it may release these values: hold none
         self._queue.put(done)
 
     def submit(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
                **hints: Any) -> None:
-        self._pool.submit(self._run, key, fn, args, list(deps))
+        self._pool.submit(self._run, key, fn, args, list(deps), hints.get("on_running"))
 
     def wait(self, timeout: float | None = None) -> list[Completion]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        done: list[Completion] = []
+        while not done:
             left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
             try:
                 # Short waits keep the main thread responsive to Ctrl-C.
-                first = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                break
+                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 if left <= 0:
-                    return []
-        done = [first]
-        while True:
-            try:
-                done.append(self._queue.get_nowait())
-            except queue.Empty:
-                return done
+                    return done
+                continue
+            while True:
+                if type(item) is _Began:
+                    item.on_running(item.key)
+                else:
+                    done.append(item)  # type: ignore[arg-type]
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+        return done
 
     def fetch(self, handles: Sequence[Any]) -> list[Any]:
         return list(handles)

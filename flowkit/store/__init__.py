@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,3 +291,59 @@ class Store:
             self.files.delete(a)
         return report
 
+
+    # --- read-only queries for the CLI ---------------------------------------------------------
+
+    def computed_by(self, cache_keys: Iterable[str]) -> dict[str, TaskRun]:
+        """The task run that computed each cache entry, by cache key (keys not in the cache are left out).
+
+        A ``cached`` task run's own timings are those of loading the value; this is
+        where to read how long computing it took (:attr:`TaskRun.run_time`).
+        """
+        keys = list(dict.fromkeys(cache_keys))
+        if not keys:
+            return {}
+        rows = self.db.query("SELECT key, task_run_id FROM cache WHERE key IN (SELECT value FROM json_each(?)) "
+                             "AND task_run_id IS NOT NULL", (json.dumps(keys),))
+        by_run: dict[str, dict[str, str]] = {}  # run id -> {node: key}
+        for key, task_run_id in rows:
+            run_id, _, node = task_run_id.partition("/")
+            by_run.setdefault(run_id, {})[node] = key
+        out: dict[str, TaskRun] = {}
+        for run_id, nodes in by_run.items():
+            for tr in self.task_runs(run_id):
+                if tr.node in nodes:
+                    out[nodes[tr.node]] = tr
+        return out
+
+    def find_artifact(self, prefix: str) -> str:
+        """The full id of the artifact whose id starts with ``prefix``; ``KeyError`` if none or several do."""
+        prefix = prefix.lower()
+        hexadecimal = bool(prefix) and all(c in "0123456789abcdef" for c in prefix)
+        rows = self.db.query("SELECT id FROM artifacts WHERE id LIKE ? LIMIT 2", (prefix + "%",)) if hexadecimal else []
+        if not rows:
+            raise KeyError(f"no artifact {prefix!r} in the store at {self.home}; `flowkit artifacts ls` lists them")
+        if len(rows) > 1:
+            raise KeyError(f"artifact id prefix {prefix!r} is ambiguous; give more characters")
+        return rows[0][0]
+
+    def artifact_list(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Artifact records, newest first: ``id``, ``type``, ``size``, ``rows``, ``created``, ``serializer``,
+        and ``task``, ``node``, ``run_id`` of the newest completed task run that produced it (``None`` when
+        no recorded run did)."""
+        sql = "SELECT id, type, size, rows, created, serializer FROM artifacts ORDER BY created DESC, id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        keys = ("id", "type", "size", "rows", "created", "serializer")
+        records = [dict(zip(keys, r), task=None, node=None, run_id=None) for r in self.db.query(sql)]
+        by_id = {r["id"]: r for r in records}
+        if by_id:
+            newest: dict[str, float] = {}
+            for artifact_id, task, node, run_id, started in self.db.query(
+                    "SELECT tr.artifact_id, tr.task, tr.node, tr.run_id, r.started FROM task_runs tr "
+                    "JOIN runs r ON r.id = tr.run_id WHERE tr.status = 'completed' "
+                    "AND tr.artifact_id IN (SELECT value FROM json_each(?))", (json.dumps(list(by_id)),)):
+                if started is not None and started >= newest.get(artifact_id, float("-inf")):
+                    newest[artifact_id] = started
+                    by_id[artifact_id].update(task=task, node=node, run_id=run_id)
+        return records

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import sqlite3
 import threading
 import time
@@ -132,6 +133,22 @@ def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     return any(text in str(exc) for text in _LOCKED)
 
 
+_DAMAGED = ("file is not a database", "database disk image is malformed")
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreError | None:
+    """The error for a database file SQLite cannot read, saying how to start afresh; ``None`` for other errors."""
+    if not any(text in str(exc) for text in _DAMAGED):
+        return None
+    files = [p for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+             if p == path or p.exists()]
+    moves = " && ".join(f"mv {shlex.quote(str(p))} {shlex.quote(str(p) + '.damaged')}" for p in files)
+    return StoreError(
+        f"the metadata database {path} is damaged ({exc}). Move it aside and flowkit starts a new, empty "
+        f"one at the next command: {moves} . Keep the artifacts folder {path.parent / 'artifacts'}: cached "
+        f"values are found again when tasks produce them, so only the run history is lost.")
+
+
 class MetadataDB:
     """One connection per process and thread to ``flowkit.db``."""
 
@@ -158,6 +175,9 @@ class MetadataDB:
                 self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = NORMAL")
             except (sqlite3.Error, OSError) as exc:
+                damaged = _damaged(self.path, exc) if isinstance(exc, sqlite3.DatabaseError) else None
+                if damaged is not None:
+                    raise damaged from exc
                 raise StoreError(f"cannot open the metadata database {self.path}: {exc}. Check that the folder "
                                  f"is writable, or point FLOWKIT_HOME elsewhere.") from exc
             self._local.conn = conn
@@ -178,8 +198,13 @@ class MetadataDB:
             except sqlite3.OperationalError as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
                     raise
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.25)
+            except sqlite3.DatabaseError as exc:  # found damaged after it opened
+                damaged = _damaged(self.path, exc)
+                if damaged is None:
+                    raise
+                raise damaged from exc
+            time.sleep(delay * (1 + random.random()))  # locked: try again shortly
+            delay = min(delay * 2, 0.25)
 
     def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, retried while the store is busy."""
