@@ -68,8 +68,6 @@ class KeyMaker:
         self.salt = salt
         self.store = store
         self._fingerprints: dict[int, str] = {}
-        #: node -> the part of its key that does not come from upstream (code, options, arguments)
-        self.heads: dict[str, str] = {}
 
     def fingerprint(self, task: Task[..., Any]) -> str:
         fp = self._fingerprints.get(id(task))
@@ -105,30 +103,32 @@ class KeyMaker:
         for name, value in (kwargs or {}).items():
             token(value, task=node.task.name, argument=name)
 
+    def parts(self, node: Node) -> list[str]:
+        """What a node's key covers besides its upstream: its code, options and arguments."""
+        if node.kind == "map":
+            return ["map"]
+        task = node.task
+        opts = task.options
+        if opts.cache:
+            parts = [node.kind, self.fingerprint(task), repr(opts.cache_version), self.args_token(node)]
+        else:  # unique to this run (or the run it resumes): never served elsewhere
+            parts = [node.kind, f"nocache:{self.salt}:{node.id}"]
+        if node.source_path:
+            parts.append(path_token(node.source_path))
+        return parts
+
     def key(self, node: Node, dep_keys: Iterable[str]) -> str:
         """The key of one node, given its upstream keys in slot order."""
-        if node.kind == "map":
-            parts = ["map"]
-        else:
-            task = node.task
-            opts = task.options
-            if opts.cache:
-                parts = [node.kind, self.fingerprint(task), repr(opts.cache_version), self.args_token(node)]
-            else:  # unique to this run (or the run it resumes): never served elsewhere
-                parts = [node.kind, f"nocache:{self.salt}:{node.id}"]
-            if node.source_path:
-                parts.append(path_token(node.source_path))
-        head = "\x00".join(parts)
-        self.heads[node.id] = head
-        tail = "\x00".join(dep_keys)
-        return xxh3_128_hexdigest((head + "\x00" + tail if tail else head).encode())
+        parts = self.parts(node)
+        parts.extend(dep_keys)
+        return xxh3_128_hexdigest("\x00".join(parts).encode())
 
-    def content(self, node_id: str, digests: Iterable[str]) -> str:
+    def content(self, node: Node, digests: Iterable[str]) -> str:
         """The content key of a node whose upstream values have these digests, in slot order."""
-        return xxh3_128_hexdigest(("content\x00" + self.heads[node_id] + "\x00" + "\x00".join(digests)).encode())
+        return xxh3_128_hexdigest("\x00".join(["content", *self.parts(node), *digests]).encode())
 
-    def item_content(self, map_id: str, element: Any, others: Iterable[str] = ()) -> str | None:
-        """The content key of a map item: the map's call with this element (not its position).
+    def item_content(self, mapped: Node, element: Any, others: Iterable[str] = ()) -> str | None:
+        """The content key of an item of the map node ``mapped``: its call with this element, not its position.
 
         ``others`` are the digests of the map's other upstream values (keyword refs).
         ``None`` when the element has no token (then the item is found by its key only).
@@ -136,7 +136,7 @@ class KeyMaker:
         tok = value_token(element)
         if tok is None:
             return None
-        return xxh3_128_hexdigest("\x00".join(("item", self.heads[map_id], tok, *others)).encode())
+        return xxh3_128_hexdigest("\x00".join(["item", *self.parts(mapped), tok, *others]).encode())
 
     def keys(self, nodes: dict[str, Node], known: dict[str, str] | None = None) -> dict[str, str]:
         """Keys of ``nodes`` (in a topological order), extending ``known``."""

@@ -72,6 +72,7 @@ from flowkit.events import (
     TaskRetrying,
     TaskRunning,
     TaskSubmitted,
+    finished,
 )
 from flowkit.planning import CachePlan
 from flowkit.records import Attempt, TaskRun
@@ -180,7 +181,7 @@ class Loop:
         self.missing: dict[str, int] = {}  # eager: node -> how many of its inputs are not available
         self.attempts: dict[str, list[Attempt]] = {}
         # Task output goes to the listeners line by line when tasks run in this process.
-        self.live = stream_output  # listeners of the run's own (a display): they get output and starts
+        self.live = emit is not None and stream_output  # listeners of the run's own (a display): output, starts
         self.sink = None
         if emit is not None and stream_output and session.in_process:
             self.sink = lambda node, line: emit(TaskOutput(run_id, node, line))
@@ -240,7 +241,7 @@ class Loop:
         if idle:
             self.retire_idle()
         self.cache.prepare(self.graph.flow, self.loads)
-        if self.emit is not None:
+        if self.live:
             self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
 
     def materialize_leaf(self, node_id: str) -> None:
@@ -420,7 +421,7 @@ class Loop:
             state.hits.update(cache.lookup(children))
             cache.item_contents(node, old_deps, children, elements)
         self.materialize(node.id)
-        if self.emit is not None:  # the run has more tasks than planned
+        if self.live:  # the run has more tasks than planned
             self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
 
     # --- finishing -----------------------------------------------------------------------------
@@ -531,7 +532,7 @@ class Loop:
 
     def output_of(self, done: Completion, logs: str | None) -> str | None:
         """A task's captured output; shown by the listener now unless it was streamed live."""
-        if logs and self.emit is not None and self.sink is None:
+        if logs and self.live and self.sink is None:
             for line in logs.splitlines():
                 self.emit(TaskOutput(self.state.run_id, done.key, line))
         return logs
@@ -547,7 +548,7 @@ class Loop:
         if self.emit is None:
             return
         if node is None:
-            self.emit(TaskFinished(tr))
+            self.emit(finished(tr))
             return
         self.emit(TaskFinished(tr, info, lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts),
                                tr.status == "completed", not node.task.options.cache,

@@ -7,7 +7,7 @@ listener of your own (``fk.run_flow(flow, listeners=[...])``) see the same
 stream, in the same order::
 
     RunStarted
-    RunPlanned                      how many task nodes (dynamic maps may add more)
+    RunPlanned                      how many task nodes (again when a dynamic map adds more)
     TaskSubmitted / TaskRunning     a task was handed to the executor / really began running
     TaskOutput                      a task printed a line
     TaskRetrying                    an attempt failed and another is due after a delay
@@ -25,9 +25,11 @@ A listener of your own, counting failures::
             if isinstance(event, fk.events.TaskFinished) and event.task_run.status == "failed":
                 self.count += 1
 
-Events are immutable named tuples (cheap: one is built per task). ``TaskOutput``
-may arrive from a worker thread while tasks run in this process; every other
-event arrives on the thread that runs the flow. A listener that raises stops
+Events are immutable named tuples (cheap: one is built per task). ``RunPlanned``,
+``TaskRunning`` and ``TaskOutput`` are for displays: they are sent to runs that
+have listeners of their own (``listeners=``), not to recording alone.
+``TaskOutput`` may arrive from a worker thread while tasks run in this process;
+every other event arrives on the thread that runs the flow. A listener that raises stops
 the run as an internal error, so keep listeners simple.
 """
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from flowkit.store.metadata import CacheHit
 
 __all__ = ["CacheAdopted", "CacheForgotten", "RunEvent", "RunFinished", "RunListener", "RunPlanned", "RunStarted",
-           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskRunning", "TaskSubmitted", "broadcast"]
+           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskRunning", "TaskSubmitted", "broadcast", "finished"]
 
 
 class RunStarted(NamedTuple):
@@ -120,6 +122,14 @@ class TaskFinished(NamedTuple):
     salted: bool = False
     expires: float | None = None
     content: str | None = None
+
+
+_NOTHING_MORE = (None, (), False, False, None, None)
+
+
+def finished(task_run: TaskRun) -> TaskFinished:
+    """``TaskFinished(task_run)``, built without a Python-level ``__new__`` (one per cached task)."""
+    return tuple.__new__(TaskFinished, (task_run, *_NOTHING_MORE))  # type: ignore[return-value]
 
 
 class CacheAdopted(NamedTuple):

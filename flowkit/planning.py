@@ -211,7 +211,7 @@ class CachePlan:
                 return None
             digests.append(digest)
         assert self.keymaker is not None
-        content = contents[key] = self.keymaker.content(key, digests)
+        content = contents[key] = self.keymaker.content(self.state.nodes[key], digests)
         return content
 
     def entry_content(self, node: Node) -> str | None:
@@ -265,7 +265,7 @@ class CachePlan:
             contents.update(dict.fromkeys(children))
             return
         for child, element in zip(children, elements):
-            contents[child] = self.keymaker.item_content(node.id, element, others)  # type: ignore[arg-type]
+            contents[child] = self.keymaker.item_content(node, element, others)  # type: ignore[arg-type]
         if not (self.cutoff and any(d in self.fresh for d in deps)):
             return  # the list came from the cache: the items' keys say everything
         hits, nodes = self.state.hits, self.state.nodes

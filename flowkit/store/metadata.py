@@ -302,7 +302,8 @@ class MetadataDB:
             "WHERE c.key IN (SELECT value FROM json_each(?)) AND a.removed IS NULL",
             (json.dumps(keys),),
         )
-        return {r[0]: CacheHit(*r[1:]) for r in rows}
+        new = tuple.__new__  # a CacheHit per row without a Python-level __new__: rows are many
+        return {r[0]: new(CacheHit, r[1:]) for r in rows}
 
     def content_lookup(self, contents: Iterable[str]) -> dict[str, CacheHit]:
         """The newest entry computed from inputs with each of these content keys (early cutoff), in one query."""
