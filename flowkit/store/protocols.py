@@ -382,6 +382,8 @@ class MetadataStore(Protocol):
     """
 
     url: str
+    #: the SQL dialect its migration steps are written in (``"sqlite"``, ``"postgresql"``)
+    dialect: str
 
     def close(self) -> None:
         """Release this process's connections (the store stays usable: it reconnects on demand)."""
