@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 __all__ = [
     "ArtifactRecord", "ArtifactRow", "ArtifactStore", "AttemptRecord", "AttemptRow", "Batch", "CacheEntry",
     "CacheHit", "CacheRow", "CachedTaskRunRow", "DamagedArtifact", "FileRecord", "FireRecord", "InputRecord",
-    "InputRow", "LineageStep", "MetadataStore", "RunRecord", "ScheduleRecord", "TaskRunRecord", "TaskRunRow",
+    "InputRow", "LineageStep", "MetadataStore", "RunRecord", "ScheduleRecord", "TaskRunRow",
 ]
 
 
@@ -158,26 +158,6 @@ class RunRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRunRecord:
-    """A task run as stored, in the order its run recorded it."""
-
-    run_id: str
-    node: str
-    task: str
-    status: str
-    attempts: int
-    started: float | None
-    ended: float | None
-    cache_key: str | None
-    artifact_id: str | None
-    error: str | None
-    traceback: str | None
-    worker: str | None
-    logs: str | None
-    source: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One attempt of a task run (recorded when it was retried or failed)."""
 
@@ -264,7 +244,8 @@ class ArtifactRow(NamedTuple):
 
 
 class TaskRunRow(NamedTuple):
-    """A finished task run; ``seq`` orders the task runs of one run."""
+    """A task run, as written in a batch and read back by :meth:`MetadataStore.task_runs`;
+    ``seq`` orders the task runs of one run."""
 
     run_id: str
     node: str
@@ -424,7 +405,7 @@ class MetadataStore(Protocol):
         """Write a batch in one transaction, then clear it; on failure nothing is written and
         the batch is kept."""
 
-    def task_runs(self, run_id: str) -> list[TaskRunRecord]:
+    def task_runs(self, run_id: str) -> list[TaskRunRow]:
         """A run's task runs, in the order they were recorded."""
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:

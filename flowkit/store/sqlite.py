@@ -29,7 +29,7 @@ from flowkit.errors import StoreError
 from flowkit.store import sqlite_schema  # noqa: F401 - registers the core migrations
 from flowkit.store.migrations import CORE, migrations, registered_names
 from flowkit.store.protocols import (ArtifactRecord, AttemptRecord, Batch, CacheEntry, CacheHit, FileRecord,
-                                     InputRecord, LineageStep, RunRecord, TaskRunRecord)
+                                     InputRecord, LineageStep, RunRecord, TaskRunRow)
 from flowkit.store.sqlite_schedules import ScheduleTables
 
 __all__ = ["SQLiteMetadataStore"]
@@ -262,11 +262,11 @@ class SQLiteMetadataStore(ScheduleTables):
         self.write(write)
         batch.clear()
 
-    def task_runs(self, run_id: str) -> list[TaskRunRecord]:
-        rows = self.query("SELECT run_id, node, task, status, attempts, started, ended, cache_key, artifact_id, "
+    def task_runs(self, run_id: str) -> list[TaskRunRow]:
+        rows = self.query("SELECT run_id, node, seq, task, status, attempts, started, ended, cache_key, artifact_id, "
                           "error, traceback, worker, logs, source FROM task_runs WHERE run_id = ? ORDER BY seq",
                           (run_id,))
-        return [TaskRunRecord(*r) for r in rows]
+        return [TaskRunRow(*r) for r in rows]
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self.query("SELECT node, number, started, ended, error FROM attempts WHERE run_id = ? "
