@@ -35,7 +35,7 @@ import networkx as nx
 
 from flowkit.records import TaskRun
 from flowkit.store import Store
-from flowkit.store.metadata import LineageStep, MetadataDB
+from flowkit.store.protocols import LineageStep, MetadataStore
 
 __all__ = ["lineage"]
 
@@ -105,7 +105,7 @@ class _Walk:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.db: MetadataDB = store.db
+        self.db: MetadataStore = store.db
         self.graph = nx.DiGraph()
         self.seen: set[str] = set()
 

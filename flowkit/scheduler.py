@@ -48,6 +48,7 @@ from flowkit.flowref import flow_reference, load_flow
 from flowkit.runner import run_flow
 from flowkit.schedule import Cron
 from flowkit.store import Store
+from flowkit.store.protocols import ScheduleRecord
 
 __all__ = ["Fire", "Schedule", "Scheduler"]
 
@@ -136,15 +137,9 @@ class Scheduler:
         now = self.clock.time()
         # Only the parameters given are kept (the flow's defaults apply at each run), pickled so a
         # date stays a date; the JSON copy is for people.
-        row = (name, ref, target.name, cron.expr, cron.tz, cron.catchup, cron.overlap, cron.max_catchup,
-               json.dumps(params, default=str), pickle.dumps(params), now, now)
-        self.store.db.write(lambda c: c.execute(
-            "INSERT INTO schedules (name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, params, "
-            "params_pickle, created, checked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET flow_ref = excluded.flow_ref, flow = excluded.flow, "
-            "expr = excluded.expr, tz = excluded.tz, catchup = excluded.catchup, overlap = excluded.overlap, "
-            "max_catchup = excluded.max_catchup, params = excluded.params, params_pickle = excluded.params_pickle, "
-            "checked = MAX(schedules.checked, excluded.checked)", row))  # a paused schedule stays paused
+        self.store.db.put_schedule(ScheduleRecord(
+            name, ref, target.name, cron.expr, cron.tz, cron.catchup, cron.overlap, cron.max_catchup,
+            json.dumps(params, default=str), pickle.dumps(params), False, now, now))  # a paused one stays paused
         return self.get(name)
 
     def ensure(self, flow: Flow[..., Any]) -> Schedule:
@@ -157,10 +152,10 @@ class Scheduler:
 
     def schedules(self) -> list[Schedule]:
         """Every stored schedule, by name."""
-        rows = self.store.db.query("SELECT name, flow_ref, flow, expr, tz, catchup, overlap, max_catchup, "
-                                   "params_pickle, paused, created, checked FROM schedules ORDER BY name")
-        return [Schedule(r[0], r[1], r[2], Cron(r[3], tz=r[4], catchup=r[5], overlap=r[6], max_catchup=r[7]),
-                         pickle.loads(r[8]) if r[8] else {}, bool(r[9]), r[10], r[11]) for r in rows]
+        return [Schedule(r.name, r.flow_ref, r.flow, Cron(r.expr, tz=r.tz, catchup=r.catchup, overlap=r.overlap,
+                                                          max_catchup=r.max_catchup),
+                         pickle.loads(r.params_pickle) if r.params_pickle else {}, r.paused, r.created, r.checked)
+                for r in self.store.db.schedules()]
 
     def get(self, name: str) -> Schedule:
         for schedule in self.schedules():
@@ -171,42 +166,31 @@ class Scheduler:
 
     def remove(self, name: str) -> None:
         self.get(name)
-        self.store.db.write(lambda c: c.execute("DELETE FROM schedules WHERE name = ?", (name,)))
+        self.store.db.delete_schedule(name)
 
     def pause(self, name: str) -> None:
         self.get(name)
-        self.store.db.write(lambda c: c.execute("UPDATE schedules SET paused = 1 WHERE name = ?", (name,)))
+        self.store.db.set_paused(name, True)
 
     def resume(self, name: str) -> None:
         """Resume a paused schedule; slots that passed while it was paused are not fired."""
         self.get(name)
         now = self.clock.time()
-        self.store.db.write(lambda c: c.execute(
-            "UPDATE schedules SET paused = 0, checked = MAX(checked, ?) WHERE name = ?", (now, name)))
+        self.store.db.set_paused(name, False, checked=now)
 
     def fires(self, name: str | None = None) -> list[Fire]:
         """Recorded fires, oldest first."""
-        sql = "SELECT schedule, slot, status, run_id FROM fires"
-        rows = self.store.db.query(sql + (" WHERE schedule = ?" if name else "") + " ORDER BY slot, schedule",
-                                   (name,) if name else ())
-        return [Fire(r[0], dt.datetime.fromtimestamp(r[1], _UTC), r[2], r[3]) for r in rows]
+        return [Fire(r.schedule, dt.datetime.fromtimestamp(r.slot, _UTC), r.status, r.run_id)
+                for r in self.store.db.fires(name or None)]
 
     # --- the lease -----------------------------------------------------------------------------
 
     def _take_lease(self, now: float) -> bool:
-        def take(c: Any) -> bool:
-            row = c.execute("SELECT holder, expires FROM lease WHERE id = 1").fetchone()
-            if row is not None and row[0] != self.id and row[1] > now:
-                return False
-            c.execute("INSERT OR REPLACE INTO lease (id, holder, expires) VALUES (1, ?, ?)",
-                      (self.id, now + self.lease_seconds))
-            return True
-
-        return bool(self.store.db.write(take))
+        return self.store.db.take_lease(self.id, now, self.lease_seconds)
 
     def release(self) -> None:
         """Give up the lease (a standby can take over at once)."""
-        self.store.db.write(lambda c: c.execute("DELETE FROM lease WHERE id = 1 AND holder = ?", (self.id,)))
+        self.store.db.release_lease(self.id)
 
     # --- firing --------------------------------------------------------------------------------
 
@@ -229,43 +213,18 @@ class Scheduler:
     def _claim(self, schedule: Schedule, run: list[dt.datetime], missed: list[dt.datetime], now: float) -> list[
             tuple[dt.datetime, str]]:
         """Record the slots under their unique key; return the ones this scheduler got, with their status."""
-
-        def claim(c: Any) -> list[tuple[dt.datetime, str]]:
-            busy = schedule.cron.overlap == "skip" and self._previous_running(c, schedule.name)
-            got = []
-            for slot in missed:
-                c.execute("INSERT OR IGNORE INTO fires (schedule, slot, status, holder, fired) VALUES (?, ?, ?, ?, ?)",
-                          (schedule.name, _ts(slot), "missed", self.id, now))
-            for slot in run:
-                status = "skipped" if busy else "pending"
-                cur = c.execute("INSERT OR IGNORE INTO fires (schedule, slot, status, holder, fired) "
-                                "VALUES (?, ?, ?, ?, ?)", (schedule.name, _ts(slot), status, self.id, now))
-                if cur.rowcount == 1 and status == "pending":
-                    got.append((slot, status))
-            c.execute("UPDATE schedules SET checked = MAX(checked, ?) WHERE name = ?", (now, schedule.name))
-            return got
-
-        return self.store.db.write(claim)
-
-    def _previous_running(self, c: Any, name: str) -> bool:
-        future = self._running.get(name)
-        if future is not None and not future.done():
-            return True
-        row = c.execute("SELECT f.holder FROM fires f WHERE f.schedule = ? AND f.status IN ('pending', 'running') "
-                        "ORDER BY f.slot DESC LIMIT 1", (name,)).fetchone()
-        if row is None:
-            return False
-        if row[0] == self.id:
-            return False  # ours, and not running any more: it ended without updating (a crash of the run)
-        lease = c.execute("SELECT holder, expires FROM lease WHERE id = 1").fetchone()
-        return lease is not None and lease[0] == row[0] and lease[1] > self.clock.time()
+        skip = schedule.cron.overlap == "skip"
+        future = self._running.get(schedule.name)
+        slots = {_ts(slot): slot for slot in run}
+        got = self.store.db.claim_fires(schedule.name, list(slots), [_ts(slot) for slot in missed], holder=self.id,
+                                        now=now, skip=skip and future is not None and not future.done(),
+                                        skip_if_other_running=skip)
+        return [(slots[t], "pending") for t in got]
 
     def _launch(self, schedule: Schedule, slots: list[dt.datetime]) -> list[Fire]:
         """Run the claimed slots of one schedule, one after the other (in the background if asked)."""
         run_ids = [uuid.uuid4().hex for _ in slots]
-        self.store.db.write(lambda c: c.executemany(
-            "UPDATE fires SET status = 'running', run_id = ? WHERE schedule = ? AND slot = ?",
-            [(run_id, schedule.name, _ts(slot)) for run_id, slot in zip(run_ids, slots)]))
+        self.store.db.set_fire_status(schedule.name, [_ts(slot) for slot in slots], "running", run_ids)
 
         def go(slot: dt.datetime, run_id: str) -> str:
             try:
@@ -285,8 +244,7 @@ class Scheduler:
                 log.error("flowkit: schedule %r could not run its flow %s: %s: %s", schedule.name,
                           schedule.flow_ref, type(exc).__name__, exc)
                 status = "failed"
-            self.store.db.write(lambda c: c.execute(
-                "UPDATE fires SET status = ? WHERE schedule = ? AND slot = ?", (status, schedule.name, _ts(slot))))
+            self.store.db.set_fire_status(schedule.name, [_ts(slot)], status)
             return status
 
         if self._pool is None:
@@ -316,9 +274,8 @@ class Scheduler:
         return fired
 
     def _was(self, name: str, slot: dt.datetime, status: str) -> bool:
-        rows = self.store.db.query("SELECT status, holder FROM fires WHERE schedule = ? AND slot = ?",
-                                   (name, _ts(slot)))
-        return bool(rows) and rows[0][0] == status and rows[0][1] == self.id
+        fire = self.store.db.fire(name, _ts(slot))
+        return fire is not None and fire.status == status and fire.holder == self.id
 
     def next_due(self) -> float | None:
         """When the next slot of any active schedule comes (epoch seconds)."""

@@ -1,37 +1,48 @@
 """The store: ``$FLOWKIT_HOME`` (default ``./.flowkit``), metadata plus artifacts.
 
-- ``flowkit.db``: the SQLite metadata database (:mod:`flowkit.store.metadata`);
+- metadata: a :class:`~flowkit.store.protocols.MetadataStore` opened from a URL
+  by :func:`open_store` (``Store(home, db_url=...)`` or ``$FLOWKIT_DB``; by
+  default SQLite in ``<home>/flowkit.db``, :mod:`flowkit.store.sqlite`);
 - ``artifacts/``: content-addressed files (:mod:`flowkit.store.artifacts`);
-  small values (up to 32 KiB) are kept inside the database instead. The
+  small values (up to 32 KiB) are kept in the metadata store instead. The
   artifact root may be moved elsewhere, an fsspec URL included, with
   ``Store(home, artifacts=...)`` or ``$FLOWKIT_ARTIFACTS``, so that the workers
   of a remote Dask cluster can write and read it.
 
-:class:`Store` is what the engine, the lineage queries and the CLI use. It
-pickles as its home path, so it can travel to a worker.
+:class:`Store` is what the engine, the lineage queries and the CLI use; it
+holds policy (what gc removes, how a run record is assembled) and leaves every
+query to its metadata store. It pickles as its home, metadata URL and artifact
+root, so it can travel to a worker.
+
+A metadata backend plugs in by URL scheme::
+
+    def open_postgres(url: str) -> MetadataStore:
+        return PostgresMetadataStore(url)
+
+    register_backend("postgresql", open_postgres)
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flowkit.errors import CacheCorruptionError, StoreError
 from flowkit.hashing import file_digest
 from flowkit.records import Attempt, Run, TaskRun
 from flowkit.store.artifacts import DamagedArtifact, artifact_files
-from flowkit.store.metadata import MetadataDB
+from flowkit.store.protocols import ArtifactRecord, FileRecord, MetadataStore, RunRecord
 from flowkit.store.serializers import load_artifact
 
-__all__ = ["GCReport", "Store", "current_file_digests", "default_home"]
+__all__ = ["GCReport", "Store", "current_file_digests", "default_home", "open_store", "register_backend"]
 
 _FILE_DIGESTS: contextvars.ContextVar[Callable[[Path], str]] = contextvars.ContextVar(
     "flowkit_file_digests", default=lambda path: file_digest(path))
@@ -47,12 +58,62 @@ def default_home() -> Path:
     return Path(os.environ.get("FLOWKIT_HOME") or ".flowkit")
 
 
-_OPEN: dict[tuple[Path, str | None], Store] = {}
+_BACKENDS: dict[str, Callable[[str], MetadataStore]] = {}
+
+
+def register_backend(scheme: str, factory: Callable[[str], MetadataStore]) -> None:
+    """Make :func:`open_store` open URLs of ``scheme`` (``"postgresql"``) with ``factory(url)``.
+
+    A backend lives in a leaf module that imports its driver at its top and calls
+    this when imported; a scheme registered again is replaced.
+    """
+    if not scheme or "://" in scheme or ":" in scheme:
+        raise ValueError(f"a URL scheme is a name like 'postgresql', not {scheme!r}")
+    _BACKENDS[scheme.lower()] = factory
+
+
+def _open_sqlite(url: str) -> MetadataStore:
+    from flowkit.store.sqlite import SQLiteMetadataStore
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or not parts.path:
+        raise StoreError(f"a SQLite URL names a file: sqlite:///absolute/path/flowkit.db or "
+                         f"sqlite:relative/flowkit.db, not {url!r}")
+    return SQLiteMetadataStore(parts.path)
+
+
+register_backend("sqlite", _open_sqlite)
+
+
+def open_store(url: str | os.PathLike[str]) -> MetadataStore:
+    """The metadata store at ``url``: a registered scheme (``sqlite:///path/flowkit.db``), or a folder.
+
+    A plain path (no ``scheme://``) is a store's home folder: SQLite in
+    ``<folder>/flowkit.db``.
+
+    Raises:
+        StoreError: the scheme is not registered (the message names those that are),
+            or the store cannot be opened.
+    """
+    text = os.fspath(url)
+    if "://" not in text and not text.lower().startswith("sqlite:"):
+        return _open_sqlite("sqlite:" + os.fspath(Path(text) / "flowkit.db"))
+    scheme = text.split(":", 1)[0].lower()
+    factory = _BACKENDS.get(scheme)
+    if factory is None:
+        known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
+        hint = " (install flowkit[postgres] and import its backend)" if scheme.startswith("postgres") else ""
+        raise StoreError(f"no metadata store for URL scheme {scheme!r}{hint}; the known schemes are: {known}, "
+                         f"or a plain folder path")
+    return factory(text)
+
+
+_OPEN: dict[tuple[Path, str | None, str | None], Store] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _reopen(home: str, artifacts: str) -> Store:
-    return Store.open(home, artifacts=artifacts)
+def _reopen(home: str, artifacts: str, db_url: str | None = None) -> Store:
+    return Store.open(home, artifacts=artifacts, db_url=db_url)
 
 
 @dataclass
@@ -65,9 +126,21 @@ class GCReport:
 
 
 class Store:
-    """Metadata database plus artifact folder under one home directory."""
+    """A metadata store plus an artifact store under one home directory.
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *,
+    Args:
+        home: the store's folder (default :func:`default_home`).
+        db_url: where the metadata lives (see :func:`open_store`); default
+            ``$FLOWKIT_DB``, else SQLite in ``home``.
+        artifacts: the artifact root, a folder or an fsspec URL; default
+            ``$FLOWKIT_ARTIFACTS``, else ``home/artifacts``.
+
+    Attributes:
+        db: the :class:`~flowkit.store.protocols.MetadataStore`.
+        files: the :class:`~flowkit.store.protocols.ArtifactStore`.
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, db_url: str | None = None,
                  artifacts: str | os.PathLike[str] | None = None) -> None:
         self.home = Path(home) if home is not None else default_home()
         try:
@@ -75,26 +148,28 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create the flowkit store at {self.home}: {exc}. Set FLOWKIT_HOME to a "
                              f"writable folder.") from exc
-        self.db = MetadataDB(self.home / "flowkit.db")
+        self.db_url = db_url or os.environ.get("FLOWKIT_DB") or None
+        self.db: MetadataStore = open_store(self.db_url or self.home)
         root = artifacts or os.environ.get("FLOWKIT_ARTIFACTS") or self.home / "artifacts"
         self.artifacts_root = os.fspath(root)
         self.files = artifact_files(root)
         self._file_memo: dict[tuple[str, int, int], str] = {}
 
     @classmethod
-    def open(cls, home: str | os.PathLike[str] | None = None, *,
+    def open(cls, home: str | os.PathLike[str] | None = None, *, db_url: str | None = None,
              artifacts: str | os.PathLike[str] | None = None) -> Store:
         """The store at ``home`` (default: :func:`default_home`), shared within this process."""
         path = (Path(home) if home is not None else default_home()).absolute()
-        root = artifacts or os.environ.get("FLOWKIT_ARTIFACTS")
+        root = os.fspath(artifacts) if artifacts else os.environ.get("FLOWKIT_ARTIFACTS")
+        url = db_url or os.environ.get("FLOWKIT_DB") or None
         with _OPEN_LOCK:
-            store = _OPEN.get((path, root))
+            store = _OPEN.get((path, root, url))
             if store is None:
-                store = _OPEN[(path, root)] = cls(path, artifacts=root)
+                store = _OPEN[(path, root, url)] = cls(path, db_url=url, artifacts=root)
             return store
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_reopen, (str(self.home), self.artifacts_root))
+        return (_reopen, (str(self.home), self.artifacts_root, self.db_url))
 
     def __repr__(self) -> str:
         return f"Store({str(self.home)!r})"
@@ -109,13 +184,12 @@ class Store:
         cached = self._file_memo.get(memo_key)
         if cached is not None:
             return cached
-        rows = self.db.query("SELECT size, mtime_ns, digest FROM files WHERE path = ?", (real,))
-        if rows and rows[0][0] == st.st_size and rows[0][1] == st.st_mtime_ns:
-            d = rows[0][2]
+        known = self.db.file_record(real)
+        if known is not None and known.size == st.st_size and known.mtime_ns == st.st_mtime_ns:
+            d = known.digest
         else:
             d = file_digest(real)
-            self.db.write(lambda c: c.execute("INSERT OR REPLACE INTO files (path, size, mtime_ns, digest) "
-                                              "VALUES (?, ?, ?, ?)", (real, st.st_size, st.st_mtime_ns, d)))
+            self.db.record_file(FileRecord(real, st.st_size, st.st_mtime_ns, d))
         self._file_memo[memo_key] = d
         return d
 
@@ -130,34 +204,28 @@ class Store:
 
     # --- artifacts -----------------------------------------------------------------------------
 
-    def artifact(self, artifact_id: str) -> dict[str, Any] | None:
+    def artifact(self, artifact_id: str) -> ArtifactRecord | None:
         """The record of an artifact: uri, serializer, type, size, columns, dtypes, rows, created.
 
         An artifact that gc (or damage) removed keeps its record: ``removed`` says when, and
         ``removed_by`` why (``"gc"`` or ``"damaged"``); both are ``None`` while its bytes exist.
+        The record also reads as a mapping (``record["type"]``).
         """
-        rows = self.db.query("SELECT id, uri, serializer, type, size, columns, dtypes, rows, created, "
-                             "data IS NOT NULL, removed, removed_by FROM artifacts WHERE id = ?", (artifact_id,))
-        if not rows:
-            return None
-        r = rows[0]
-        return {"id": r[0], "uri": r[1] or "inline", "serializer": r[2], "type": r[3], "size": r[4],
-                "columns": json.loads(r[5]) if r[5] else None, "dtypes": json.loads(r[6]) if r[6] else None,
-                "rows": r[7], "created": r[8], "inline": bool(r[9]), "removed": r[10], "removed_by": r[11]}
+        return self.db.artifact(artifact_id)
 
     def load(self, artifact_id: str) -> Any:
         """The value of an artifact; :class:`~flowkit.CacheCorruptionError` if its bytes are damaged."""
         record = self.artifact(artifact_id)
         if record is None:
             raise KeyError(f"no artifact {artifact_id!r} in the store at {self.home}")
-        if record["removed"] is not None:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["removed"]))
-            cause = "by gc" if record["removed_by"] == "gc" else f"({record['removed_by']})"
+        if record.removed is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.removed))
+            cause = "by gc" if record.removed_by == "gc" else f"({record.removed_by})"
             raise KeyError(f"artifact {artifact_id} was removed {cause} at {when}; its record and lineage are "
                            f"kept, and rerunning the flow that made it recomputes it")
-        inline = self.db.inline_data(artifact_id) if record["inline"] else None
+        inline = self.db.inline_data(artifact_id) if record.inline else None
         try:
-            return load_artifact(self.files, artifact_id, record["serializer"], inline)
+            return load_artifact(self.files, artifact_id, record.serializer, inline)
         except DamagedArtifact as exc:
             raise CacheCorruptionError(f"artifact {artifact_id} is damaged ({exc}); rerun the flow that made it "
                                        f"to recompute it") from exc
@@ -166,78 +234,57 @@ class Store:
 
     def runs(self, flow: str | None = None, limit: int | None = None, status: str | None = None) -> list[Run]:
         """Run records, newest first."""
-        where, params = [], []
-        if flow is not None:
-            where.append("flow = ?")
-            params.append(flow)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        sql = ("SELECT id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file, "
-               "scheduled FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started DESC, rowid DESC")
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [self._run(r) for r in self.db.query(sql, params)]
+        return [self._run(r) for r in self.db.runs(flow=flow, status=status, limit=limit)]
 
     def run(self, run_id: str) -> Run:
         """One run record by id (a unique prefix of it is enough)."""
-        rows = self.db.query("SELECT id, flow, status, params, started, ended, trigger, error, host, user, "
-                             "git_commit, flow_file, scheduled FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",))
-        if not rows:
+        ids = self.db.run_ids_like(run_id)
+        if not ids:
             raise KeyError(f"no run {run_id!r} in the store at {self.home}")
-        if len(rows) > 1:
+        if len(ids) > 1:
             raise KeyError(f"run id prefix {run_id!r} is ambiguous; give more characters")
-        return self._run(rows[0])
+        record = self.db.get_run(ids[0])
+        if record is None:  # removed between the two reads
+            raise KeyError(f"no run {run_id!r} in the store at {self.home}")
+        return self._run(record)
 
-    def _run(self, r: tuple[Any, ...]) -> Run:
-        info = {"host": r[8], "user": r[9], "git_commit": r[10], "flow_file": r[11], "scheduled": r[12]}
-        return Run(r[0], r[1], r[2], json.loads(r[3]) if r[3] else {}, r[4], r[5], None, r[6], r[7], info=info,
+    def _run(self, r: RunRecord) -> Run:
+        info = {"host": r.host, "user": r.user, "git_commit": r.git_commit, "flow_file": r.flow_file,
+                "scheduled": r.scheduled}
+        return Run(r.id, r.flow, r.status, r.params, r.started, r.ended, None, r.trigger, r.error, info=info,
                    load=self.task_runs)
 
     def task_runs(self, run_id: str) -> tuple[TaskRun, ...]:
         """The task runs of a run, in the order they were recorded."""
-        rows = self.db.query("SELECT run_id || '/' || node, run_id, node, task, status, attempts, started, ended, "
-                             "cache_key, artifact_id, error, traceback, worker, logs, source FROM task_runs WHERE run_id = ? "
-                             "ORDER BY seq", (run_id,))
         history: dict[str, list[Attempt]] = {}
-        for node, number, started, ended, error in self.db.query(
-                "SELECT node, number, started, ended, error FROM attempts WHERE run_id = ? ORDER BY node, number",
-                (run_id,)):
-            history.setdefault(node, []).append(Attempt(number, started, ended, error))
+        for a in self.db.attempts(run_id):
+            history.setdefault(a.node, []).append(Attempt(a.number, a.started, a.ended, a.error))
         out = []
-        for r in rows:
-            attempts = history.get(r[2])
-            if attempts is None and r[4] == "completed":
-                attempts = [Attempt(1, r[6], r[7], None)]
-            out.append(TaskRun(*r[:13], history=tuple(attempts or ()), logs=r[13], source=r[14]))
+        for r in self.db.task_runs(run_id):
+            attempts = history.get(r.node)
+            if attempts is None and r.status == "completed":
+                attempts = [Attempt(1, r.started, r.ended, None)]
+            out.append(TaskRun(f"{r.run_id}/{r.node}", r.run_id, r.node, r.task, r.status, r.attempts, r.started,
+                               r.ended, r.cache_key, r.artifact_id, r.error, r.traceback, r.worker,
+                               history=tuple(attempts or ()), logs=r.logs, source=r.source))
         return tuple(out)
 
     def cache_salt(self, run_id: str) -> tuple[str, str]:
         """(flow, cache salt) of a run, for ``resume=``."""
-        rows = self.db.query("SELECT flow, cache_salt FROM runs WHERE id = ?", (run_id,))
-        if not rows:
+        record = self.db.get_run(run_id)
+        if record is None:
             raise KeyError(run_id)
-        return rows[0][0], rows[0][1] or run_id
+        return record.flow, record.cache_salt or run_id
 
     # --- the cache -----------------------------------------------------------------------------
 
     def cache_entries(self) -> list[dict[str, Any]]:
         """Every cache entry with its task, artifact and size, newest first."""
-        rows = self.db.query("SELECT c.key, c.task, c.artifact_id, c.created, a.size, a.type FROM cache c "
-                             "LEFT JOIN artifacts a ON a.id = c.artifact_id ORDER BY c.created DESC")
-        return [{"key": r[0], "task": r[1], "artifact_id": r[2], "created": r[3], "size": r[4], "type": r[5]}
-                for r in rows]
+        return [asdict(e) for e in self.db.cache_entries()]
 
     def clear_cache(self, *, tasks: list[str] | None = None, dry_run: bool = False) -> int:
         """Forget cache entries (all, or those of some tasks); return how many. Artifacts go at the next gc."""
-        where, params = "", []
-        if tasks:
-            where = " WHERE task IN (SELECT value FROM json_each(?))"
-            params = [json.dumps(tasks)]
-        count = self.db.query("SELECT COUNT(*) FROM cache" + where, params)[0][0]
-        if not dry_run and count:
-            self.db.write(lambda c: c.execute("DELETE FROM cache" + where, params))
-        return count
+        return self.db.clear_cache(tasks, dry_run=dry_run)
 
     # --- garbage collection --------------------------------------------------------------------
 
@@ -245,49 +292,30 @@ class Store:
            grace_seconds: float = 3600.0) -> GCReport:
         """Remove artifacts nothing needs any more.
 
-        An artifact is kept while a cache entry points to it, a run that
+        An artifact is kept while a cache entry points to it, or a run that
         started in the last ``keep_days`` days (or that is still running)
-        produced or consumed it, or a registered model refers to it. Files
-        younger than ``grace_seconds`` are kept too: a running flow may have
-        written them without recording them yet.
+        produced or consumed it. Files younger than ``grace_seconds`` are kept
+        too: a running flow may have written them without recording them yet.
+        What is removed keeps its record, marked ``removed_by="gc"``.
         """
         now = time.time() if now is None else now
-        since = now - keep_days * 86400
-        keep_sql = (
-            "SELECT artifact_id FROM cache WHERE salted = 0 "
-            "UNION SELECT c.artifact_id FROM cache c JOIN runs r ON r.id = c.run_id "
-            "  WHERE r.started >= ? OR r.status = 'running' "
-            "UNION SELECT tr.artifact_id FROM task_runs tr JOIN runs r ON r.id = tr.run_id "
-            "  WHERE r.started >= ? OR r.status = 'running' "
-            "UNION SELECT i.artifact_id FROM inputs i JOIN runs r ON r.id = i.run_id "
-            "  WHERE r.started >= ? OR r.status = 'running'"
-        )
-        keep = {r[0] for r in self.db.query(keep_sql, (since, since, since)) if r[0]}
+        keep = self.db.referenced_artifacts(now - keep_days * 86400)
         report = GCReport(dry_run=dry_run)
-        doomed_rows = self.db.query("SELECT id, size FROM artifacts WHERE removed IS NULL")
-        for artifact_id, size in doomed_rows:
+        for artifact_id, size in self.db.stored_artifacts().items():
             if artifact_id not in keep:
                 report.artifacts.append(artifact_id)
                 report.bytes += size or 0
         doomed = set(report.artifacts)
-        stray = [(d, mtime) for d, mtime in self.files.digests() if d not in keep and d not in doomed]
-        for d, mtime in stray:  # files never recorded (an interrupted run), past the grace period
-            if now - mtime > grace_seconds:
+        on_disk = list(self.files.digests())
+        for d, mtime in on_disk:  # files never recorded (an interrupted run), past the grace period
+            if d not in keep and d not in doomed and now - mtime > grace_seconds:
                 report.artifacts.append(d)
-        fresh = {d for d, mtime in self.files.digests() if now - mtime <= grace_seconds}
+        fresh = {d for d, mtime in on_disk if now - mtime <= grace_seconds}
         report.artifacts = [a for a in report.artifacts if a not in fresh]
         if dry_run or not report.artifacts:
             return report
-        gone = report.artifacts
-
-        def forget(c: Any) -> None:  # the records stay, so lineage can say what was there
-            c.executemany("UPDATE artifacts SET removed = ?, removed_by = 'gc', data = NULL WHERE id = ?",
-                          [(now, a) for a in gone])
-            # entries of cache=False tasks (kept for resume=) expire with their run's history
-            c.executemany("DELETE FROM cache WHERE artifact_id = ? AND salted = 1", [(a,) for a in gone])
-
-        self.db.write(forget)
-        for a in gone:
+        self.db.mark_removed(report.artifacts, now, "gc")  # the records stay, so lineage can say what was there
+        for a in report.artifacts:
             self.files.delete(a)
         return report
 
@@ -300,13 +328,8 @@ class Store:
         A ``cached`` task run's own timings are those of loading the value; this is
         where to read how long computing it took (:attr:`TaskRun.run_time`).
         """
-        keys = list(dict.fromkeys(cache_keys))
-        if not keys:
-            return {}
-        rows = self.db.query("SELECT key, task_run_id FROM cache WHERE key IN (SELECT value FROM json_each(?)) "
-                             "AND task_run_id IS NOT NULL", (json.dumps(keys),))
         by_run: dict[str, dict[str, str]] = {}  # run id -> {node: key}
-        for key, task_run_id in rows:
+        for key, task_run_id in self.db.cache_sources(dict.fromkeys(cache_keys)).items():
             run_id, _, node = task_run_id.partition("/")
             by_run.setdefault(run_id, {})[node] = key
         out: dict[str, TaskRun] = {}
@@ -320,30 +343,24 @@ class Store:
         """The full id of the artifact whose id starts with ``prefix``; ``KeyError`` if none or several do."""
         prefix = prefix.lower()
         hexadecimal = bool(prefix) and all(c in "0123456789abcdef" for c in prefix)
-        rows = self.db.query("SELECT id FROM artifacts WHERE id LIKE ? LIMIT 2", (prefix + "%",)) if hexadecimal else []
-        if not rows:
+        ids = self.db.artifact_ids_like(prefix) if hexadecimal else []
+        if not ids:
             raise KeyError(f"no artifact {prefix!r} in the store at {self.home}; `flowkit artifacts ls` lists them")
-        if len(rows) > 1:
+        if len(ids) > 1:
             raise KeyError(f"artifact id prefix {prefix!r} is ambiguous; give more characters")
-        return rows[0][0]
+        return ids[0]
 
     def artifact_list(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Artifact records, newest first: ``id``, ``type``, ``size``, ``rows``, ``created``, ``serializer``,
-        and ``task``, ``node``, ``run_id`` of the newest completed task run that produced it (``None`` when
-        no recorded run did)."""
-        sql = "SELECT id, type, size, rows, created, serializer FROM artifacts ORDER BY created DESC, id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        keys = ("id", "type", "size", "rows", "created", "serializer")
-        records = [dict(zip(keys, r), task=None, node=None, run_id=None) for r in self.db.query(sql)]
-        by_id = {r["id"]: r for r in records}
-        if by_id:
-            newest: dict[str, float] = {}
-            for artifact_id, task, node, run_id, started in self.db.query(
-                    "SELECT tr.artifact_id, tr.task, tr.node, tr.run_id, r.started FROM task_runs tr "
-                    "JOIN runs r ON r.id = tr.run_id WHERE tr.status = 'completed' "
-                    "AND tr.artifact_id IN (SELECT value FROM json_each(?))", (json.dumps(list(by_id)),)):
-                if started is not None and started >= newest.get(artifact_id, float("-inf")):
-                    newest[artifact_id] = started
-                    by_id[artifact_id].update(task=task, node=node, run_id=run_id)
-        return records
+        ``removed``, and ``task``, ``node``, ``run_id`` of the newest completed task run that produced it
+        (``None`` when no recorded run did)."""
+        records = self.db.artifacts(limit)
+        producers = self.db.newest_producers(r.id for r in records)
+        out = []
+        for r in records:
+            step = producers.get(r.id)
+            out.append({"id": r.id, "type": r.type, "size": r.size, "rows": r.rows, "created": r.created,
+                        "serializer": r.serializer, "removed": r.removed,
+                        "task": step.task if step else None, "node": step.node if step else None,
+                        "run_id": step.run_id if step else None})
+        return out

@@ -1,4 +1,6 @@
-"""Artifact files: content-addressed, written atomically, verified when read.
+"""Artifact stores on a local disk or at an fsspec URL: content-addressed, atomic, verified when read.
+
+Both classes implement :class:`~flowkit.store.protocols.ArtifactStore`.
 
 A value's bytes live at ``<root>/<d[:2]>/<d>`` where ``d`` is the digest of
 those bytes, so identical bytes are stored once and a path says nothing but
@@ -17,21 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flowkit.hashing import Hasher
+from flowkit.hashing import Hasher, file_digest
 from flowkit.hashing import digest as _digest
+from flowkit.store.protocols import DamagedArtifact
 
 __all__ = ["ArtifactFiles", "DamagedArtifact", "FsspecArtifactFiles", "artifact_files"]
-
-
-class DamagedArtifact(Exception):
-    """The bytes on disk no longer match their digest (or the file is gone)."""
-
-    def __init__(self, path: Path | str, expected: str, actual: str | None) -> None:
-        what = "is missing" if actual is None else f"has digest {actual}"
-        super().__init__(f"artifact file {path} {what}, expected {expected}")
-        self.path = path
-        self.expected = expected
-        self.actual = actual
 
 
 def _touch(path: Path) -> bool:
@@ -184,6 +176,17 @@ class ArtifactFiles:
             raise DamagedArtifact(path, digest, actual)
         return data
 
+    def exists(self, digest: str) -> bool:
+        """Whether a file is stored under this digest (its bytes unchecked)."""
+        return self.path(digest).is_file()
+
+    def verify(self, digest: str) -> bool:
+        """Whether the file of this digest is there and its bytes match it."""
+        try:
+            return file_digest(self.path(digest)) == digest
+        except FileNotFoundError:
+            return False
+
     def delete(self, digest: str) -> None:
         """Remove an artifact file (no error if it is gone)."""
         self.path(digest).unlink(missing_ok=True)
@@ -264,6 +267,16 @@ class FsspecArtifactFiles:
         if actual != digest:
             raise DamagedArtifact(self.path(digest), digest, actual)
         return data
+
+    def exists(self, digest: str) -> bool:
+        return bool(self.fs.exists(self._key(digest)))
+
+    def verify(self, digest: str) -> bool:
+        try:
+            self.read(digest)
+        except DamagedArtifact:
+            return False
+        return True
 
     def delete(self, digest: str) -> None:
         if self.fs.exists(self._key(digest)):

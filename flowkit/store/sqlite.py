@@ -1,0 +1,445 @@
+"""The SQLite metadata store: the reference :class:`~flowkit.store.protocols.MetadataStore`.
+
+One file (``$FLOWKIT_HOME/flowkit.db`` by default) in WAL mode with a busy
+timeout; one connection per process and thread; every write is one ``BEGIN
+IMMEDIATE`` transaction, retried while another process holds the write lock,
+so several processes can run flows on one store at once. All of flowkit's SQL
+lives in this module and its two siblings (:mod:`~flowkit.store.sqlite_schema`,
+the core tables; :mod:`~flowkit.store.sqlite_schedules`, schedules, fires and the
+lease).
+
+Migrations (:mod:`flowkit.store.migrations`): the core list's version is
+``PRAGMA user_version``, as in stores made before features had their own lists;
+the other lists' versions are rows of ``schema_versions``, created with the
+first of them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flowkit.errors import StoreError
+from flowkit.store import sqlite_schema  # noqa: F401 - registers the core migrations
+from flowkit.store.migrations import CORE, migrations, registered_names
+from flowkit.store.protocols import (ArtifactRecord, AttemptRecord, Batch, CacheEntry, CacheHit, FileRecord,
+                                     InputRecord, LineageStep, RunRecord, TaskRunRow)
+from flowkit.store.sqlite_schedules import ScheduleTables
+
+__all__ = ["SQLiteMetadataStore"]
+
+T = TypeVar("T")
+
+_HIT_COLUMNS = "c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires, c.task_run_id, a.type"
+_RUN_COLUMNS = ("id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file, "
+                "scheduled, cache_salt")
+_RUN_FIELDS = frozenset(RunRecord.__dataclass_fields__)
+_STEP = ("SELECT tr.run_id, tr.node, tr.task, tr.status, tr.started, tr.cache_key, tr.artifact_id, tr.source, "
+         "r.flow, r.git_commit FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id ")
+_LOCKED = ("database is locked", "database is busy", "database table is locked")
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    return any(text in str(exc) for text in _LOCKED)
+
+
+def _run(r: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(r[0], r[1], r[2], json.loads(r[3]) if r[3] else {}, *r[4:])
+
+
+_DAMAGED = ("file is not a database", "database disk image is malformed")
+
+
+def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreError | None:
+    """The error for a database file SQLite cannot read, saying how to start afresh; ``None`` for other errors."""
+    if not any(text in str(exc) for text in _DAMAGED):
+        return None
+    files = [p for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+             if p == path or p.exists()]
+    moves = " && ".join(f"mv {shlex.quote(str(p))} {shlex.quote(str(p) + '.damaged')}" for p in files)
+    return StoreError(
+        f"the metadata database {path} is damaged ({exc}). Move it aside and flowkit starts a new, empty "
+        f"one at the next command: {moves} . Keep the artifacts folder {path.parent / 'artifacts'}: cached "
+        f"values are found again when tasks produce them, so only the run history is lost.")
+
+
+class SQLiteMetadataStore(ScheduleTables):
+    """The metadata of a store in one SQLite file.
+
+    Besides the protocol, :meth:`query` and :meth:`write` run SQL of one's own
+    (SQLite only: tests and one-off repairs use them).
+    """
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.url = "sqlite:///" + str(self.path.absolute()).lstrip("/")
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._applied: dict[str, int] = {}
+        self.migrate()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (SQLiteMetadataStore, (str(self.path),))
+
+    def __repr__(self) -> str:
+        return f"SQLiteMetadataStore({str(self.path)!r})"
+
+    # --- connections and transactions ----------------------------------------------------------
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except (sqlite3.Error, OSError) as exc:
+                damaged = _damaged(self.path, exc) if isinstance(exc, sqlite3.DatabaseError) else None
+                if damaged is not None:
+                    raise damaged from exc
+                raise StoreError(f"cannot open the metadata database {self.path}: {exc}. Check that the folder "
+                                 f"is writable, or point FLOWKIT_HOME elsewhere.") from exc
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    raise
+            except sqlite3.DatabaseError as exc:  # found damaged after it opened
+                damaged = _damaged(self.path, exc)
+                if damaged is None:
+                    raise
+                raise damaged from exc
+            time.sleep(delay * (1 + random.random()))  # locked: try again shortly
+            delay = min(delay * 2, 0.25)
+
+    def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction, retried while the store is busy."""
+        conn = self.conn
+
+        def attempt() -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return self._retry(attempt)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query."""
+        return self._retry(lambda: self.conn.execute(sql, params).fetchall())
+
+    # --- migrations ----------------------------------------------------------------------------
+
+    def _versions(self, conn: sqlite3.Connection) -> dict[str, int]:
+        versions = {CORE: conn.execute("PRAGMA user_version").fetchone()[0]}
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_versions'").fetchone():
+            versions.update(conn.execute("SELECT name, version FROM schema_versions").fetchall())
+        return versions
+
+    def schema_version(self, name: str = CORE) -> int:
+        return self._versions(self.conn).get(name, 0)
+
+    def migrate(self, name: str | None = None) -> None:
+        if name is not None and not migrations(name, self.dialect):
+            raise ValueError(f"no {self.dialect} migrations are registered under {name!r}; the names are: "
+                             f"{', '.join(registered_names(self.dialect))}")
+        names = [name] if name is not None else registered_names(self.dialect)
+        todo = [n for n in names if self._applied.get(n) != len(migrations(n, self.dialect))]
+        if not todo:
+            return
+        if any(self._versions(self.conn).get(n, 0) != len(migrations(n, self.dialect)) for n in todo):
+            self.write(lambda conn: self._upgrade(conn, todo))  # read again inside: another process may be first
+        self._applied.update((n, len(migrations(n, self.dialect))) for n in todo)
+
+    def _upgrade(self, conn: sqlite3.Connection, names: list[str]) -> None:
+        versions = self._versions(conn)
+        for name in names:
+            steps = migrations(name, self.dialect)
+            version = versions.get(name, 0)
+            if version > len(steps):
+                what = "schema version" if name == CORE else f"version of the {name!r} tables"
+                raise StoreError(f"the store {self.path} has {what} {version}, newer than this flowkit knows "
+                                 f"({len(steps)}); upgrade flowkit to use it")
+            for step in steps[version:]:
+                if callable(step):
+                    step(conn)
+                else:
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+            if version == len(steps):
+                continue
+            if name == CORE:
+                conn.execute(f"PRAGMA user_version = {len(steps)}")
+            else:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_versions (name TEXT PRIMARY KEY, "
+                             "version INTEGER NOT NULL)")
+                conn.execute("INSERT OR REPLACE INTO schema_versions (name, version) VALUES (?, ?)",
+                             (name, len(steps)))
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    def start_run(self, row: dict[str, Any]) -> None:
+        unknown = set(row) - _RUN_FIELDS
+        if unknown:
+            raise ValueError(f"a run has no field {', '.join(sorted(unknown))}; its fields: "
+                             f"{', '.join(sorted(_RUN_FIELDS))}")
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self.write(lambda c: c.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values())))
+
+    def end_run(self, run_id: str, status: str, ended: float, error: str | None) -> None:
+        self.write(lambda c: c.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?",
+                                       (status, ended, error, run_id)))
+
+    def runs(self, flow: str | None = None, status: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        where, params = [], []
+        if flow is not None:
+            where.append("flow = ?")
+            params.append(flow)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        sql = (f"SELECT {_RUN_COLUMNS} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
+               + " ORDER BY started DESC, rowid DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_run(r) for r in self.query(sql, params)]
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self.query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def run_ids_like(self, prefix: str) -> list[str]:
+        return [r[0] for r in self.query("SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                                         (_like(prefix),))]
+
+    def has_other_runs(self, flow: str, run_id: str) -> bool:
+        return bool(self.query("SELECT 1 FROM runs WHERE flow = ? AND id != ? LIMIT 1", (flow, run_id)))
+
+    # --- task runs -----------------------------------------------------------------------------
+
+    def flush(self, batch: Batch) -> None:
+        if batch.empty():
+            return
+
+        def write(c: sqlite3.Connection) -> None:
+            if batch.forget_artifacts:  # damaged bytes: the record stays, the recomputed value revives it
+                c.executemany("UPDATE artifacts SET removed = ?, removed_by = 'damaged', data = NULL WHERE id = ?",
+                              batch.forget_artifacts)
+            if batch.artifacts:  # the same bytes stored again: a removed record comes back to life
+                c.executemany("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, "
+                              "created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                              "uri = excluded.uri, serializer = excluded.serializer, data = excluded.data, "
+                              "removed = NULL, removed_by = NULL WHERE artifacts.removed IS NOT NULL",
+                              batch.artifacts)
+            if batch.task_runs:
+                c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, attempts, started, "
+                              "ended, cache_key, artifact_id, error, traceback, worker, logs, source) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.task_runs)
+            if batch.cached:  # most rows of a rerun: only the columns a cached task run has
+                c.executemany("INSERT OR REPLACE INTO task_runs (run_id, node, seq, task, status, cache_key, "
+                              "artifact_id, source, attempts) VALUES (?, ?, ?, ?, 'cached', ?, ?, ?, 0)", batch.cached)
+            if batch.attempts:
+                c.executemany("INSERT OR REPLACE INTO attempts (run_id, node, number, started, ended, error) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", batch.attempts)
+            if batch.inputs:
+                c.executemany("INSERT INTO inputs (run_id, node, position, kind, artifact_id, name, token, repr) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.inputs)
+            if batch.cache:
+                c.executemany("INSERT OR REPLACE INTO cache (key, artifact_id, task, task_run_id, created, run_id, "
+                              "salted, expires, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.cache)
+            if batch.uncache:
+                c.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in batch.uncache])
+            if batch.run_end:
+                c.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?", batch.run_end)
+
+        self.write(write)
+        batch.clear()
+
+    def task_runs(self, run_id: str) -> list[TaskRunRow]:
+        rows = self.query("SELECT run_id, node, seq, task, status, attempts, started, ended, cache_key, artifact_id, "
+                          "error, traceback, worker, logs, source FROM task_runs WHERE run_id = ? ORDER BY seq",
+                          (run_id,))
+        return [TaskRunRow(*r) for r in rows]
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = self.query("SELECT node, number, started, ended, error FROM attempts WHERE run_id = ? "
+                          "ORDER BY node, number", (run_id,))
+        return [AttemptRecord(*r) for r in rows]
+
+    # --- the cache -----------------------------------------------------------------------------
+
+    def cache_lookup(self, keys: Iterable[str]) -> dict[str, CacheHit]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        rows = self.query(
+            f"SELECT c.key, {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
+            "WHERE c.key IN (SELECT value FROM json_each(?)) AND a.removed IS NULL",
+            (json.dumps(keys),),
+        )
+        new = tuple.__new__  # a CacheHit per row without a Python-level __new__: rows are many
+        return {r[0]: new(CacheHit, r[1:]) for r in rows}
+
+    def content_lookup(self, contents: Iterable[str]) -> dict[str, CacheHit]:
+        contents = list(contents)
+        if not contents:
+            return {}
+        rows = self.query(
+            f"SELECT c.content, {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
+            "WHERE c.content IN (SELECT value FROM json_each(?)) AND a.removed IS NULL ORDER BY c.created",
+            (json.dumps(contents),))
+        return {r[0]: CacheHit(*r[1:]) for r in rows}  # the newest comes last and wins
+
+    def cache_entries(self) -> list[CacheEntry]:
+        rows = self.query("SELECT c.key, c.task, c.artifact_id, c.created, a.size, a.type FROM cache c "
+                          "LEFT JOIN artifacts a ON a.id = c.artifact_id ORDER BY c.created DESC")
+        return [CacheEntry(*r) for r in rows]
+
+    def clear_cache(self, tasks: Sequence[str] | None = None, *, dry_run: bool = False) -> int:
+        where, params = "", []
+        if tasks:
+            where = " WHERE task IN (SELECT value FROM json_each(?))"
+            params = [json.dumps(list(tasks))]
+
+        if dry_run:
+            return int(self.query("SELECT COUNT(*) FROM cache" + where, params)[0][0])
+        return self.write(lambda c: c.execute("DELETE FROM cache" + where, params).rowcount)
+
+    # --- artifacts -----------------------------------------------------------------------------
+
+    def artifact(self, artifact_id: str) -> ArtifactRecord | None:
+        rows = self.query("SELECT id, uri, serializer, type, size, columns, dtypes, rows, created, "
+                          "data IS NOT NULL, removed, removed_by FROM artifacts WHERE id = ?", (artifact_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return ArtifactRecord(r[0], r[1] or "inline", r[2], r[3], r[4], json.loads(r[5]) if r[5] else None,
+                              json.loads(r[6]) if r[6] else None, r[7], r[8], bool(r[9]), r[10], r[11])
+
+    def artifact_ids_like(self, prefix: str) -> list[str]:
+        return [r[0] for r in self.query("SELECT id FROM artifacts WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
+                                         (_like(prefix),))]
+
+    def artifacts(self, limit: int | None = None) -> list[ArtifactRecord]:
+        sql = ("SELECT id, uri, serializer, type, size, columns, dtypes, rows, created, data IS NOT NULL, removed, "
+               "removed_by FROM artifacts ORDER BY created DESC, id")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [ArtifactRecord(r[0], r[1] or "inline", r[2], r[3], r[4], json.loads(r[5]) if r[5] else None,
+                               json.loads(r[6]) if r[6] else None, r[7], r[8], bool(r[9]), r[10], r[11])
+                for r in self.query(sql)]
+
+    def cache_sources(self, keys: Iterable[str]) -> dict[str, str]:
+        keys = list(keys)
+        if not keys:
+            return {}
+        return dict(self.query("SELECT key, task_run_id FROM cache WHERE key IN (SELECT value FROM json_each(?)) "
+                               "AND task_run_id IS NOT NULL", (json.dumps(keys),)))
+
+    def newest_producers(self, artifact_ids: Iterable[str]) -> dict[str, LineageStep]:
+        ids = list(artifact_ids)
+        if not ids:
+            return {}
+        rows = self.query(_STEP + "WHERE tr.status = 'completed' AND tr.artifact_id IN "
+                          "(SELECT value FROM json_each(?)) ORDER BY tr.started, tr.seq", (json.dumps(ids),))
+        return {step.artifact_id: step for step in map(LineageStep._make, rows)}  # type: ignore[misc]  # newest wins
+
+    def inline_data(self, artifact_id: str) -> bytes | None:
+        rows = self.query("SELECT data FROM artifacts WHERE id = ?", (artifact_id,))
+        return rows[0][0] if rows else None
+
+    def inline_many(self, artifact_ids: Iterable[str]) -> dict[str, bytes]:
+        ids = list(artifact_ids)
+        if not ids:
+            return {}
+        rows = self.query("SELECT id, data FROM artifacts WHERE id IN (SELECT value FROM json_each(?)) "
+                          "AND data IS NOT NULL", (json.dumps(ids),))
+        return dict(rows)
+
+    def stored_artifacts(self) -> dict[str, int | None]:
+        return dict(self.query("SELECT id, size FROM artifacts WHERE removed IS NULL"))
+
+    def referenced_artifacts(self, since: float) -> set[str]:
+        recent = "r.started >= ? OR r.status = 'running'"
+        parts = ["SELECT artifact_id FROM cache WHERE salted = 0",
+                         f"SELECT c.artifact_id FROM cache c JOIN runs r ON r.id = c.run_id WHERE {recent}",
+                         f"SELECT tr.artifact_id FROM task_runs tr JOIN runs r ON r.id = tr.run_id WHERE {recent}",
+                         f"SELECT i.artifact_id FROM inputs i JOIN runs r ON r.id = i.run_id WHERE {recent}"]
+        return {r[0] for r in self.query(" UNION ".join(parts), (since, since, since)) if r[0]}
+
+    def mark_removed(self, artifact_ids: Sequence[str], when: float, by: str) -> None:
+        ids = list(artifact_ids)
+
+        def forget(c: sqlite3.Connection) -> None:
+            c.executemany("UPDATE artifacts SET removed = ?, removed_by = ?, data = NULL WHERE id = ?",
+                          [(when, by, a) for a in ids])
+            # entries of cache=False tasks (kept for resume=) expire with their value
+            c.executemany("DELETE FROM cache WHERE artifact_id = ? AND salted = 1", [(a,) for a in ids])
+
+        if ids:
+            self.write(forget)
+
+    # --- lineage -------------------------------------------------------------------------------
+
+    def producers(self, artifact_id: str) -> list[LineageStep]:
+        rows = self.query(_STEP + "WHERE tr.artifact_id = ? AND tr.status = 'completed' "
+                          "ORDER BY tr.started DESC, tr.seq DESC", (artifact_id,))
+        return [LineageStep(*r) for r in rows]
+
+    def step(self, run_id: str, node: str) -> LineageStep | None:
+        rows = self.query(_STEP + "WHERE tr.run_id = ? AND tr.node = ?", (run_id, node))
+        return LineageStep(*rows[0]) if rows else None
+
+    def consumed(self, run_id: str, node: str) -> list[InputRecord]:
+        rows = self.query("SELECT kind, artifact_id, name, token, repr FROM inputs WHERE run_id = ? AND node = ? "
+                          "ORDER BY rowid", (run_id, node))
+        return [InputRecord(*r) for r in rows]
+
+    # --- file inputs ---------------------------------------------------------------------------
+
+    def file_record(self, path: str) -> FileRecord | None:
+        rows = self.query("SELECT path, size, mtime_ns, digest FROM files WHERE path = ?", (path,))
+        return FileRecord(*rows[0]) if rows else None
+
+    def record_file(self, record: FileRecord) -> None:
+        self.write(lambda c: c.execute("INSERT OR REPLACE INTO files (path, size, mtime_ns, digest) "
+                                       "VALUES (?, ?, ?, ?)", (record.path, record.size, record.mtime_ns,
+                                                               record.digest)))
+
+
+def _like(prefix: str) -> str:
+    """A LIKE pattern matching ids that start with ``prefix`` taken literally."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
