@@ -26,7 +26,7 @@ from typing import Any
 from flowkit.files import File
 from flowkit.hashing import canonical
 
-__all__ = ["Item", "Nested", "Slot", "execute", "fill", "path_token", "resolve_path"]
+__all__ = ["Item", "Nested", "Slot", "execute", "fill", "path_token", "resolve_path", "slots_in"]
 
 
 class Slot:
@@ -81,6 +81,24 @@ class Item:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Item, (self.k,))
+
+
+def slots_in(template: Any) -> set[int]:
+    """The upstream indices an argument template takes values from (through any nesting)."""
+    found: set[int] = set()
+    stack = [template]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is Slot:
+            found.add(item.index)
+        elif kind is Nested:
+            stack.append(item.value)
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind in (list, tuple, set, frozenset):
+            stack.extend(item)
+    return found
 
 
 def path_token(path: tuple[Any, ...]) -> str:

@@ -210,6 +210,8 @@ class Loop:
         state.keys = keys
         state.hits = self.cache.lookup(state.nodes)
         hits = state.hits
+        if self.live:  # before any task is recorded, so a display knows the total first
+            self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
         consumers = self.consumers
         get = consumers.get
         for node in state.nodes.values():
@@ -241,8 +243,6 @@ class Loop:
         if idle:
             self.retire_idle()
         self.cache.prepare(self.graph.flow, self.loads)
-        if self.live:
-            self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
 
     def materialize_leaf(self, node_id: str) -> None:
         """Schedule a node nothing consumes; for a map, only its items that are not cached."""
@@ -435,13 +435,16 @@ class Loop:
             return  # handed over early, then an input failed: already recorded as skipped
         if done.error is None:
             node = state.nodes[key]
-            if key in self.loads:
-                self.record_cached(key, state.hits[key], done.started, done.ended, done.worker)
+            if key in self.loads:  # found by content: its own inputs in this run are its lineage
+                self.record_cached(key, state.hits[key], done.started, done.ended, done.worker,
+                                   node if key in self.cache.by_content else None)
             elif node.kind == "task":
                 self.cache.computed(key, node, done.ended)
                 info = done.info
                 if info is not None:
                     state.artifacts[key] = info.digest
+                    if info.description.get("opaque"):
+                        self.cache.opaque.add(key)
                 history = self.attempted(done)
                 self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
                                     len(history), history[0].started, done.ended, state.keys.get(key),
@@ -614,7 +617,7 @@ class Loop:
             stack.extend(state.dependents.get(node_id, ()))
 
     def record_cached(self, node_id: str, hit: CacheHit, started: float | None, ended: float | None,
-                      worker: str | None) -> None:
+                      worker: str | None, node: Node | None = None) -> None:
         state = self.state
         artifact_id = hit.artifact_id
         if state.artifacts.get(node_id) == artifact_id:
@@ -622,7 +625,7 @@ class Loop:
         state.artifacts[node_id] = artifact_id
         self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, state.nodes[node_id].task.name,
                             "cached", 0, started, ended, state.keys[node_id], artifact_id, worker=worker,
-                            source=hit.task_run_id))
+                            source=hit.task_run_id), node=node)
 
     def loop(self) -> None:
         state = self.state

@@ -196,6 +196,34 @@ def _is_user_object(obj: Any) -> bool:
 
 
 _SIMPLE = (int, float, complex, str, bytes, bool, type(None))
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def said_by_bytes(value: Any, budget: int = 100_000) -> bool:
+    """Whether a value's stored bytes say everything about it, so equal bytes mean an equal value.
+
+    Not so for an instance of a class of *your* code (pickle names the class; editing its
+    methods changes no byte), for an ``fk.File`` (the bytes are its path, not the file's),
+    or for a container holding either. Early cutoff compares inputs by their bytes only
+    when this holds. Objects of installed libraries count by their bytes, as in cache keys;
+    containers larger than ``budget`` items are not walked and do not count.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _SIMPLE:
+            continue
+        if kind in _CONTAINERS:
+            budget -= len(item)
+            if budget < 0:
+                return False
+            stack.extend(item.items() if kind is dict else item)
+            continue
+        module = getattr(kind, "__module__", None) or "__main__"
+        if module == "flowkit.files" or _is_user_module(module):
+            return False
+    return True
 
 
 def _is_simple_constant(value: Any, depth: int = 0) -> bool:

@@ -20,7 +20,8 @@ Node attributes:
   ``serializer``, ``columns``/``rows`` for tables, and ``removed``/``removed_by``
   when gc (or damage) removed its bytes (the record stays);
 - task run (id = task-run id): ``kind="task_run"``, ``task``, ``node``,
-  ``run_id``, ``flow``, ``started``, ``cache_key``, ``git_commit``;
+  ``run_id``, ``flow``, ``started``, ``cache_key``, ``git_commit``, ``status``, and
+  ``computed_by`` (the source) for a cached one found by the content of its inputs;
 - parameter (id = ``param:<token>``): ``kind="param"``, ``name``, ``repr``.
 
 The graph's ``root`` attribute (``g.graph["root"]``) is the artifact asked about.
@@ -119,8 +120,15 @@ class _Walk:
                             removed_by=record.get("removed_by"))
 
     def producer_of(self, step: LineageStep) -> LineageStep | None:
-        """The task run that computed a task run's value: itself, or for a cached one, its source."""
+        """The task run whose inputs a task run's value answers for.
+
+        A completed one itself; a cached one its source, which computed the value, unless it
+        was found by the content of its own inputs (early cutoff): then it recorded those, and
+        they are this run's lineage (``computed_by`` names the source).
+        """
         if step.status == "completed":
+            return step
+        if step.status == "cached" and step.source and self.db.consumed(step.run_id, step.node):
             return step
         if step.status == "cached" and step.source:
             run_id, _, node = step.source.partition("/")
@@ -136,7 +144,8 @@ class _Walk:
     def task_run(self, step: LineageStep, output: str) -> None:
         g = self.graph
         g.add_node(step.id, kind="task_run", task=step.task, node=step.node, run_id=step.run_id, flow=step.flow,
-                   started=step.started, cache_key=step.cache_key, git_commit=step.git_commit)
+                   started=step.started, cache_key=step.cache_key, git_commit=step.git_commit, status=step.status,
+                   computed_by=step.source if step.status == "cached" else None)
         g.add_edge(step.id, output)
         if step.id in self.seen:
             return

@@ -26,10 +26,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
+from flowkit._template import slots_in
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
 from flowkit.events import CacheAdopted, RunEvent
 from flowkit.graph import Node
+from flowkit.hashing import said_by_bytes
 from flowkit.store.metadata import CacheHit
 
 if TYPE_CHECKING:
@@ -71,6 +73,8 @@ class CachePlan:
         self.contents: dict[str, str | None] = {}  # node -> its content key, once known
         self.tried: set[str] = set()  # nodes looked up by content already
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
+        self.opaque: set[str] = set()  # nodes whose value's bytes do not say all of it (see `digest_of`)
+        self.by_content: set[str] = set()  # nodes found by content in this run
 
     # --- by key --------------------------------------------------------------------------------
 
@@ -221,9 +225,16 @@ class CachePlan:
         return self.content_of(node.id)
 
     def digest_of(self, node_id: str) -> str | None:
-        """The digest of a node's value: its artifact's, or for a map, one over its items'."""
+        """The digest of a node's value: its artifact's, or for a map, one over its items'.
+
+        ``None`` (compare by key only) for a value that was not stored, whose bytes do not say
+        all of it (:func:`~flowkit.hashing.said_by_bytes`: an ``fk.File``, an object of your own
+        classes), or that a ``cache=False`` task made: what is downstream of one always reruns.
+        """
         node = self.state.nodes[node_id]
         if node.kind != "map":
+            if node_id in self.opaque or not node.task.options.cache:
+                return None
             return self.state.artifacts.get(node_id)
         parts = [self.digest_of(child) for child in node.deps]
         if any(p is None for p in parts):
@@ -240,15 +251,20 @@ class CachePlan:
             return False
         assert self.store is not None
         hit = self.store.db.content_lookup([content]).get(content)
-        if hit is None or not self.fresh_hit(key, node, hit, self.clock.time()):
+        if hit is None or not self.usable(key, node, hit, self.clock.time()):
             return False
         self.adopt(key, node, hit, content)
         return True
+
+    def usable(self, key: str, node: Node, hit: CacheHit, now: float) -> bool:
+        """Whether an entry found by content may serve ``key``: fresh, and not a file that is gone."""
+        return self.fresh_hit(key, node, hit, now) and (hit.type != _FILE_TYPE or self.file_exists(hit))
 
     def adopt(self, key: str, node: Node, hit: CacheHit, content: str) -> None:
         """Make ``key`` a hit found by content (it counts as fresh downstream), filed under its key too."""
         self.state.hits[key] = hit
         self.fresh.add(key)
+        self.by_content.add(key)
         self.emit(CacheAdopted(self.state.run_id, key, self.state.keys[key], hit, content, node.task.name))
 
     def item_contents(self, node: Node, deps: tuple[str, ...], children: dict[str, Node], elements: Any) -> None:
@@ -259,13 +275,16 @@ class CachePlan:
         """
         if self.keymaker is None or self.store is None or not node.task.options.cache:
             return
-        others = [self.digest_of(d) for d in deps[1:]]  # the map's other inputs (keyword refs)
+        # The map's other inputs (keyword refs), the iterable's own node included when a keyword
+        # takes a value from it too (``scale=d["scale"]`` beside ``d["items"]``).
+        others = [self.digest_of(deps[i]) for i in sorted(slots_in(node.kwargs))]
         contents = self.contents
         if any(d is None for d in others):
             contents.update(dict.fromkeys(children))
             return
         for child, element in zip(children, elements):
-            contents[child] = self.keymaker.item_content(node, element, others)  # type: ignore[arg-type]
+            contents[child] = self.keymaker.item_content(node, element, others) \
+                if said_by_bytes(element) else None  # type: ignore[arg-type]
         if not (self.cutoff and any(d in self.fresh for d in deps)):
             return  # the list came from the cache: the items' keys say everything
         hits, nodes = self.state.hits, self.state.nodes
@@ -275,5 +294,5 @@ class CachePlan:
         now = self.clock.time()
         for child, content in wanted.items():
             hit = found.get(content)  # type: ignore[arg-type]
-            if hit is not None and self.fresh_hit(child, nodes[child], hit, now):
+            if hit is not None and self.usable(child, nodes[child], hit, now):
                 self.adopt(child, nodes[child], hit, content)  # type: ignore[arg-type]

@@ -203,6 +203,7 @@ def run_graph(
     value = None
     status = "completed"
     loop = None
+    announced = False  # RunFinished was sent
     files = store.digesting_files() if store is not None else contextlib.nullcontext()
     try:
         with capturing(), files, executor.session(clock) as session:
@@ -223,14 +224,16 @@ def run_graph(
                 interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled; "
                                    f"{run.counts().get('completed', 0)} finished task(s) kept")
                 if emit is not None:
+                    announced = True
                     emit(RunFinished(run))
                 raise
     except BaseException as exc:
-        if recorder is not None and not recorder.finished:
-            if isinstance(exc, KeyboardInterrupt):  # while the executor started or stopped
-                recorder.finish("cancelled", clock.time(), "interrupted")
-            else:
-                recorder.finish("failed", clock.time(), f"flowkit internal error: {error_text(exc)}")
+        if emit is not None and not announced:  # the executor failed to start or stop, or flowkit itself
+            cancelled = isinstance(exc, KeyboardInterrupt)
+            error = "interrupted" if cancelled else f"flowkit internal error: {error_text(exc)}"
+            records = tuple(loop.state.records) if loop is not None else ()
+            emit(RunFinished(Run(run_id, graph.flow, "cancelled" if cancelled else "failed", graph.params, started,
+                                 clock.time(), records, trigger, error, graph, None, context)))
         raise
     run = _record(graph, state, status, started, clock.time(), trigger, value, context)
     if emit is not None:

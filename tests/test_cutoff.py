@@ -206,3 +206,187 @@ def test_a_task_returning_a_file_reruns_when_the_file_is_gone(tmp_path):
     again = reporting.run()
     assert again.task_run("write_report").status == "completed" and RAN["write_report"] == 2
     assert (tmp_path / "report.txt").read_text() == "hello"
+
+
+# --- what early cutoff must never do (each once served a stale value) -------------------------
+
+
+@fk.task
+def bundle(n: int) -> dict:
+    return {"items": [1, 2], "scale": n}
+
+
+@fk.task
+def mul(x: int, scale: int) -> int:
+    return x * scale
+
+
+@fk.flow
+def scaled_items(n: int = 10) -> list[int]:
+    d = bundle(n)
+    return mul.map(d["items"], scale=d["scale"])  # the keyword comes from the iterable's own node
+
+
+def test_a_map_keyword_taken_from_the_iterables_own_node_counts():
+    assert scaled_items(n=10) == [10, 20]
+    assert scaled_items(n=100) == [100, 200]
+
+
+@fk.task
+def export(n: int, path: str) -> fk.File:
+    with open(path, "w") as fh:
+        fh.write(str(n))
+    return fk.File(path)
+
+
+@fk.task
+def read_back(f: fk.File) -> str:
+    return f.path.read_text()
+
+
+@fk.flow
+def exported(n: int = 1) -> str:
+    return read_back(export(n, "out.txt"))
+
+
+def test_a_returned_file_is_compared_by_its_bytes_not_its_path():
+    assert exported(n=1) == "1"
+    assert exported(n=2) == "2"  # the same File("out.txt") value, other bytes in it
+
+
+@fk.task
+def parity(n: int) -> int:
+    return n % 2
+
+
+@fk.task
+def export_parity(v: int) -> fk.File:
+    RAN["export_parity"] += 1
+    with open("parity.txt", "w") as fh:
+        fh.write(str(v))
+    return fk.File("parity.txt")
+
+
+@fk.flow
+def parity_file(n: int = 1) -> fk.File:
+    return export_parity(parity(n))
+
+
+def test_an_entry_found_by_content_whose_file_is_gone_is_recomputed(tmp_path):
+    parity_file(n=1)
+    (tmp_path / "parity.txt").unlink()
+    run = parity_file.run(n=3)  # parity(3) == parity(1): found by content, but the file is gone
+    assert run.task_run("export_parity").status == "completed" and (tmp_path / "parity.txt").exists()
+
+
+@fk.task(cache=False)
+def poll() -> str:
+    return "same"
+
+
+@fk.task
+def notify(v: str) -> int:
+    RAN["notify"] += 1
+    return len(v)
+
+
+@fk.flow
+def polling() -> int:
+    return notify(poll())
+
+
+def test_what_is_downstream_of_a_cache_false_task_always_runs():
+    for _ in range(3):
+        polling()
+    assert RAN["notify"] == 3
+
+
+@fk.task
+def label(p: int) -> str:
+    return f"parity={p}"
+
+
+@fk.flow
+def labelled(n: int = 1) -> str:
+    return label(parity(n))
+
+
+def test_a_value_found_by_content_has_this_runs_lineage():
+    first = labelled.run(n=1)
+    second = labelled.run(n=3)
+    tr = second.task_run("label")
+    assert tr.status == "cached" and tr.source == f"{first.id}/label"
+    g = fk.lineage(tr)
+    assert f"{second.id}/parity" in g and f"{first.id}/parity" not in g
+    assert g.nodes[tr.id]["computed_by"] == f"{first.id}/label"
+    params = [d["repr"] for _, d in g.nodes(data=True) if d["kind"] == "param"]
+    assert params == ["3"]
+
+
+def test_a_display_hears_the_total_before_any_task_and_every_run_ends_with_run_finished():
+    linear_run = []
+
+    class Watch:
+        def on_event(self, event):
+            linear_run.append(type(event).__name__)
+
+    fk.run_flow(labelled, {"n": 1})
+    fk.run_flow(labelled, {"n": 1}, listeners=[Watch()])  # all cached: recorded while planning
+    assert linear_run[:2] == ["RunStarted", "RunPlanned"] and linear_run[-1] == "RunFinished"
+
+    class Broken(fk.LocalExecutor):
+        def session(self, clock):
+            raise KeyboardInterrupt
+
+    ended = []
+
+    class Ends:
+        def on_event(self, event):
+            if isinstance(event, fk.events.RunFinished):
+                ended.append(event.run.status)
+
+    with pytest.raises(KeyboardInterrupt):
+        fk.run_flow(labelled.with_options(executor=Broken()), {"n": 5}, listeners=[Ends()])
+    assert ended == ["cancelled"] and fk.runs(limit=1)[0].status == "cancelled"
+
+
+def test_an_object_of_your_own_class_is_not_compared_by_its_bytes(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "models.py").write_text(textwrap.dedent("""
+        class Scaler:
+            def __init__(self, k):
+                self.k = k
+            def transform(self, x):
+                return x * self.k
+    """))
+    (tmp_path / "flowdef.py").write_text(textwrap.dedent("""
+        import flowkit as fk
+        from models import Scaler
+
+        @fk.task
+        def make_model(k):
+            return Scaler(k)
+
+        @fk.task
+        def apply(model, x):
+            return model.transform(x)
+
+        @fk.flow
+        def pipe(k: int = 2, x: int = 5):
+            return apply(make_model(k), x)
+
+        if __name__ == "__main__":
+            run = pipe.run()
+            print(run.result(), run.task_run("apply").status)
+    """))
+
+    def run() -> str:
+        return subprocess.run([sys.executable, "flowdef.py"], cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert run() == "10 completed"
+    (tmp_path / "models.py").write_text((tmp_path / "models.py").read_text().replace("x * self.k", "x + self.k"))
+    assert run() == "7 completed"  # make_model reran with equal bytes; the class's code changed

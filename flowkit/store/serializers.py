@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from flowkit.hashing import said_by_bytes
 from flowkit.hashing import digest as _digest
 from flowkit.store.artifacts import DamagedArtifact
 
@@ -196,6 +197,8 @@ def describe(value: Any) -> dict[str, Any]:
     """What the store records about a value: its type and, for tables, shape and schema."""
     kind = type(value)
     info: dict[str, Any] = {"type": f"{kind.__module__}.{kind.__qualname__}"}
+    if not said_by_bytes(value):  # equal bytes may be unequal values: no early cutoff through it
+        info["opaque"] = True
     if _is_dataframe(value):
         info["columns"] = [str(c) for c in value.columns]
         info["dtypes"] = [str(d) for d in value.dtypes]
