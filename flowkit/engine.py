@@ -72,16 +72,17 @@ from flowkit.events import (
     TaskRetrying,
     TaskRunning,
     TaskSubmitted,
-    finished,
 )
 from flowkit.planning import CachePlan
-from flowkit.records import Attempt, TaskRun
+from flowkit.records import Attempt, TaskRun, cached_task_run
 from flowkit.recording import lineage_rows
 from flowkit.store import Store
 from flowkit.retry import retry_delay, should_retry
 from flowkit.store.artifacts import DamagedArtifact
 from flowkit.store.metadata import CacheHit
 from flowkit.task import Task, TaskOptions, effective_options
+
+_NOTHING_MORE = (None, (), False, False, None, None)  # TaskFinished's fields after the task run
 
 __all__ = ["Loop", "RunState", "complete", "error_text", "expand_map"]
 
@@ -229,17 +230,20 @@ class Loop:
         scheduled = state.scheduled
         idle = False
         if len(scheduled) < len(nodes):
+            idle_hits = []
             for node_id, node in nodes.items():
                 if node_id in scheduled:
                     continue
                 hit = hits.get(node_id)
                 if hit is not None:  # a hit nobody needs: recorded, never loaded
-                    self.record_cached(node_id, hit, None, None, None)
+                    idle_hits.append((node_id, hit))
                     idle = True
                 elif node.kind == "task":  # every task that takes its value is cached
                     self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, node.task.name,
                                         "unneeded", cache_key=state.keys.get(node_id)))
                     idle = True
+            if idle_hits:
+                self.record_idle_hits(idle_hits)
         if idle:
             self.retire_idle()
         self.cache.prepare(self.graph.flow, self.loads)
@@ -551,7 +555,7 @@ class Loop:
         if self.emit is None:
             return
         if node is None:
-            self.emit(finished(tr))
+            self.emit(tuple.__new__(TaskFinished, (tr, *_NOTHING_MORE)))  # TaskFinished(tr), without a frame
             return
         self.emit(TaskFinished(tr, info, lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts),
                                tr.status == "completed", not node.task.options.cache,
@@ -615,6 +619,20 @@ class Loop:
                 self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, node.task.name, "skipped",
                                     cache_key=state.keys.get(node_id)))
             stack.extend(state.dependents.get(node_id, ()))
+
+    def record_idle_hits(self, idle_hits: list[tuple[str, CacheHit]]) -> None:
+        """Record the hits nobody needs: what :meth:`record_cached` does, in one loop (most of a rerun)."""
+        state = self.state
+        run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
+        records, index, emit, new = state.records, self.record_index, self.emit, tuple.__new__
+        for node_id, hit in idle_hits:
+            artifact_id = artifacts[node_id] = hit.artifact_id
+            tr = cached_task_run(f"{run_id}/{node_id}", run_id, node_id, nodes[node_id].task.name, keys[node_id],
+                                 artifact_id, hit.task_run_id)
+            index[node_id] = len(records)
+            records.append(tr)
+            if emit is not None:
+                emit(new(TaskFinished, (tr, *_NOTHING_MORE)))
 
     def record_cached(self, node_id: str, hit: CacheHit, started: float | None, ended: float | None,
                       worker: str | None, node: Node | None = None) -> None:

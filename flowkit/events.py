@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from flowkit.store.metadata import CacheHit
 
 __all__ = ["CacheAdopted", "CacheForgotten", "RunEvent", "RunFinished", "RunListener", "RunPlanned", "RunStarted",
-           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskRunning", "TaskSubmitted", "broadcast", "finished"]
+           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskRunning", "TaskSubmitted", "broadcast"]
 
 
 class RunStarted(NamedTuple):
@@ -122,14 +122,6 @@ class TaskFinished(NamedTuple):
     salted: bool = False
     expires: float | None = None
     content: str | None = None
-
-
-_NOTHING_MORE = (None, (), False, False, None, None)
-
-
-def finished(task_run: TaskRun) -> TaskFinished:
-    """``TaskFinished(task_run)``, built without a Python-level ``__new__`` (one per cached task)."""
-    return tuple.__new__(TaskFinished, (task_run, *_NOTHING_MORE))  # type: ignore[return-value]
 
 
 class CacheAdopted(NamedTuple):

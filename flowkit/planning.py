@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CachePlan"]
 
-_FILE_TYPE = "flowkit.files.File"
 
 
 def _soonest(*times: float | None) -> float | None:
@@ -100,7 +99,7 @@ class CachePlan:
             row = found.get(key)
             if row is None:
                 continue
-            if row.type == _FILE_TYPE and not self.file_exists(row):
+            if row.file and not self.file_exists(row):
                 expired.extend(node_ids)
                 continue
             for node_id in node_ids:
@@ -258,7 +257,7 @@ class CachePlan:
 
     def usable(self, key: str, node: Node, hit: CacheHit, now: float) -> bool:
         """Whether an entry found by content may serve ``key``: fresh, and not a file that is gone."""
-        return self.fresh_hit(key, node, hit, now) and (hit.type != _FILE_TYPE or self.file_exists(hit))
+        return self.fresh_hit(key, node, hit, now) and (not hit.file or self.file_exists(hit))
 
     def adopt(self, key: str, node: Node, hit: CacheHit, content: str) -> None:
         """Make ``key`` a hit found by content (it counts as fresh downstream), filed under its key too."""

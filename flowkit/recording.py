@@ -116,6 +116,12 @@ class Recorder:
         """Record what an event says (see :mod:`flowkit.events`)."""
         kind = type(event)
         if kind is TaskFinished:
+            tr = event[0]
+            if tr.status == "cached" and tr.started is None:  # most of a rerun: the narrow row, here
+                self._seq += 1
+                self.batch.cached.append((tr.run_id, tr.node, self._seq, tr.name, tr.cache_key, tr.artifact_id,
+                                          tr.source))
+                return
             self.task_run(*event)
         elif kind is CacheAdopted:
             self.adopt(event.key, event.hit, event.content, event.task)  # type: ignore[union-attr]
@@ -146,9 +152,6 @@ class Recorder:
         """
         batch = self.batch
         self._seq += 1
-        if tr.status == "cached" and tr.started is None:  # not even loaded: the narrow, fast row
-            batch.cached.append((tr.run_id, tr.node, self._seq, tr.name, tr.cache_key, tr.artifact_id, tr.source))
-            return
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
                                 tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker, tr.logs,
                                 tr.source))

@@ -1,13 +1,15 @@
-"""Run and task run records: what their timings mean."""
+"""Run and task run records: what their timings mean, and the fast constructor of cached task runs."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import io
 
 from rich.console import Console
 
 from flowkit.cli.progress import summary_table, timing
-from flowkit.records import Attempt, Run, TaskRun
+from flowkit.records import Attempt, Run, TaskRun, cached_task_run
 
 
 def failed_after_retries() -> TaskRun:
@@ -48,3 +50,14 @@ def test_the_summary_table_labels_a_cached_tasks_original_time_and_never_shows_t
     origin = TaskRun("r0/c", "r0", "c", "c", "completed", 1, 1.0, 4.0, history=(Attempt(1, 1.0, 4.0),))
     with_origin = render(summary_table(run, computed_by={"k1": origin}))
     assert "3.00s when computed" in next(line for line in with_origin.splitlines() if "cached" in line)
+
+
+def test_a_cached_task_run_built_fast_equals_the_dataclass_one_field_by_field():
+    fast = cached_task_run("r/n", "r", "n", "task", "key", "art", "r0/n")
+    slow = TaskRun("r/n", "r", "n", "task", "cached", 0, None, None, "key", "art", source="r0/n")
+    assert [f.name for f in dataclasses.fields(TaskRun)] == [
+        "id", "run_id", "node", "name", "status", "attempts", "started", "ended", "cache_key", "artifact_id",
+        "error", "traceback", "worker", "exception", "history", "logs", "source"]  # the setters' order
+    for field in dataclasses.fields(TaskRun):
+        assert getattr(fast, field.name) == getattr(slow, field.name), field.name
+    assert fast == slow and type(fast) is TaskRun

@@ -52,7 +52,7 @@ class CacheHit(NamedTuple):
         expires: when it goes stale because a value it was computed from had a
             ``cache_ttl`` (``None``: never; the task's own ttl is applied on top).
         task_run_id: the task run that computed it.
-        type: the value's type (``module.qualname``).
+        file: whether the value is an ``fk.File`` (a result that is gone when its file is).
     """
 
     artifact_id: str
@@ -62,7 +62,7 @@ class CacheHit(NamedTuple):
     size: int | None
     expires: float | None
     task_run_id: str | None
-    type: str | None
+    file: bool
 
 
 class LineageStep(NamedTuple):

@@ -37,7 +37,8 @@ __all__ = ["SQLiteMetadataStore"]
 
 T = TypeVar("T")
 
-_HIT_COLUMNS = "c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires, c.task_run_id, a.type"
+_HIT_COLUMNS = ("c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires, c.task_run_id, "
+                "a.type IS 'flowkit.files.File'")
 _RUN_COLUMNS = ("id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file, "
                 "scheduled, cache_salt")
 _RUN_FIELDS = frozenset(RunRecord.__dataclass_fields__)
