@@ -68,6 +68,7 @@ class KeyMaker:
         self.salt = salt
         self.store = store
         self._fingerprints: dict[int, str] = {}
+        self._heads: dict[str, str] = {}  # node -> what its key covers besides its upstream, joined
 
     def fingerprint(self, task: Task[..., Any]) -> str:
         fp = self._fingerprints.get(id(task))
@@ -120,12 +121,16 @@ class KeyMaker:
     def key(self, node: Node, dep_keys: Iterable[str]) -> str:
         """The key of one node, given its upstream keys in slot order."""
         parts = self.parts(node)
-        parts.extend(dep_keys)
-        return xxh3_128_hexdigest("\x00".join(parts).encode())
+        head = self._heads[node.id] = "\x00".join(parts)  # kept for its content key, if it runs
+        tail = "\x00".join(dep_keys)
+        return xxh3_128_hexdigest((head + "\x00" + tail if tail else head).encode())
 
     def content(self, node: Node, digests: Iterable[str]) -> str:
         """The content key of a node whose upstream values have these digests, in slot order."""
-        return xxh3_128_hexdigest("\x00".join(["content", *self.parts(node), *digests]).encode())
+        head = self._heads.get(node.id)
+        if head is None:
+            head = "\x00".join(self.parts(node))
+        return xxh3_128_hexdigest(("content\x00" + head + "\x00" + "\x00".join(digests)).encode())
 
     def item_content(self, mapped: Node, element: Any, others: Iterable[str] = ()) -> str | None:
         """The content key of an item of the map node ``mapped``: its call with this element, not its position.

@@ -350,13 +350,11 @@ class Loop:
                     fn = functools.partial(call_with_timeout, task.name, timeout, fn)
                 hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
                          "code": task.fn}
-                hooks = {}
-                if self.emit is not None:
-                    self.emit(TaskSubmitted(state.run_id, key, task.name))
-                    if self.live:  # only a display wants to know when a queued task really starts
-                        hooks["on_running"] = self.running
+                if self.live:  # only a display wants to know when a task is handed over, and really starts
+                    self.emit(TaskSubmitted(state.run_id, key, task.name))  # type: ignore[misc]
+                    hints["on_running"] = self.running
                 handle = self.session.submit(key, run_task, (key, self.sink, self.files, task.options.serializer,
-                                                             fn, node.args, node.kwargs), deps, **hints, **hooks)
+                                                             fn, node.args, node.kwargs), deps, **hints)
             elif kind == "map":
                 handle = self.session.submit(key, collect, (), deps, name=node.task.name)
             else:

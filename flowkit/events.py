@@ -26,8 +26,9 @@ A listener of your own, counting failures::
                 self.count += 1
 
 Events are immutable named tuples (cheap: one is built per task). ``RunPlanned``,
-``TaskRunning`` and ``TaskOutput`` are for displays: they are sent to runs that
-have listeners of their own (``listeners=``), not to recording alone.
+``TaskSubmitted``, ``TaskRunning`` and ``TaskOutput`` are for displays: they are
+sent to runs that have listeners of their own (``listeners=``), not to recording
+alone.
 ``TaskOutput`` may arrive from a worker thread while tasks run in this process;
 every other event arrives on the thread that runs the flow. A listener that raises stops
 the run as an internal error, so keep listeners simple.

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from flowkit.clock import Clock
 
-__all__ = ["Completion", "Executor", "Session"]
+__all__ = ["Completion", "Executor", "Session", "completed"]
 
 
 class Completion(NamedTuple):
@@ -54,6 +54,19 @@ class Completion(NamedTuple):
     info: Any = None
     lost: tuple[str, ...] = ()
     logs: str | None = None
+
+
+def completed(key: str, result: Any, started: float, ended: float, worker: str | None) -> Completion:
+    """The completion of a call that returned ``result``: what a session reports, without looking inside.
+
+    A node call may return its value wrapped with the record of its stored artifact and
+    its captured output; this unwraps it, so a session passes on whatever ``fn`` returned.
+    """
+    from flowkit._worker import Output
+
+    if type(result) is Output:
+        return Completion(key, result.value, None, started, ended, worker, result.info, (), result.logs)
+    return Completion(key, result, None, started, ended, worker)
 
 
 @runtime_checkable

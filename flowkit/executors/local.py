@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from flowkit._worker import Output
 from flowkit.clock import Clock
 from flowkit.errors import DefinitionError
-from flowkit.executors import Completion
+from flowkit.executors import Completion, completed
 
 __all__ = ["LocalExecutor"]
 
@@ -63,9 +63,9 @@ def _call(clock: Clock, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
         value = fn(*args, *deps)
     except BaseException as exc:  # noqa: BLE001 - the engine decides (KeyboardInterrupt cancels the run)
         return Completion(key, None, exc, started, clock.time(), worker)
-    if type(value) is Output:
-        return Completion(key, value.value, None, started, clock.time(), worker, value.info, (), value.logs)
-    return Completion(key, value, None, started, clock.time(), worker)
+    if type(value) is not Output:  # the common case, without the call `completed` makes
+        return Completion(key, value, None, started, clock.time(), worker)
+    return completed(key, value, started, clock.time(), worker)
 
 
 class _SequentialSession:

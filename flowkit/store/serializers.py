@@ -193,11 +193,14 @@ def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None
     return loads(data, serializer)
 
 
+_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
 def describe(value: Any) -> dict[str, Any]:
     """What the store records about a value: its type and, for tables, shape and schema."""
     kind = type(value)
     info: dict[str, Any] = {"type": f"{kind.__module__}.{kind.__qualname__}"}
-    if not said_by_bytes(value):  # equal bytes may be unequal values: no early cutoff through it
+    if kind not in _PLAIN and not said_by_bytes(value):  # equal bytes, unequal values: no cutoff through it
         info["opaque"] = True
     if _is_dataframe(value):
         info["columns"] = [str(c) for c in value.columns]

@@ -317,11 +317,15 @@ class SQLiteMetadataStore(ScheduleTables):
         contents = list(contents)
         if not contents:
             return {}
+        # Many keys may share a content key (every rerun that found it files one): the newest
+        # entry per content comes from the (content, created) index, newest first, one row each.
         rows = self.query(
-            f"SELECT c.content, {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
-            "WHERE c.content IN (SELECT value FROM json_each(?)) AND a.removed IS NULL ORDER BY c.created",
-            (json.dumps(contents),))
-        return {r[0]: CacheHit(*r[1:]) for r in rows}  # the newest comes last and wins
+            f"SELECT j.value, {_HIT_COLUMNS} FROM json_each(?) j "
+            "JOIN cache c ON c.rowid = (SELECT c2.rowid FROM cache c2 JOIN artifacts a2 ON a2.id = c2.artifact_id "
+            "  WHERE c2.content = j.value AND a2.removed IS NULL ORDER BY c2.created DESC LIMIT 1) "
+            "JOIN artifacts a ON a.id = c.artifact_id", (json.dumps(contents),))
+        new = tuple.__new__
+        return {r[0]: new(CacheHit, r[1:]) for r in rows}
 
     def cache_entries(self) -> list[CacheEntry]:
         rows = self.query("SELECT c.key, c.task, c.artifact_id, c.created, a.size, a.type FROM cache c "

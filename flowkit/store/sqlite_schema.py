@@ -81,7 +81,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE artifacts ADD COLUMN removed REAL;
     ALTER TABLE artifacts ADD COLUMN removed_by TEXT;
     ALTER TABLE cache ADD COLUMN content TEXT;
-    CREATE INDEX cache_content ON cache(content) WHERE content IS NOT NULL;
+    CREATE INDEX cache_content ON cache(content, created) WHERE content IS NOT NULL;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -7,11 +7,13 @@ itself to ``EXECUTORS``; the engine relies on nothing else.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 import flowkit as fk
 from conftest import add, diamond, failing, fan, inc, linear, one
-from flowkit.executors import Session
+from flowkit.executors import Completion, Session, completed
 
 
 @fk.task
@@ -75,10 +77,46 @@ def dask_cluster():
         yield executor
 
 
-@pytest.fixture(params=["sequential", "threads", pytest.param("dask", marks=pytest.mark.dask)])
+class InlineSession:
+    """The executor of docs/architecture.md: the protocol is all a backend needs."""
+
+    eager, in_process = False, True
+
+    def __init__(self, clock):
+        self.clock, self.done = clock, []
+
+    def submit(self, key, fn, args, deps, **hints):
+        if "on_running" in hints:                 # a display wants to know it began
+            hints["on_running"](key)
+        started = self.clock.time()
+        try:
+            self.done.append(completed(key, fn(*args, *deps), started, self.clock.time(), "inline"))
+        except Exception as exc:
+            self.done.append(Completion(key, None, exc, started, self.clock.time(), "inline"))
+
+    def wait(self, timeout=None):
+        done, self.done = self.done, []
+        return done
+
+    def fetch(self, handles):
+        return list(handles)
+
+    def cancel(self, keys=None):
+        pass
+
+
+class InlineExecutor:
+    @contextlib.contextmanager
+    def session(self, clock):
+        yield InlineSession(clock)
+
+
+@pytest.fixture(params=["sequential", "threads", "inline", pytest.param("dask", marks=pytest.mark.dask)])
 def executor(request):
     if request.param == "dask":
         return request.getfixturevalue("dask_cluster")
+    if request.param == "inline":
+        return InlineExecutor()
     return fk.LocalExecutor() if request.param == "sequential" else fk.LocalExecutor(max_workers=4)
 
 
