@@ -555,10 +555,10 @@ class Loop:
         if node is None:
             self.emit(tuple.__new__(TaskFinished, (tr, *_NOTHING_MORE)))  # TaskFinished(tr), without a frame
             return
-        self.emit(TaskFinished(tr, info, lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts),
-                               tr.status == "completed", not node.task.options.cache,
-                               self.cache.inherited.get(tr.node),
-                               self.cache.entry_content(node) if info is not None else None))
+        self.emit(tuple.__new__(TaskFinished, (  # TaskFinished(...), without a Python-level __new__
+            tr, info, lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts),
+            tr.status == "completed", not node.task.options.cache, self.cache.inherited.get(tr.node),
+            self.cache.entry_content(node) if info is not None else None)))
 
     def finish_failure(self, done: Completion) -> None:
         state = self.state
