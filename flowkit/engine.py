@@ -236,7 +236,7 @@ class Loop:
                     continue
                 hit = hits.get(node_id)
                 if hit is not None:  # a hit nobody needs: recorded, never loaded
-                    idle_hits.append((node_id, hit))
+                    idle_hits.append(node_id)  # ids only: a tuple each would be work for the gc
                     idle = True
                 elif node.kind == "task":  # every task that takes its value is cached
                     self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, node.task.name,
@@ -618,12 +618,13 @@ class Loop:
                                     cache_key=state.keys.get(node_id)))
             stack.extend(state.dependents.get(node_id, ()))
 
-    def record_idle_hits(self, idle_hits: list[tuple[str, CacheHit]]) -> None:
+    def record_idle_hits(self, idle_hits: list[str]) -> None:
         """Record the hits nobody needs: what :meth:`record_cached` does, in one loop (most of a rerun)."""
         state = self.state
         run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
-        records, index, emit, new = state.records, self.record_index, self.emit, tuple.__new__
-        for node_id, hit in idle_hits:
+        records, index, emit, new, hits = state.records, self.record_index, self.emit, tuple.__new__, state.hits
+        for node_id in idle_hits:
+            hit = hits[node_id]
             artifact_id = artifacts[node_id] = hit.artifact_id
             tr = cached_task_run(f"{run_id}/{node_id}", run_id, node_id, nodes[node_id].task.name, keys[node_id],
                                  artifact_id, hit.task_run_id)
