@@ -72,6 +72,7 @@ from flowkit.events import (
     TaskRetrying,
     TaskRunning,
     TaskSubmitted,
+    TasksCached,
 )
 from flowkit.planning import CachePlan
 from flowkit.records import Attempt, TaskRun, cached_task_run
@@ -622,7 +623,8 @@ class Loop:
         """Record the hits nobody needs: what :meth:`record_cached` does, in one loop (most of a rerun)."""
         state = self.state
         run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
-        records, index, emit, new, hits = state.records, self.record_index, self.emit, tuple.__new__, state.hits
+        records, index, hits = state.records, self.record_index, state.hits
+        first = len(records)
         for node_id in idle_hits:
             hit = hits[node_id]
             artifact_id = artifacts[node_id] = hit.artifact_id
@@ -630,8 +632,8 @@ class Loop:
                                  artifact_id, hit.task_run_id)
             index[node_id] = len(records)
             records.append(tr)
-            if emit is not None:
-                emit(new(TaskFinished, (tr, *_NOTHING_MORE)))
+        if self.emit is not None:
+            self.emit(TasksCached(run_id, tuple(records[first:])))
 
     def record_cached(self, node_id: str, hit: CacheHit, started: float | None, ended: float | None,
                       worker: str | None, node: Node | None = None) -> None:

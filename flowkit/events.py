@@ -12,6 +12,7 @@ stream, in the same order::
     TaskOutput                      a task printed a line
     TaskRetrying                    an attempt failed and another is due after a delay
     CacheAdopted / CacheForgotten   a cache entry found by content / one that would not load
+    TasksCached                     the cached task runs planning recorded, in one event
     TaskFinished                    completed, cached, failed, skipped, unneeded or cancelled
     RunFinished                     the final :class:`~flowkit.Run` record
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from flowkit.store.metadata import CacheHit
 
 __all__ = ["CacheAdopted", "CacheForgotten", "RunEvent", "RunFinished", "RunListener", "RunPlanned", "RunStarted",
-           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskRunning", "TaskSubmitted", "broadcast"]
+           "TaskFinished", "TaskOutput", "TaskRetrying", "TaskRunning", "TaskSubmitted", "TasksCached", "broadcast"]
 
 
 class RunStarted(NamedTuple):
@@ -125,6 +126,17 @@ class TaskFinished(NamedTuple):
     content: str | None = None
 
 
+class TasksCached(NamedTuple):
+    """Cached task runs recorded while planning, all at once: hits nobody needs, never loaded.
+
+    Most of a fully cached rerun; one event for all of them keeps it cheap. Each is
+    what a ``TaskFinished`` with status ``cached`` would carry.
+    """
+
+    run_id: str
+    task_runs: tuple[TaskRun, ...]
+
+
 class CacheAdopted(NamedTuple):
     """A node missed by key but its inputs' content is that of ``hit``: file the entry under ``key`` too."""
 
@@ -151,7 +163,8 @@ class RunFinished(NamedTuple):
     run: Run
 
 
-RunEvent = Union[RunStarted, RunPlanned, TaskSubmitted, TaskRunning, TaskOutput, TaskRetrying, TaskFinished, CacheAdopted,
+RunEvent = Union[RunStarted, RunPlanned, TaskSubmitted, TaskRunning, TaskOutput, TaskRetrying, TaskFinished, TasksCached,
+                 CacheAdopted,
                  CacheForgotten, RunFinished]
 
 

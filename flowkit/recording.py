@@ -24,7 +24,7 @@ from flowkit._worker import ArtifactInfo
 from flowkit.cache import value_token
 from flowkit.graph import Node
 from flowkit.clock import Clock
-from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, RunStarted, TaskFinished
+from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, RunStarted, TaskFinished, TasksCached
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
 from flowkit.store import Store
@@ -123,6 +123,11 @@ class Recorder:
                                           tr.source))
                 return
             self.task_run(*event)
+        elif kind is TasksCached:
+            seq = self._seq
+            self.batch.cached.extend((tr.run_id, tr.node, seq + i, tr.name, tr.cache_key, tr.artifact_id, tr.source)
+                                     for i, tr in enumerate(event.task_runs, 1))  # type: ignore[union-attr]
+            self._seq = seq + len(event.task_runs)  # type: ignore[union-attr]
         elif kind is CacheAdopted:
             self.adopt(event.key, event.hit, event.content, event.task)  # type: ignore[union-attr]
         elif kind is CacheForgotten:

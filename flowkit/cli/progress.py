@@ -72,6 +72,9 @@ class Progress:
         kind = type(event)
         if kind is events.TaskFinished:
             self.on_finish(event.task_run)
+        elif kind is events.TasksCached:
+            for task_run in event.task_runs:
+                self.on_finish(task_run)
         elif kind is events.TaskSubmitted:
             self.on_start(event.node, event.task)
         elif kind is events.TaskRunning:
