@@ -185,13 +185,18 @@ class Loop:
         # Task output goes to the listeners line by line when tasks run in this process.
         self.live = emit is not None and stream_output  # listeners of the run's own (a display): output, starts
         self.sink = None
-        if emit is not None and stream_output and session.in_process:
-            self.sink = lambda node, line: emit(TaskOutput(run_id, node, line))
+        if self.live and session.in_process:
+            self.sink = lambda node, line: emit(TaskOutput(run_id, node, line))  # type: ignore[misc]
         self.timers: list[tuple[float, int, str]] = []  # (due, tie-breaker, node id): retries waiting
         self._options: dict[int, TaskOptions] = {}
         self.consumers: dict[str, int] = {}  # node -> consumers not done with its value (see `release`)
         self.done: set[str] = set()  # nodes done with their inputs
         self.keep = set(graph.output_deps)  # what the flow returns is never released
+
+    def planned(self) -> None:
+        """Tell a display how many task nodes the run has (now)."""
+        assert self.emit is not None
+        self.emit(RunPlanned(self.state.run_id, sum(1 for n in self.state.nodes.values() if n.kind != "map")))
 
     def running(self, node: str) -> None:
         """The session says a submitted task really began."""
@@ -213,7 +218,7 @@ class Loop:
         state.hits = self.cache.lookup(state.nodes)
         hits = state.hits
         if self.live:  # before any task is recorded, so a display knows the total first
-            self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
+            self.planned()
         consumers = self.consumers
         get = consumers.get
         for node in state.nodes.values():
@@ -425,7 +430,7 @@ class Loop:
             cache.item_contents(node, old_deps, children, elements)
         self.materialize(node.id)
         if self.live:  # the run has more tasks than planned
-            self.emit(RunPlanned(state.run_id, sum(1 for n in state.nodes.values() if n.kind != "map")))
+            self.planned()
 
     # --- finishing -----------------------------------------------------------------------------
 

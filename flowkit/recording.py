@@ -108,7 +108,6 @@ class Recorder:
         self.flush_every = flush_every
         self.max_rows = max_rows
         self.batch = Batch()
-        self.finished = False
         self._seq = 0
         self._last_flush = clock.monotonic()
 
@@ -200,4 +199,3 @@ class Recorder:
     def finish(self, status: str, ended: float, error: str | None) -> None:
         self.batch.run_end = (status, ended, error, self.run_id)
         self.flush()
-        self.finished = True

@@ -157,9 +157,18 @@ def test_a_failure_skips_what_is_downstream_and_the_rest_finishes(executor):
 
 
 def test_a_failed_attempt_is_retried(executor, tmp_path):
-    run = retried.with_options(executor=executor).run(str(tmp_path / "marker"))
+    retrying = []
+
+    class Watch:
+        def on_event(self, event):
+            if isinstance(event, fk.events.TaskRetrying):
+                retrying.append((event.node, event.attempt, event.error))
+
+    run = fk.run_flow(retried.with_options(executor=executor), {"path": str(tmp_path / "marker")},
+                      listeners=[Watch()])
     assert run.result() == "second attempt"
     assert run.task_run("flaky_once").attempts == 2
+    assert retrying == [("flaky_once", 1, "ConnectionError: first attempt fails")]
 
 
 def test_a_timeout_fails_that_task_only(executor):
