@@ -36,6 +36,10 @@ from flowkit.errors import (
     ScheduleError,
     StoreError,
     TaskTimeoutError,
+    TrackingError,
+    CheckFailedError,
+    RegistryError,
+    ModelNotFoundError,
 )
 from flowkit import events
 from flowkit.events import RunListener
@@ -45,6 +49,8 @@ from flowkit.files import File
 from flowkit.flow import Flow, FlowOptions, flow
 from flowkit.graph import FlowGraph, Node
 from flowkit.lineage import lineage
+from flowkit.ml import checks
+from flowkit.ml.tracking import compare_runs, log_metric, log_metrics, log_param, metrics, set_tag
 from flowkit.records import Run, TaskRun
 from flowkit.runner import run_flow
 from flowkit.store import GCReport, Store
@@ -56,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CacheCorruptionError",
     "CacheKeyError",
+    "CheckFailedError",
     "Clock",
     "Cron",
     "DaskExecutor",
@@ -70,10 +77,12 @@ __all__ = [
     "GCReport",
     "LocalExecutor",
     "ManualClock",
+    "ModelNotFoundError",
     "Node",
     "ParameterError",
     "Ref",
     "RefUsageError",
+    "RegistryError",
     "Run",
     "RunListener",
     "ScheduleError",
@@ -85,11 +94,19 @@ __all__ = [
     "TaskOptions",
     "TaskRun",
     "TaskTimeoutError",
+    "TrackingError",
+    "checks",
+    "compare_runs",
     "events",
     "flow",
     "lineage",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "metrics",
     "run_flow",
     "runs",
+    "set_tag",
     "task",
 ]
 

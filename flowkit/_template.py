@@ -62,6 +62,9 @@ class Nested:
     def __reduce__(self) -> tuple[Any, ...]:
         return (Nested, (self.value,))
 
+    def __flowkit_token__(self, inputs: Any) -> Nested:
+        return Nested(canonical(self.value, inputs))  # run-time inputs inside resolved
+
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         from dask.base import normalize_token
 

@@ -15,7 +15,7 @@ from flowkit._template import execute
 from flowkit.store.serializers import load_artifact
 
 __all__ = ["ArtifactInfo", "Output", "call_with_timeout", "collect", "load_artifact", "on_dask", "run_task",
-           "store_value"]
+           "store_value", "unpack_report"]
 
 
 def call_with_timeout(name: str, timeout: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -62,17 +62,22 @@ INLINE_MAX = 32 * 1024
 
 
 class Output:
-    """What a node call returns besides its value: its artifact record and captured output."""
+    """What a node call returns besides its value: its artifact record, captured output, and extras.
 
-    __slots__ = ("value", "info", "logs")
+    ``extras`` is ``None`` or ``(tracked, checks)``: the :class:`~flowkit.records.Tracked`
+    entries the task logged and the :class:`~flowkit.records.CheckResult` of its checks.
+    """
 
-    def __init__(self, value: Any, info: ArtifactInfo | None, logs: str | None = None) -> None:
+    __slots__ = ("value", "info", "logs", "extras")
+
+    def __init__(self, value: Any, info: ArtifactInfo | None, logs: str | None = None, extras: Any = None) -> None:
         self.value = value
         self.info = info
         self.logs = logs
+        self.extras = extras
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Output, (self.value, self.info, self.logs))
+        return (Output, (self.value, self.info, self.logs, self.extras))
 
 
 class ArtifactInfo(tuple):  # noqa: SLOT001 - a plain tuple that pickles cheaply
@@ -123,18 +128,57 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
 
 
 def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Callable[..., Any],
-             args: tuple[Any, ...], kwargs: dict[str, Any] | None, *values: Any) -> Any:
-    """Run a task node with its output captured and, given ``files``, store its result.
+             args: tuple[Any, ...], kwargs: dict[str, Any] | None, ctx: tuple[Any, ...], *values: Any) -> Any:
+    """Run a task node with its output captured, check its result and, given ``files``, store it.
 
-    Returns the bare value when there is nothing else to report, else an :class:`Output`.
+    ``ctx`` is ``(run id, task name, cache key, store, checks)``: the task call is current
+    (:mod:`flowkit.context`) while it runs, so what it logs is gathered; then its checks run
+    on the value (:mod:`flowkit.ml.checks`), and a blocking failure raises
+    :class:`~flowkit.CheckFailedError` before anything is stored. Returns the bare value
+    when there is nothing else to report, else an :class:`Output`. A failure carries what
+    the task logged as ``__flowkit_extras__``.
     """
+    from flowkit.context import TaskContext, enter, leave
     from flowkit.logs import task_output
 
-    value, logs = task_output(node, sink, execute, fn, args, kwargs, *values)
+    context = TaskContext(ctx[0], node, ctx[1], ctx[2], ctx[3])
+    token = enter(context)
+    checked: tuple[Any, ...] = ()
+    try:
+        value, logs = task_output(node, sink, execute, fn, args, kwargs, *values)
+        if ctx[4]:
+            from flowkit.ml.checks import run_checks
+
+            try:
+                checked = run_checks(ctx[4], value, context)
+            except BaseException as exc:
+                if logs:
+                    exc.__flowkit_logs__ = logs  # type: ignore[attr-defined]
+                raise
+    except BaseException as exc:
+        if context.tracked:
+            exc.__flowkit_extras__ = (tuple(context.tracked), ())  # type: ignore[attr-defined]
+        raise
+    finally:
+        leave(token)
     info = store_value(files, value, serializer, node) if files is not None else None
-    if info is None and logs is None:
+    extras = (tuple(context.tracked), checked) if context.tracked or checked else None
+    if info is None and logs is None and extras is None:
         return value
-    return Output(value, info, logs)
+    return Output(value, info, logs, extras)
+
+
+def unpack_report(report: bytes | None) -> tuple[Any, str | None, Any]:
+    """(artifact record, captured output, extras) from the report :func:`on_dask` sent with ``done``.
+
+    The report is opaque bytes to the executor (events travel as msgpack, which would turn
+    records into lists); only this module reads it.
+    """
+    if report is None:
+        return None, None, None
+    import pickle
+
+    return pickle.loads(report)  # noqa: S301 - written by on_dask in a worker of this same run
 
 
 def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any,
@@ -147,6 +191,7 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     begins (only with ``report_start``), and ``done``, with the timings and
     the artifact record. The value itself stays on the worker.
     """
+    import pickle
     import time
 
     from distributed import get_worker
@@ -160,7 +205,6 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     values = [d.value if type(d) is Output else d for d in deps]
     with capturing():
         out = fn(*args, *values)
-    info, logs = (out.info, out.logs) if type(out) is Output else (None, None)
-    worker.log_event(topic, ("done", node, worker.get_current_task(), worker.address, started, time.time(), info,
-                             logs))
+    report = pickle.dumps((out.info, out.logs, out.extras)) if type(out) is Output else None
+    worker.log_event(topic, ("done", node, worker.get_current_task(), worker.address, started, time.time(), report))
     return out

@@ -21,7 +21,6 @@ key but hit by content, and nothing below them reruns.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -48,21 +47,29 @@ def _scalar_token(value: Any) -> str:
     return repr(value)
 
 
-def value_token(value: Any) -> str | None:
-    """A constant's token for lineage records (cheap for scalars); ``None`` if it has none."""
+def value_token(value: Any, inputs: Any = None) -> str | None:
+    """A constant's token for lineage records (cheap for scalars); ``None`` if it has none.
+
+    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``.
+    """
     if type(value) in _SCALARS:
         text = repr(value)
         if len(text) > 200:  # a long string or bytes: recorded by digest, not copied into every record
             return f"{type(value).__name__}:xxh3:{xxh3_128_hexdigest(text.encode())}"
         return f"{type(value).__name__}:{text}"
     try:
-        return token(value)
+        return token(value, inputs=inputs)
     except CacheKeyError:
         return None
 
 
 class KeyMaker:
-    """Computes node keys for one run, memoizing task fingerprints."""
+    """Computes node keys for one run, memoizing task fingerprints.
+
+    ``store`` resolves the run-time inputs among the arguments (``fk.File`` by its
+    size+mtime shortcut table, ``fk.Model`` by the registry); it is passed to every
+    token explicitly.
+    """
 
     def __init__(self, salt: str, store: Store | None = None) -> None:
         self.salt = salt
@@ -88,7 +95,7 @@ class KeyMaker:
                 text += ";" + ",".join(f"{k!r}={_scalar_token(v)}" for k, v in kwargs.items())
             return text
         try:
-            return token((args, kwargs))
+            return token((args, kwargs), inputs=self.store)
         except CacheKeyError:
             self._blame(node)
             raise
@@ -100,9 +107,9 @@ class KeyMaker:
         first = 1 if node.kind == "dynamic_map" else 0  # a map's item is argument 0; its args come next
         for i, value in enumerate(args, first):
             name = names[i] if i < len(names) else f"#{i}"
-            token(value, task=node.task.name, argument=name)
+            token(value, task=node.task.name, argument=name, inputs=self.store)
         for name, value in (kwargs or {}).items():
-            token(value, task=node.task.name, argument=name)
+            token(value, task=node.task.name, argument=name, inputs=self.store)
 
     def parts(self, node: Node) -> list[str]:
         """What a node's key covers besides its upstream: its code, options and arguments."""
@@ -112,6 +119,8 @@ class KeyMaker:
         opts = task.options
         if opts.cache:
             parts = [node.kind, self.fingerprint(task), repr(opts.cache_version), self.args_token(node)]
+            if opts.checks:  # a value is cached only as checked: other checks, another key
+                parts.append(token(opts.checks, task=task.name, argument="checks=", inputs=self.store))
         else:  # unique to this run (or the run it resumes): never served elsewhere
             parts = [node.kind, f"nocache:{self.salt}:{node.id}"]
         if node.source_path:
@@ -138,7 +147,7 @@ class KeyMaker:
         ``others`` are the digests of the map's other upstream values (keyword refs).
         ``None`` when the element has no token (then the item is found by its key only).
         """
-        tok = value_token(element)
+        tok = value_token(element, self.store)
         if tok is None:
             return None
         return xxh3_128_hexdigest("\x00".join(["item", *self.parts(mapped), tok, *others]).encode())
@@ -146,8 +155,7 @@ class KeyMaker:
     def keys(self, nodes: dict[str, Node], known: dict[str, str] | None = None) -> dict[str, str]:
         """Keys of ``nodes`` (in a topological order), extending ``known``."""
         keys = known if known is not None else {}
-        with self.store.digesting_files() if self.store is not None else contextlib.nullcontext():
-            for node_id, node in nodes.items():
-                if node_id not in keys:
-                    keys[node_id] = self.key(node, [keys[d] for d in node.deps])
+        for node_id, node in nodes.items():
+            if node_id not in keys:
+                keys[node_id] = self.key(node, [keys[d] for d in node.deps])
         return keys

@@ -60,7 +60,7 @@ from flowkit._template import Item, Slot, resolve_path
 from flowkit._worker import call_with_timeout, collect, load_artifact, run_task
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock
-from flowkit.errors import user_traceback
+from flowkit.errors import CheckFailedError, user_traceback
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.events import (
@@ -162,6 +162,7 @@ class Loop:
         self.graph = graph
         self.session = session
         self.clock = clock
+        self.store = store
         self.files = store.files if store is not None else None
         self.keymaker = keymaker
         self.emit = emit
@@ -359,8 +360,9 @@ class Loop:
                 if self.live:  # only a display wants to know when a task is handed over, and really starts
                     self.emit(TaskSubmitted(state.run_id, key, task.name))  # type: ignore[misc]
                     hints["on_running"] = self.running
+                ctx = (state.run_id, task.name, state.keys.get(key), self.store, task.options.checks)
                 handle = self.session.submit(key, run_task, (key, self.sink, self.files, task.options.serializer,
-                                                             fn, node.args, node.kwargs), deps, **hints)
+                                                             fn, node.args, node.kwargs, ctx), deps, **hints)
             elif kind == "map":
                 handle = self.session.submit(key, collect, (), deps, name=node.task.name)
             else:
@@ -454,10 +456,12 @@ class Loop:
                     if info.description.get("opaque"):
                         self.cache.opaque.add(key)
                 history = self.attempted(done)
+                tracked, checks = done.extras if done.extras is not None else ((), ())
                 self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
                                     len(history), history[0].started, done.ended, state.keys.get(key),
                                     info.digest if info is not None else None, worker=done.worker,
-                                    history=history, logs=self.output_of(done, done.logs)), info, node)
+                                    history=history, logs=self.output_of(done, done.logs), tracked=tracked,
+                                    checks=checks), info, node)
             else:  # a map's list goes stale with its first stale item
                 self.cache.computed(key, node, done.ended)
             waiting_on_me = list(state.dependents.get(key, ()))
@@ -562,7 +566,7 @@ class Loop:
             self.emit(tuple.__new__(TaskFinished, (tr, *_NOTHING_MORE)))  # TaskFinished(tr), without a frame
             return
         self.emit(tuple.__new__(TaskFinished, (  # TaskFinished(...), without a Python-level __new__
-            tr, info, lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts),
+            tr, info, lineage_rows(self.state.run_id, node, self.state.nodes, self.state.artifacts, self.store),
             tr.status == "completed", not node.task.options.cache, self.cache.inherited.get(tr.node),
             self.cache.entry_content(node) if info is not None else None)))
 
@@ -577,6 +581,8 @@ class Loop:
             history[0].started, done.ended, state.keys.get(done.key), error=error_text(exc),
             traceback=user_traceback(exc), worker=done.worker, exception=exc, history=history,
             logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
+            tracked=getattr(exc, "__flowkit_extras__", ((),))[0], checks=getattr(exc, "results", ())
+            if isinstance(exc, CheckFailedError) else (),
         ))
         state.failed.append(done.key)
         self.done_with(done.key)

@@ -17,7 +17,11 @@ Python (``except TypeError``) keeps working::
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
     ├── StoreError                        the store at FLOWKIT_HOME cannot be used
     ├── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
-    └── ScheduleError (ValueError)        a bad cron expression or time zone
+    ├── ScheduleError (ValueError)        a bad cron expression or time zone
+    ├── TrackingError (ValueError)        log_metric & co outside a task, or a value that is not a number
+    ├── CheckFailedError                  a check on a task's output failed; the output was not committed
+    └── RegistryError                     a bad model name, or a registry change that cannot be made
+        └── ModelNotFoundError (LookupError)   no such model, version or alias
 
 ``FlowLoadError`` lives beside the flow loader and ``DaskConnectionError`` in the
 Dask executor; the others here. Two exceptions stay inside flowkit and are not
@@ -50,6 +54,10 @@ __all__ = [
     "ScheduleError",
     "StoreError",
     "TaskTimeoutError",
+    "TrackingError",
+    "CheckFailedError",
+    "RegistryError",
+    "ModelNotFoundError",
     "user_traceback",
 ]
 
@@ -135,6 +143,51 @@ class StoreError(FlowkitError):
 
 class ScheduleError(FlowkitError, ValueError):
     """A cron expression or time zone that cannot be used for a schedule."""
+
+
+class TrackingError(FlowkitError, ValueError):
+    """``fk.log_metric`` and friends called outside a running task, or with a bad name or value."""
+
+
+class CheckFailedError(FlowkitError):
+    """A blocking check on a task's output failed (or raised), so the output was not committed.
+
+    It is never retried; downstream tasks are skipped, as for any failure.
+
+    Attributes:
+        task: the task's name.
+        check: the name of the (first) failed check.
+        observed: what the check saw (a metric value, a row count...).
+        results: every check result of this output, as :class:`~flowkit.records.CheckResult`.
+    """
+
+    def __init__(self, message: str, *, task: str, check: str, observed: Any = None,
+                 results: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.task = task
+        self.check = check
+        self.observed = observed
+        self.results = tuple(results)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_check_failed, (self.args[0], self.task, self.check, self.observed, self.results,
+                                        self.__dict__))
+
+
+def _rebuild_check_failed(message: str, task: str, check: str, observed: Any, results: tuple[Any, ...],
+                          state: dict[str, Any] | None = None) -> CheckFailedError:
+    exc = CheckFailedError(message, task=task, check=check, observed=observed, results=results)
+    if state:
+        exc.__dict__.update(state)
+    return exc
+
+
+class RegistryError(FlowkitError):
+    """A model registry request that cannot be carried out: a bad name, an unserializable model..."""
+
+
+class ModelNotFoundError(RegistryError, LookupError):
+    """No registered model, version or alias matches what was asked for (the message says which)."""
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))

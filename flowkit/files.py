@@ -35,7 +35,15 @@ class File:
     def __reduce__(self) -> tuple[Any, ...]:
         return (File, (str(self.path),))
 
-    def __dask_tokenize__(self) -> tuple[str, str]:
-        from flowkit.store import current_file_digests
+    def __flowkit_token__(self, inputs: Any) -> Any:
+        """Its token in a cache key: the digest of its bytes (by ``inputs``, the run's store, when given)."""
+        from flowkit.hashing import Resolved
 
-        return ("flowkit.File", current_file_digests()(self.path))
+        return Resolved(self.__dask_tokenize__(inputs))
+
+    def __dask_tokenize__(self, inputs: Any = None) -> tuple[str, str]:
+        if inputs is not None:
+            return ("flowkit.File", inputs.file_digest(self.path))
+        from flowkit.hashing import file_digest
+
+        return ("flowkit.File", file_digest(self.path))

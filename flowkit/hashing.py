@@ -95,18 +95,37 @@ class _CanonicalDataclass:
 _ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
 
-def canonical(value: Any) -> Any:
-    """``value`` with its frozensets (in containers and dataclass fields) swapped for sorted stand-ins.
+class Resolved:
+    """What a run-time input resolved to: tokenized as ``token``, exactly."""
 
-    Returns ``value`` itself when it holds no frozenset, so the common case copies nothing.
+    __slots__ = ("token",)
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+
+    def __dask_tokenize__(self) -> Any:
+        return self.token
+
+
+def canonical(value: Any, inputs: Any = None) -> Any:
+    """``value`` with its frozensets swapped for sorted stand-ins and its run-time inputs resolved.
+
+    A *run-time input* is an object whose type has ``__flowkit_token__(inputs)``
+    (``fk.File``, ``fk.Model``): it is replaced by what that method returns, given
+    ``inputs`` (the run's store, which knows file digests and the model registry;
+    ``None`` outside a run). Containers and dataclass fields are walked. Returns
+    ``value`` itself when there is nothing to replace, so the common case copies nothing.
     """
-    return _canonical(value, set())
+    return _canonical(value, set(), inputs)
 
 
-def _canonical(value: Any, active: set[int]) -> Any:
+def _canonical(value: Any, active: set[int], inputs: Any = None) -> Any:
     kind = type(value)
     if kind in _ATOMS:
         return value
+    resolve = getattr(kind, "__flowkit_token__", None)
+    if resolve is not None:
+        return resolve(value, inputs)
     if kind is dict:
         if _ATOMS.issuperset(map(type, value)) and _ATOMS.issuperset(map(type, value.values())):
             return value  # the common case, checked at C speed
@@ -121,28 +140,31 @@ def _canonical(value: Any, active: set[int]) -> Any:
     active.add(id(value))
     try:
         if kind is frozenset:
-            return _SortedFrozenset(value, tuple(_canonical(v, active) for v in sorted(value, key=str)))
+            return _SortedFrozenset(value, tuple(_canonical(v, active, inputs) for v in sorted(value, key=str)))
         if kind is dict:
-            pairs = [(_canonical(k, active), _canonical(v, active)) for k, v in value.items()]
+            pairs = [(_canonical(k, active, inputs), _canonical(v, active, inputs)) for k, v in value.items()]
             same = all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items()))
             return value if same else dict(pairs)
         if kind is list or kind is tuple or kind is set:
-            items = [_canonical(v, active) for v in value]
+            items = [_canonical(v, active, inputs) for v in value]
             return value if all(a is b for a, b in zip(items, value)) else kind(items)
         fields = [(f.name, getattr(value, f.name, None)) for f in dataclasses.fields(value)]
-        walked = [(name, _canonical(v, active)) for name, v in fields]
+        walked = [(name, _canonical(v, active, inputs)) for name, v in fields]
         same = all(a is b for (_, a), (_, b) in zip(walked, fields))
         return value if same else _CanonicalDataclass(value, walked)
     finally:
         active.discard(id(value))
 
 
-def token(value: Any, *, task: str = "?", argument: str = "?") -> str:
-    """A deterministic token of ``value``; a clear error when there is none."""
+def token(value: Any, *, task: str = "?", argument: str = "?", inputs: Any = None) -> str:
+    """A deterministic token of ``value``; a clear error when there is none.
+
+    ``inputs`` resolves run-time inputs (see :func:`canonical`).
+    """
     from dask.base import tokenize
 
     try:
-        return tokenize(canonical(value), ensure_deterministic=True)
+        return tokenize(canonical(value, inputs), ensure_deterministic=True)
     except FileNotFoundError as exc:
         raise CacheKeyError(f"task {task!r}, argument {argument!r}: input file {exc.filename} does not exist") from exc
     except Exception as exc:  # noqa: BLE001 - any failure means: no stable identity

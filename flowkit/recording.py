@@ -63,6 +63,10 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+def _json_value(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=_json_default)
+
+
 def _json_params(params: dict[str, Any]) -> str:
     return json.dumps(params, default=_json_default, sort_keys=True)
 
@@ -76,11 +80,13 @@ def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str
     return [(node_id, artifact_id)] if artifact_id else []
 
 
-def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[tuple[Any, ...]]:
+def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dict[str, str],
+                 inputs: Any = None) -> list[tuple[Any, ...]]:
     """What a task run consumed: the artifacts behind each upstream slot, and each constant argument.
 
     An artifact input names the node of this run that produced it (for a map, the item), so
     lineage follows this run's own task runs rather than whichever run first made those bytes.
+    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``, as in the key.
     """
     rows: list[tuple[Any, ...]] = []
     for position, dep in enumerate(node.deps):
@@ -93,7 +99,7 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
         names = list(node.task.signature.parameters)
         for where, value in constants:
             name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
-            rows.append((run_id, node.id, None, "param", None, name, value_token(value), short_repr(value)))
+            rows.append((run_id, node.id, None, "param", None, name, value_token(value, inputs), short_repr(value)))
     return rows
 
 
@@ -173,12 +179,32 @@ class Recorder:
             batch.attempts.extend((tr.run_id, tr.node, a.number, a.started, a.ended, a.error) for a in tr.history)
         if inputs:
             batch.inputs.extend(inputs)
+        if tr.tracked:
+            self.tracked(tr)
+        if tr.checks:
+            self.checked(tr)
         # Batch fast tasks, but never let a slow task's result wait: if the process dies
         # later, at most ``flush_every`` seconds of quick work is lost and recomputed.
         slow = tr.started is not None and tr.ended is not None and tr.ended - tr.started >= self.flush_every / 10
         if slow or self.clock.monotonic() - self._last_flush >= self.flush_every or (
                 not self._seq & 255 and len(batch) >= self.max_rows):
             self.flush()
+
+    def tracked(self, tr: TaskRun) -> None:
+        """The metrics (a number each), params and tags (JSON text) the task logged."""
+        rows = self.batch.tracked
+        for seq, t in enumerate(tr.tracked):
+            if t.kind == "metric":
+                rows.append((tr.run_id, tr.node, seq, "metric", t.name, t.step, t.value, None, t.time))
+            else:
+                rows.append((tr.run_id, tr.node, seq, t.kind, t.name, None, None, _json_value(t.value), t.time))
+
+    def checked(self, tr: TaskRun) -> None:
+        """The results of the task's checks, on the artifact they checked (none when a check failed)."""
+        rows = self.batch.checks
+        for seq, c in enumerate(tr.checks):
+            rows.append((tr.run_id, tr.node, seq, c.check, c.passed, c.severity, _json_value(c.observed),
+                         _json_value(c.threshold), c.baseline, c.message, _json_value(c.sample), tr.artifact_id))
 
     def adopt(self, key: str, hit: CacheHit, content: str, task: str) -> None:
         """File an entry found by content under the node's own key too, so the next run finds it by key."""

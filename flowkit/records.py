@@ -17,7 +17,7 @@ from flowkit.errors import FlowRunError
 if TYPE_CHECKING:
     from flowkit.graph import FlowGraph
 
-__all__ = ["Attempt", "Run", "TaskRun"]
+__all__ = ["Attempt", "CheckResult", "Run", "TaskRun", "Tracked"]
 
 #: Final statuses of a task run. "cancelled": the run was interrupted while
 #: the task was running (or before it started, when it had been submitted).
@@ -39,6 +39,39 @@ class Attempt(NamedTuple):
     started: float | None
     ended: float | None
     error: str | None = None
+
+
+class Tracked(NamedTuple):
+    """One thing a task logged while it ran (``fk.log_metric``, ``fk.log_param``, ``fk.set_tag``).
+
+    ``kind`` is ``"metric"`` (``value`` a float, ``step`` an int or ``None``), ``"param"``
+    or ``"tag"`` (``value`` a JSON-compatible value); ``time`` is epoch seconds.
+    """
+
+    kind: str
+    name: str
+    value: Any
+    step: int | None
+    time: float
+
+
+class CheckResult(NamedTuple):
+    """The outcome of one check on a task's output (see :mod:`flowkit.checks`).
+
+    ``severity`` is ``"error"`` (a failure fails the task) or ``"warn"`` (recorded only);
+    ``observed`` is what the check saw and ``threshold`` what it required; ``baseline``
+    the registry version it compared against (``"churn:3"``), if any; ``sample`` a few
+    failing rows, for tables; ``message`` says what was wrong, or ``None`` when it passed.
+    """
+
+    check: str
+    passed: bool
+    severity: str = "error"
+    observed: Any = None
+    threshold: Any = None
+    baseline: str | None = None
+    message: str | None = None
+    sample: Any = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,6 +96,8 @@ class TaskRun:
         logs: what the task printed or logged (the end of it, when very long).
         source: for a ``cached`` task run, the id of the task run that computed the value
             (lineage starts there); ``None`` otherwise.
+        tracked: the metrics, params and tags the task logged (:class:`Tracked`), in order.
+        checks: the results of the checks on its output (:class:`CheckResult`).
     """
 
     id: str
@@ -82,6 +117,8 @@ class TaskRun:
     history: tuple[Attempt, ...] = dataclasses.field(default=(), repr=False)
     logs: str | None = dataclasses.field(default=None, repr=False)
     source: str | None = None
+    tracked: tuple[Tracked, ...] = dataclasses.field(default=(), repr=False)
+    checks: tuple[CheckResult, ...] = dataclasses.field(default=(), repr=False)
 
     @property
     def duration(self) -> float | None:
@@ -136,7 +173,7 @@ def cached_task_run(id: str, run_id: str, node: str, name: str, cache_key: str |
                     source: str | None) -> TaskRun:
     """``TaskRun(id, run_id, node, name, "cached", 0, cache_key=..., artifact_id=..., source=...)``, faster.
 
-    A frozen dataclass sets each of its 17 fields through ``object.__setattr__``; a
+    A frozen dataclass sets each of its 19 fields through ``object.__setattr__``; a
     fully cached rerun builds one such record per task, so this sets the slots directly
     (about half the time). ``tests/test_records.py`` pins it to the constructor.
     """
@@ -158,13 +195,15 @@ def cached_task_run(id: str, run_id: str, node: str, name: str, cache_key: str |
     _set_history(tr, ())
     _set_logs(tr, None)
     _set_source(tr, source)
+    _set_tracked(tr, ())
+    _set_checks(tr, ())
     return tr
 
 
 _new = object.__new__
 (_set_id, _set_run_id, _set_node, _set_name, _set_status, _set_attempts, _set_started, _set_ended, _set_cache_key,
  _set_artifact_id, _set_error, _set_traceback, _set_worker, _set_exception, _set_history, _set_logs,
- _set_source) = (getattr(TaskRun, f.name).__set__ for f in dataclasses.fields(TaskRun))
+ _set_source, _set_tracked, _set_checks) = (getattr(TaskRun, f.name).__set__ for f in dataclasses.fields(TaskRun))
 
 
 class Run:
@@ -184,16 +223,17 @@ class Run:
             (for a record read from the store: the error message, as a string).
         graph: the graph that ran, dynamic maps expanded (in the running process).
         info: host, user, git commit and flow file, when known.
+        store: the :class:`~flowkit.Store` it was recorded in (``None`` for a run without one).
     """
 
     __slots__ = ("id", "flow", "status", "params", "started", "ended", "_task_runs", "trigger", "error", "graph",
-                 "value", "info", "_load")
+                 "value", "info", "_load", "store")
 
     def __init__(self, id: str, flow: str, status: str, params: dict[str, Any], started: float,
                  ended: float | None, task_runs: tuple[TaskRun, ...] | None = (), trigger: str = "manual",
                  error: FlowRunError | str | None = None, graph: FlowGraph | None = None, value: Any = None,
                  info: dict[str, Any] | None = None,
-                 load: Callable[[str], tuple[TaskRun, ...]] | None = None) -> None:
+                 load: Callable[[str], tuple[TaskRun, ...]] | None = None, store: Any = None) -> None:
         self.id = id
         self.flow = flow
         self.status = status
@@ -207,6 +247,7 @@ class Run:
         self.value = value
         self.info = info or {}
         self._load = load
+        self.store = store
 
     @property
     def task_runs(self) -> tuple[TaskRun, ...]:
@@ -274,6 +315,18 @@ class Run:
             lines.append(f"  failed: {tr.node} after {tr.attempts} attempt{'s' if tr.attempts != 1 else ''}: "
                          f"{first_line}")
         return "\n".join(lines)
+
+    def metrics(self) -> Any:
+        """The metrics its tasks logged, as a DataFrame (see :func:`flowkit.metrics`)."""
+        from flowkit.ml.tracking import metrics, metrics_of
+
+        return metrics(self.id, store=self.store) if self.store is not None else metrics_of(self.task_runs)
+
+    def checks(self) -> Any:
+        """The results of its tasks' checks, as a DataFrame (see :func:`flowkit.ml.tracking.check_results`)."""
+        from flowkit.ml.tracking import check_results, checks_of
+
+        return check_results(self.id, store=self.store) if self.store is not None else checks_of(self.task_runs)
 
     def counts(self) -> dict[str, int]:
         """How many task runs ended in each status."""

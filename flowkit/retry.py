@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from flowkit.errors import CheckFailedError
+
 if TYPE_CHECKING:
     from flowkit.task import TaskOptions
 
@@ -39,6 +41,8 @@ def should_retry(options: TaskOptions, exc: BaseException, attempts: int) -> boo
     if attempts > options.retries:
         return False
     if not isinstance(exc, Exception):  # SystemExit and friends are never retried
+        return False
+    if isinstance(exc, CheckFailedError):  # the same output would fail the same check again
         return False
     retry_on = options.retry_on
     if isinstance(retry_on, tuple):

@@ -204,9 +204,8 @@ def run_graph(
     status = "completed"
     loop = None
     announced = False  # RunFinished was sent
-    files = store.digesting_files() if store is not None else contextlib.nullcontext()
     try:
-        with capturing(), files, executor.session(clock) as session:
+        with capturing(), executor.session(clock) as session:
             loop = Loop(graph, session, clock, run_id, store, keymaker, forced, task_defaults, fail_fast, emit,
                         stream_output=bool(listeners))
             state = loop.state
@@ -220,7 +219,7 @@ def run_graph(
                     value = fill(graph.output, outputs)
             except KeyboardInterrupt as interrupt:
                 loop.cancel()
-                run = _record(graph, state, "cancelled", started, clock.time(), trigger, None, context)
+                run = _record(graph, state, "cancelled", started, clock.time(), trigger, None, context, store)
                 interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled; "
                                    f"{run.counts().get('completed', 0)} finished task(s) kept")
                 if emit is not None:
@@ -235,14 +234,14 @@ def run_graph(
             emit(RunFinished(Run(run_id, graph.flow, "cancelled" if cancelled else "failed", graph.params, started,
                                  clock.time(), records, trigger, error, graph, None, context)))
         raise
-    run = _record(graph, state, status, started, clock.time(), trigger, value, context)
+    run = _record(graph, state, status, started, clock.time(), trigger, value, context, store)
     if emit is not None:
         emit(RunFinished(run))
     return run
 
 
 def _record(graph: FlowGraph, state: RunState, status: str, started: float, ended: float, trigger: str,
-            value: Any, context: dict[str, Any] | None) -> Run:
+            value: Any, context: dict[str, Any] | None, store: Store | None = None) -> Run:
     error = None
     if status != "completed":
         failed = [tr for tr in state.records if tr.status == "failed"]
@@ -251,4 +250,4 @@ def _record(graph: FlowGraph, state: RunState, status: str, started: float, ende
         if failed:
             error.__cause__ = failed[0].exception
     return Run(state.run_id, graph.flow, status, graph.params, started, ended, tuple(state.records), trigger,
-               error, _graph_of(state, graph), value, context)
+               error, _graph_of(state, graph), value, context, store=store)

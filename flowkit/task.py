@@ -76,8 +76,8 @@ class TaskOptions:
         nout: the number of values the task returns, so ``a, b = t(x)`` unpacks.
         tags: labels shown in UIs and dashboards.
         resources: abstract resources an attempt needs, e.g. ``{"GPU": 1}``.
-        checks: callables ``(value) -> None`` that will gate the task's result; not yet
-            supported: a task given any raises :class:`~flowkit.errors.DefinitionError`.
+        checks: gates on the task's result before it is committed (:mod:`flowkit.ml.checks`):
+            ``fk.checks.*`` checks, callables ``(value) -> None | bool | str``, pandera schemas.
     """
 
     name: str | None = None
@@ -95,7 +95,7 @@ class TaskOptions:
     nout: int | None = None
     tags: tuple[str, ...] = ()
     resources: Mapping[str, float] | None = None
-    checks: tuple[Callable[[Any], Any], ...] = ()
+    checks: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         owner = f"task {self.name!r}" if isinstance(self.name, str) else "@fk.task"
@@ -147,10 +147,15 @@ class TaskOptions:
                     raise DefinitionError(f"{owner}: resources= keys must be strings, got {key!r}")
                 _number(owner, f"resources[{key!r}]", amount, strict=True)
             put("resources", dict(self.resources))
-        checks = (self.checks,) if callable(self.checks) else self.checks
-        if not isinstance(checks, Iterable) or not all(callable(c) for c in checks):
-            raise DefinitionError(f"{owner}: option checks= must be callables, got {self.checks!r}")
-        put("checks", tuple(checks))
+        if self.checks:
+            from flowkit.ml.checks import Check, as_check
+
+            checks = (self.checks,) if callable(self.checks) or isinstance(self.checks, Check) else self.checks
+            if not isinstance(checks, Iterable) or isinstance(checks, (str, bytes)):
+                raise DefinitionError(f"{owner}: option checks= must be a list of checks, got {self.checks!r}")
+            put("checks", tuple(as_check(c, owner) for c in checks))
+        else:
+            put("checks", ())
 
 
 def _check_retry_on(owner: str, retry_on: object) -> Any:
@@ -231,10 +236,6 @@ class Task(Generic[P, R]):
         #: The options given explicitly (a flow's ``task_defaults`` fill in the others).
         self.explicit = explicit
         self.name: str = options.name or check_name(getattr(fn, "__name__", type(fn).__name__), "task")
-        if options.checks:  # accepted by the options so their shape is fixed, but nothing enforces them yet
-            raise DefinitionError(
-                f"task {self.name!r}: checks= is not yet supported: the result would not be gated by anything. "
-                f"Remove checks= for now, or check the value inside the task and raise.")
         try:
             self.signature = inspect.signature(fn)
         except (TypeError, ValueError) as exc:

@@ -14,10 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_public_names_are_pinned():
     assert sorted(fk.__all__) == [
-        "CacheCorruptionError", "CacheKeyError", "Clock", "Cron", "DaskExecutor", "DefinitionError", "Executor", "File", "Flow",
-        "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError", "GCReport", "LocalExecutor", "ManualClock",
-        "Node", "ParameterError", "Ref", "RefUsageError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
-        "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "events", "flow", "lineage", "run_flow", "runs", "task",
+        "CacheCorruptionError", "CacheKeyError", "CheckFailedError", "Clock", "Cron", "DaskExecutor",
+        "DefinitionError", "Executor", "File", "Flow", "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError",
+        "GCReport", "LocalExecutor", "ManualClock", "ModelNotFoundError", "Node", "ParameterError", "Ref",
+        "RefUsageError", "RegistryError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
+        "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "TrackingError", "checks",
+        "compare_runs", "events", "flow", "lineage", "log_metric", "log_metrics", "log_param", "metrics",
+        "run_flow", "runs", "set_tag", "task",
     ]
     for name in fk.__all__:
         assert getattr(fk, name) is not None

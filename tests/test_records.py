@@ -57,7 +57,7 @@ def test_a_cached_task_run_built_fast_equals_the_dataclass_one_field_by_field():
     slow = TaskRun("r/n", "r", "n", "task", "cached", 0, None, None, "key", "art", source="r0/n")
     assert [f.name for f in dataclasses.fields(TaskRun)] == [
         "id", "run_id", "node", "name", "status", "attempts", "started", "ended", "cache_key", "artifact_id",
-        "error", "traceback", "worker", "exception", "history", "logs", "source"]  # the setters' order
+        "error", "traceback", "worker", "exception", "history", "logs", "source", "tracked", "checks"]  # the setters' order
     for field in dataclasses.fields(TaskRun):
         assert getattr(fast, field.name) == getattr(slow, field.name), field.name
     assert fast == slow and type(fast) is TaskRun

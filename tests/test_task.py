@@ -53,14 +53,12 @@ def test_every_design_option_is_accepted_and_stored():
         "cache", "cache_version", "cache_ttl", "serializer", "nout", "tags", "resources", "checks"}
 
 
-def test_checks_are_refused_until_they_are_enforced_naming_the_task():
+def test_checks_are_normalized_to_check_objects_with_names():
     check = lambda value: None  # noqa: E731
-    with pytest.raises(fk.DefinitionError, match="task 'double': checks= is not yet supported"):
-        fk.task(checks=[check])(double)
-    with pytest.raises(fk.DefinitionError, match="task 'dbl': checks= is not yet supported"):
-        fk.task(name="dbl", checks=check)(double)
-    with pytest.raises(fk.DefinitionError, match="task 'double': checks= is not yet supported"):
-        fk.task(double).with_options(checks=[check])
+    opts = fk.task(checks=[check, fk.checks.rows(min=1)])(double).options
+    assert [c.name for c in opts.checks] == ["<lambda>", "rows(min=1)"]
+    assert fk.task(checks=check)(double).options.checks[0].name == "<lambda>"
+    assert fk.task(double).with_options(checks=[fk.checks.no_nulls()]).options.checks[0].name == "no_nulls()"
 
 
 def test_single_exception_type_and_predicate_are_valid_retry_on():
@@ -90,7 +88,7 @@ def test_single_exception_type_and_predicate_are_valid_retry_on():
         ({"tags": [1]}, TypeError, "tags= must be strings"),
         ({"resources": ["GPU"]}, TypeError, "resources= must be a dict"),
         ({"resources": {"GPU": 0}}, ValueError, "must be > 0"),
-        ({"checks": [1]}, TypeError, "checks= must be callables"),
+        ({"checks": [1]}, TypeError, "checks= takes fk.checks"),
         ({"name": 3}, TypeError, "name must be a string"),
         ({"name": "a/b"}, ValueError, "'/'"),
         ({"name": ""}, ValueError, "non-empty"),

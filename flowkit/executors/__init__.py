@@ -42,7 +42,8 @@ class Completion(NamedTuple):
     the record of its stored artifact), ``handle`` stands for the value and
     ``info`` is the artifact record; otherwise ``info`` is ``None``. ``lost``
     names the workers of earlier attempts of this same submission that died
-    with their worker (Dask recomputed them); ``logs`` is the task's captured output.
+    with their worker (Dask recomputed them); ``logs`` is the task's captured output;
+    ``extras`` what it logged and its check results (opaque to a session: passed on as is).
     """
 
     key: str
@@ -54,6 +55,7 @@ class Completion(NamedTuple):
     info: Any = None
     lost: tuple[str, ...] = ()
     logs: str | None = None
+    extras: Any = None
 
 
 def completed(key: str, result: Any, started: float, ended: float, worker: str | None) -> Completion:
@@ -65,7 +67,8 @@ def completed(key: str, result: Any, started: float, ended: float, worker: str |
     from flowkit._worker import Output
 
     if type(result) is Output:
-        return Completion(key, result.value, None, started, ended, worker, result.info, (), result.logs)
+        return Completion(key, result.value, None, started, ended, worker, result.info, (), result.logs,
+                          result.extras)
     return Completion(key, result, None, started, ended, worker)
 
 

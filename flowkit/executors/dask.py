@@ -25,7 +25,7 @@ import distributed
 from distributed import Client, KilledWorker, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from flowkit._worker import ArtifactInfo, Output, on_dask
+from flowkit._worker import Output, on_dask, unpack_report
 from flowkit.clock import Clock
 from flowkit.errors import FlowkitError
 from flowkit.executors import Completion
@@ -323,12 +323,11 @@ class _DaskSession:
             if event is None:
                 self._done[future.key] = future
                 return None
-            _, _, _, worker, started, ended, info, logs = event
-            if info is not None:  # events travel as msgpack: the tuple arrives as a list
-                info = ArtifactInfo(tuple(info))
+            _, _, _, worker, started, ended, report = event
+            info, logs, extras = unpack_report(report)
             self._futures.pop(node, None)
             return Completion(node, future, None, started, ended, worker, info, tuple(self.starts.get(node, ())),
-                              logs)
+                              logs, extras)
         self._futures.pop(node, None)
         try:
             error = future.exception(timeout=30)

@@ -42,16 +42,7 @@ from flowkit.store.artifacts import DamagedArtifact, artifact_files
 from flowkit.store.protocols import ArtifactRecord, FileRecord, MetadataStore, RunRecord
 from flowkit.store.serializers import load_artifact
 
-__all__ = ["GCReport", "Store", "current_file_digests", "default_home", "open_store", "register_backend"]
-
-_FILE_DIGESTS: contextvars.ContextVar[Callable[[Path], str]] = contextvars.ContextVar(
-    "flowkit_file_digests", default=lambda path: file_digest(path))
-
-
-def current_file_digests() -> Callable[[Path], str]:
-    """How ``fk.File`` inputs are digested in this context (the store's shortcut table when planning a run)."""
-    return _FILE_DIGESTS.get()
-
+__all__ = ["GCReport", "Store", "default_home", "open_store", "register_backend"]
 
 def default_home() -> Path:
     """``$FLOWKIT_HOME``, else ``./.flowkit``."""
@@ -193,15 +184,6 @@ class Store:
         self._file_memo[memo_key] = d
         return d
 
-    @contextlib.contextmanager
-    def digesting_files(self) -> Iterator[None]:
-        """Within this block, ``fk.File`` tokens use this store's size+mtime shortcut table."""
-        token = _FILE_DIGESTS.set(self.file_digest)
-        try:
-            yield
-        finally:
-            _FILE_DIGESTS.reset(token)
-
     # --- artifacts -----------------------------------------------------------------------------
 
     def artifact(self, artifact_id: str) -> ArtifactRecord | None:
@@ -252,7 +234,7 @@ class Store:
         info = {"host": r.host, "user": r.user, "git_commit": r.git_commit, "flow_file": r.flow_file,
                 "scheduled": r.scheduled}
         return Run(r.id, r.flow, r.status, r.params, r.started, r.ended, None, r.trigger, r.error, info=info,
-                   load=self.task_runs)
+                   load=self.task_runs, store=self)
 
     def task_runs(self, run_id: str) -> tuple[TaskRun, ...]:
         """The task runs of a run, in the order they were recorded."""

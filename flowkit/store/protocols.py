@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from flowkit.store.tracking import TrackingStore
+
 __all__ = [
     "ArtifactRecord", "ArtifactRow", "ArtifactStore", "AttemptRecord", "AttemptRow", "Batch", "CacheEntry",
     "CacheHit", "CacheRow", "CachedTaskRunRow", "DamagedArtifact", "FileRecord", "FireRecord", "InputRecord",
@@ -323,11 +325,12 @@ class Batch:
     removed one comes back to life with the new uri and bytes), ``task_runs`` and
     ``cached`` (replacing a task run of the same (run, node)), ``attempts``
     (replacing the same number), ``inputs``, ``cache`` (replacing the same key),
-    ``uncache`` (keys to delete), ``run_end`` (``(status, ended, error, run_id)``).
+    ``uncache`` (keys to delete), ``tracked`` and ``checks`` (what tasks logged, their
+    check results: :mod:`flowkit.store.tracking`), ``run_end`` (``(status, ended, error, run_id)``).
     """
 
     __slots__ = ("artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache", "forget_artifacts",
-                 "run_end")
+                 "tracked", "checks", "run_end")
 
     def __init__(self) -> None:
         self.clear()
@@ -341,11 +344,13 @@ class Batch:
         self.cache: list[CacheRow] = []
         self.uncache: list[str] = []
         self.forget_artifacts: list[tuple[float, str]] = []  # (when, artifact id): damaged bytes
+        self.tracked: list[Any] = []  # TrackedRow
+        self.checks: list[Any] = []  # CheckRow
         self.run_end: tuple[str, float, str | None, str] | None = None
 
     def empty(self) -> bool:
         return not (self.artifacts or self.task_runs or self.cached or self.attempts or self.inputs or self.cache
-                    or self.uncache or self.forget_artifacts or self.run_end)
+                    or self.uncache or self.forget_artifacts or self.tracked or self.checks or self.run_end)
 
     def __len__(self) -> int:
         return len(self.task_runs) + len(self.cached) + len(self.artifacts) + len(self.inputs) + len(self.cache)
@@ -354,7 +359,7 @@ class Batch:
 # --- the protocols ------------------------------------------------------------------------------
 
 @runtime_checkable
-class MetadataStore(Protocol):
+class MetadataStore(TrackingStore, Protocol):
     """Runs, task runs, artifacts' records, lineage, the cache, file digests and schedules.
 
     An implementation is opened from a URL (see :func:`flowkit.store.open_store`),

@@ -32,6 +32,7 @@ from flowkit.store.migrations import CORE, migrations, registered_names
 from flowkit.store.protocols import (ArtifactRecord, AttemptRecord, Batch, CacheEntry, CacheHit, FileRecord,
                                      InputRecord, LineageStep, RunRecord, TaskRunRow)
 from flowkit.store.sqlite_schedules import ScheduleTables
+from flowkit.store.sqlite_tracking import INSERT_CHECKS, INSERT_TRACKED, TrackingTables
 
 __all__ = ["SQLiteMetadataStore"]
 
@@ -71,7 +72,7 @@ def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreError | None:
         f"values are found again when tasks produce them, so only the run history is lost.")
 
 
-class SQLiteMetadataStore(ScheduleTables):
+class SQLiteMetadataStore(ScheduleTables, TrackingTables):
     """The metadata of a store in one SQLite file.
 
     Besides the protocol, :meth:`query` and :meth:`write` run SQL of one's own
@@ -282,6 +283,10 @@ class SQLiteMetadataStore(ScheduleTables):
                               "salted, expires, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch.cache)
             if batch.uncache:
                 c.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in batch.uncache])
+            if batch.tracked:
+                c.executemany(INSERT_TRACKED, batch.tracked)
+            if batch.checks:
+                c.executemany(INSERT_CHECKS, batch.checks)
             if batch.run_end:
                 c.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?", batch.run_end)
 
