@@ -227,5 +227,7 @@ def user_traceback(exc: BaseException) -> str:
     without the frames of flowkit and of the executor that ran the task.
     """
     te = traceback.TracebackException.from_exception(exc)
+    if isinstance(exc, CheckFailedError):  # the check's verdict is the whole story; its frames are flowkit's
+        return "".join(te.format_exception_only())
     _from_user_frame(te, set())
     return "".join(te.format())

@@ -133,10 +133,16 @@ def param_option(fn: Any) -> Any:
 @click.option("--resume", metavar="RUN_ID", help="Also reuse what cache=False tasks produced in that run.")
 @click.option("--fail-fast", is_flag=True, help="Stop submitting tasks at the first failure.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--junit", "junit", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write task and check results as JUnit XML (for CI).")
 def run(target: str, params: tuple[str, ...], params_file: str | None, executor: str, address: str | None, workers: int | None,
         refresh: bool, refresh_tasks: tuple[str, ...], resume: str | None, fail_fast: bool,
-        as_json: bool) -> None:
-    """Run a flow from a file: flowkit run flows.py:train -p rows=1000"""
+        as_json: bool, junit: str | None) -> None:
+    """Run a flow from a file: flowkit run flows.py:train -p rows=1000
+
+    Exit code 0 when the run completed, 1 when it failed, 3 when it failed because a
+    check on a task's output failed (a gate).
+    """
     import flowkit as fk
 
     flow = load_flow(target)
@@ -159,6 +165,8 @@ def run(target: str, params: tuple[str, ...], params_file: str | None, executor:
             result = fk.run_flow(flow.with_options(executor=chosen), bound, trigger="cli", refresh=refresh_arg,
                                  resume=resume, fail_fast=fail_fast, listeners=[] if as_json else [progress],
                                  store=_store() if _home() and flow.options.store is None else None)
+    if junit:
+        write_junit(result, junit)
     if as_json:
         click.echo(json.dumps({
             "run_id": result.id, "flow": result.flow, "status": result.status, "counts": result.counts(),
@@ -171,10 +179,11 @@ def run(target: str, params: tuple[str, ...], params_file: str | None, executor:
         emit(escape(result.summary()))
         if result.failed:
             console.print(_traceback_hint(result))
+        emit_checks(result)
         if result.status == "completed":
             console.print(f"result: {escape(short_repr(result.value, 400))}")
     if result.status != "completed":
-        sys.exit(1)
+        sys.exit(3 if gate_failed(result) else 1)
 
 
 @main.command()
@@ -207,13 +216,16 @@ def graph(target: str, params: tuple[str, ...], params_file: str | None, fmt: st
     console.print(f"wrote {target_file}")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--flow", help="Only runs of this flow.")
 @click.option("--status", type=click.Choice(["completed", "failed", "cancelled", "running"]))
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def runs(flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """List runs, newest first."""
+@click.pass_context
+def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first (flowkit runs compare RUN... puts runs side by side)."""
+    if ctx.invoked_subcommand is not None:
+        return
     found = _store().runs(flow, limit, status)
     if as_json:
         click.echo(json.dumps([{"id": r.id, "flow": r.flow, "status": r.status, "trigger": r.trigger,
@@ -295,13 +307,14 @@ def show(run_id: str, task: str | None, show_traceback: bool, logs_of: str | Non
             {"node": tr.node, "task": tr.name, "status": tr.status, "attempts": tr.attempts, "duration": tr.duration,
              "run_time": tr.run_time, "waited": tr.waited,
              "artifact_id": tr.artifact_id, "error": first_line(tr.error, 500), "traceback": tr.traceback}
-            for tr in found.task_runs]}))
+            for tr in found.task_runs], "checks": checks_json(found)}))
         return
     emit(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
          f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
     if isinstance(found.error, str):
         emit(f"[red]{escape(found.error)}[/red]")
     emit(summary_table(found, limit=500, computed_by=_computed_by(_store(), found)))
+    emit_checks(found)
     if found.failed:
         console.print(_traceback_hint(found))
 
@@ -514,7 +527,10 @@ def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
     console.print("scheduler stopped")
 
 
-# At the end: the artifacts commands use this module's console and store helpers.
+# At the end: these commands use this module's console and store helpers.
 from flowkit.cli.artifacts import artifacts  # noqa: E402
+from flowkit.cli.tracking import checks_json, compare, emit_checks, gate_failed, metrics, write_junit  # noqa: E402
 
 main.add_command(artifacts)
+main.add_command(metrics)
+runs.add_command(compare)

@@ -212,6 +212,8 @@ def _dtype_matches(actual: Any, want: str) -> bool:
         if want == "category":
             return str(actual) == "category"
         return bool(getattr(types, _KINDS[want])(actual))
+    if want in ("object", "str") and types.is_string_dtype(actual):
+        return True  # text columns: object before pandas 3, str since
     return str(actual) == want
 
 
