@@ -208,3 +208,23 @@ def test_checks_on_dask_gate_on_the_worker_and_metrics_come_back(home):
     assert bad.status == "failed" and "CheckFailedError" in bad.failed[0].error
     assert bad.checks()["passed"].tolist() == [False]
     assert bad.metrics()["value"].tolist() == [0.1]
+
+
+def test_a_pandera_schema_is_a_check_with_its_failure_cases(home):
+    pa = pytest.importorskip("pandera.pandas")
+    schema = pa.DataFrameSchema({"age": pa.Column(float, pa.Check.ge(0), nullable=True)})
+
+    @fk.task(checks=[schema])
+    def load(ages: list) -> pd.DataFrame:
+        return pd.DataFrame({"age": ages})
+
+    @fk.flow
+    def f(ages: list) -> pd.DataFrame:
+        return load(ages)
+
+    assert f.run(ages=[1.0, 2.0]).status == "completed"
+    bad = f.run(ages=[1.0, -2.0])
+    assert bad.status == "failed"
+    checks = bad.checks()
+    assert checks.loc[0, "message"] == "1 failure case(s): age: greater_than_or_equal_to(0)"
+    assert checks.loc[0, "sample"][0]["failure_case"] == -2.0

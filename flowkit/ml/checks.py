@@ -461,9 +461,12 @@ class _Pandera(Check):
             self.schema.validate(value, lazy=True)
         except (pandera.errors.SchemaErrors, pandera.errors.SchemaError) as exc:
             cases = getattr(exc, "failure_cases", None)
-            sample = _sample(cases) if cases is not None else None
-            return self.result(False, None, None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                               sample)
+            if cases is None or not len(cases):
+                return self.result(False, None, None, str(exc) or type(exc).__name__)
+            what = sorted({f"{c}: {k}" for c, k in zip(cases.get("column", [None] * len(cases)),
+                                                         cases.get("check", [None] * len(cases)))})
+            return self.result(False, len(cases), 0, f"{len(cases)} failure case(s): {'; '.join(what)}",
+                               _sample(cases))
         return self.result(True)
 
     def __flowkit_token__(self, inputs: Any) -> Any:
