@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flowkit._template import execute
+from flowkit.context import TaskContext
+from flowkit.logs import _CURRENT, task_output
 from flowkit.store.serializers import load_artifact
 
 __all__ = ["ArtifactInfo", "Output", "call_with_timeout", "collect", "load_artifact", "on_dask", "run_task",
@@ -138,29 +140,26 @@ def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Calla
     when there is nothing else to report, else an :class:`Output`. A failure carries what
     the task logged as ``__flowkit_extras__``.
     """
-    from flowkit.context import TaskContext, enter, leave
-    from flowkit.logs import task_output
-
-    context = TaskContext(ctx[0], node, ctx[1], ctx[2], ctx[3])
-    token = enter(context)
+    context = TaskContext(node, sink, ctx[0], ctx[1], ctx[2], ctx[3])
     checked: tuple[Any, ...] = ()
     try:
-        value, logs = task_output(node, sink, execute, fn, args, kwargs, *values)
+        value, logs = task_output(context, execute, fn, args, kwargs, *values)
         if ctx[4]:
             from flowkit.ml.checks import run_checks
 
+            token = _CURRENT.set(context)  # a check may read what the task logged, or the store
             try:
                 checked = run_checks(ctx[4], value, context)
             except BaseException as exc:
                 if logs:
                     exc.__flowkit_logs__ = logs  # type: ignore[attr-defined]
                 raise
+            finally:
+                _CURRENT.reset(token)
     except BaseException as exc:
         if context.tracked:
             exc.__flowkit_extras__ = (tuple(context.tracked), ())  # type: ignore[attr-defined]
         raise
-    finally:
-        leave(token)
     info = store_value(files, value, serializer, node) if files is not None else None
     extras = (tuple(context.tracked), checked) if context.tracked or checked else None
     if info is None and logs is None and extras is None:

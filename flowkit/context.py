@@ -1,8 +1,9 @@
 """The task run going on now: what ``fk.log_metric``, the registry and checks attach to.
 
 While a node's function runs (in this process or on a Dask worker), a
-:class:`TaskContext` is current (a context variable, so threads a task starts
-with ``contextvars`` and its timeout helper thread see it too). It says which
+:class:`TaskContext` is current (the context variable of the task's output
+capture, :mod:`flowkit.logs`, so threads a task starts with ``contextvars`` and
+its timeout helper thread see it too). It says which
 run and node this is, the node's cache key and the store, and it gathers what
 the task logs; the worker sends that back with the task's record, so logging
 costs no store round trip.
@@ -10,16 +11,19 @@ costs no store round trip.
 
 from __future__ import annotations
 
-import contextvars
 from typing import Any
 
 from flowkit.errors import TrackingError
+from flowkit.logs import Capture, current_capture
 
 __all__ = ["TaskContext", "current_task", "require_task"]
 
 
-class TaskContext:
-    """One running task call (an attempt): where it belongs, and what it logged so far.
+class TaskContext(Capture):
+    """One running task call (an attempt): where it belongs, its output, and what it logged so far.
+
+    It is the task's output :class:`~flowkit.logs.Capture` too, so a task call sets one
+    context variable, not two.
 
     Attributes:
         run_id: the run.
@@ -30,11 +34,14 @@ class TaskContext:
         tracked: the :class:`~flowkit.records.Tracked` entries logged so far.
     """
 
-    __slots__ = ("run_id", "node", "task", "cache_key", "store", "tracked")
+    __slots__ = ("run_id", "task", "cache_key", "store", "tracked")
 
-    def __init__(self, run_id: str, node: str, task: str, cache_key: str | None, store: Any) -> None:
-        self.run_id = run_id
+    def __init__(self, node: str, sink: Any, run_id: str, task: str, cache_key: str | None, store: Any) -> None:
         self.node = node
+        self.sink = sink
+        self.buffer = None
+        self._partial = ""
+        self.run_id = run_id
         self.task = task
         self.cache_key = cache_key
         self.store = store
@@ -48,28 +55,18 @@ class TaskContext:
         return f"TaskContext(run={self.run_id!r}, node={self.node!r}, task={self.task!r})"
 
 
-_CURRENT: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("flowkit_task", default=None)
-
-
 def current_task() -> TaskContext | None:
     """The task call going on in this context, or ``None`` outside one."""
-    return _CURRENT.get()
+    ctx = current_capture()
+    return ctx if type(ctx) is TaskContext else None
 
 
 def require_task(what: str) -> TaskContext:
     """The current task call; a :class:`~flowkit.TrackingError` saying ``what`` needs one outside a task."""
-    ctx = _CURRENT.get()
-    if ctx is None:
+    ctx = current_capture()
+    if type(ctx) is not TaskContext:
         raise TrackingError(
             f"{what} was called outside a running task: it records against the task run that calls it. Call it "
             f"inside an @fk.task function while its flow runs (calling a task's function directly, outside a "
             f"flow, records nothing)")
     return ctx
-
-
-def enter(ctx: TaskContext) -> contextvars.Token[TaskContext | None]:
-    return _CURRENT.set(ctx)
-
-
-def leave(token: contextvars.Token[TaskContext | None]) -> None:
-    _CURRENT.reset(token)

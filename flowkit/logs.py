@@ -37,10 +37,12 @@ class Capture:
     def __init__(self, node: str, sink: Sink | None) -> None:
         self.node = node
         self.sink = sink
-        self.buffer = io.StringIO()
+        self.buffer: io.StringIO | None = None  # made at the first write: most tasks print nothing
         self._partial = ""
 
     def write(self, text: str) -> None:
+        if self.buffer is None:
+            self.buffer = io.StringIO()
         self.buffer.write(text)
         if self.sink is not None:
             lines = (self._partial + text).split("\n")
@@ -59,6 +61,8 @@ class Capture:
         if self.sink is not None and self._partial:
             self._emit(self._partial)
             self._partial = ""
+        if self.buffer is None:
+            return None
         value = self.buffer.getvalue()
         if not value:
             return None
@@ -148,9 +152,12 @@ def capturing() -> Iterator[None]:
                 root.setLevel(_saved["level"])
 
 
-def task_output(node: str, sink: Sink | None, fn: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
-    """Call ``fn(*args)`` with its output captured; return (result, captured text)."""
-    capture = Capture(node, sink)
+def task_output(capture: Capture, fn: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
+    """Call ``fn(*args)`` with its output captured into ``capture``; return (result, captured text).
+
+    ``capture`` is current while ``fn`` runs (a :class:`~flowkit.context.TaskContext`, which
+    is a capture too, when a worker runs a task).
+    """
     token = _CURRENT.set(capture)
     try:
         result = fn(*args)

@@ -61,6 +61,8 @@ def _name(what: str, name: Any) -> str:
 
 
 def _number(name: str, value: Any, task: str) -> float:
+    if type(value) is float and value - value == 0.0:  # the common case, finite, at C speed
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TrackingError(f"task {task!r}: metric {name!r} must be a number, not {type(value).__name__} "
                             f"{value!r}; log text with fk.set_tag or fk.log_param")
@@ -72,8 +74,8 @@ def _number(name: str, value: Any, task: str) -> float:
 
 
 def _step(step: Any, name: str) -> int | None:
-    if step is None:
-        return None
+    if step is None or (type(step) is int and step >= 0):
+        return step
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
         raise TrackingError(f"metric {name!r}: step must be a non-negative integer, not {step!r}")
     return int(step)
