@@ -35,13 +35,13 @@ cached output is never let through a gate it was not checked against.
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flowkit.errors import CheckFailedError, DefinitionError
+from flowkit.ml.tracking import plain
 from flowkit.records import CheckResult
 
 __all__ = ["Check", "as_check", "better_than", "check", "in_range", "metric", "no_nulls", "rows", "run_checks",
@@ -52,23 +52,6 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 _SEVERITIES = ("error", "warn")
 SAMPLE_ROWS = 5
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-compatible form of an observed value (numpy scalars as numbers, the rest as text)."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return _plain(float(value))
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
 
 
 class Check:
@@ -85,7 +68,7 @@ class Check:
 
     def result(self, passed: bool, observed: Any = None, threshold: Any = None, message: str | None = None,
                sample: Any = None, baseline: str | None = None) -> CheckResult:
-        return CheckResult(self.name, bool(passed), self.severity, _plain(observed), _plain(threshold), baseline,
+        return CheckResult(self.name, bool(passed), self.severity, plain(observed), plain(threshold), baseline,
                            None if passed else message, sample)
 
     def __flowkit_token__(self, inputs: Any) -> Any:
@@ -119,7 +102,7 @@ def _columns(check: Check, frame: Any, columns: Sequence[str] | None) -> list[st
 
 
 def _sample(frame: Any) -> list[dict[str, Any]]:
-    return [_plain(dict(r)) for r in frame.head(SAMPLE_ROWS).to_dict("records")]
+    return [plain(dict(r)) for r in frame.head(SAMPLE_ROWS).to_dict("records")]
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

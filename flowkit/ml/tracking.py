@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from flowkit.records import Run
 
 __all__ = ["check_results", "checks_of", "compare_runs", "log_metric", "log_metrics", "log_param", "metrics",
-           "metrics_of", "set_tag"]
+           "metrics_of", "plain", "set_tag"]
 
 _METRIC_COLUMNS = ["run", "task", "node", "name", "step", "value", "time", "source"]
 _CHECK_COLUMNS = ["run", "task", "node", "check", "passed", "severity", "observed", "threshold", "baseline",
@@ -81,18 +81,20 @@ def _step(step: Any, name: str) -> int | None:
     return int(step)
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-compatible form of a param or tag value (numpy scalars as numbers; the rest as text)."""
-    if value is None or isinstance(value, (str, bool, int, float)):
+def plain(value: Any) -> Any:
+    """A JSON-compatible form of a value: numpy scalars as numbers, a non-finite float and anything else as text."""
+    if value is None or isinstance(value, (str, bool, int)):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        return plain(float(value))
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     return str(value)
 
 
@@ -121,7 +123,7 @@ def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
 def log_param(name: str, value: Any) -> None:
     """Record a parameter of the running task (numbers, strings, lists... others as their text)."""
     ctx = require_task("fk.log_param")
-    ctx.tracked.append(Tracked("param", _name("param", name), _plain(value), None, time.time()))
+    ctx.tracked.append(Tracked("param", _name("param", name), plain(value), None, time.time()))
 
 
 def set_tag(name: str, value: Any) -> None:
