@@ -514,7 +514,9 @@ def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
     console.print("scheduler stopped")
 
 
-# At the end: the artifacts commands use this module's console and store helpers.
+# At the end: the artifacts and models commands use this module's console and store helpers.
 from flowkit.cli.artifacts import artifacts  # noqa: E402
+from flowkit.cli.models import models  # noqa: E402
 
 main.add_command(artifacts)
+main.add_command(models)
