@@ -70,7 +70,8 @@ class Model:
     Each use in a traced flow gets its own copy (:meth:`for_run`) that is resolved
     once, when the keys are computed, and keeps that answer (its *pin*): the task
     receives exactly the version its key names, on a Dask worker too, even if the
-    alias moves while the run goes on.
+    alias moves while the run goes on. (A :class:`~flowkit.FlowGraph` run twice keeps
+    the pins of its first run; flows trace afresh on every run, so they resolve afresh.)
     """
 
     __slots__ = ("uri", "ref", "pin")
