@@ -49,7 +49,8 @@ from flowkit.files import File
 from flowkit.flow import Flow, FlowOptions, flow
 from flowkit.graph import FlowGraph, Node
 from flowkit.lineage import lineage
-from flowkit.ml import checks
+from flowkit.ml import checks, registry
+from flowkit.ml.model import Model
 from flowkit.ml.tracking import compare_runs, log_metric, log_metrics, log_param, metrics, set_tag
 from flowkit.records import Run, TaskRun
 from flowkit.runner import run_flow
@@ -77,6 +78,7 @@ __all__ = [
     "GCReport",
     "LocalExecutor",
     "ManualClock",
+    "Model",
     "ModelNotFoundError",
     "Node",
     "ParameterError",
@@ -104,6 +106,7 @@ __all__ = [
     "log_metrics",
     "log_param",
     "metrics",
+    "registry",
     "run_flow",
     "runs",
     "set_tag",

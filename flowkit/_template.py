@@ -25,6 +25,7 @@ from typing import Any
 
 from flowkit.files import File
 from flowkit.hashing import canonical
+from flowkit.ml.model import Model
 
 __all__ = ["Item", "Nested", "Slot", "execute", "fill", "path_token", "resolve_path", "slots_in"]
 
@@ -143,6 +144,8 @@ def _fill_container(template: Any, values: Sequence[Any]) -> Any:
         return kind(_fill_container(v, values) for v in template)
     if kind is File:
         return template.path
+    if kind is Model:
+        return template.value()  # the version its key was computed with
     return template
 
 

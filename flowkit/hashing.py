@@ -29,7 +29,7 @@ from typing import Any
 
 import xxhash
 
-from flowkit.errors import CacheKeyError
+from flowkit.errors import CacheKeyError, RegistryError
 
 __all__ = ["Hasher", "canonical", "digest", "file_digest", "fingerprint", "short_repr", "token", "user_modules"]
 
@@ -167,6 +167,8 @@ def token(value: Any, *, task: str = "?", argument: str = "?", inputs: Any = Non
         return tokenize(canonical(value, inputs), ensure_deterministic=True)
     except FileNotFoundError as exc:
         raise CacheKeyError(f"task {task!r}, argument {argument!r}: input file {exc.filename} does not exist") from exc
+    except RegistryError:  # an fk.Model input that resolves to nothing: its own message says what is missing
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure means: no stable identity
         raise CacheKeyError(
             f"task {task!r}, argument {argument!r}: cannot compute a deterministic cache key for "

@@ -12,7 +12,9 @@ task run). ``target`` is either
 - an artifact id (or a unique prefix): content-addressed storage keeps equal
   bytes once, so a digest alone cannot say which task produced it. Every task
   run that computed those bytes is shown, newest first (``producers`` on the
-  artifact node lists them in that order).
+  artifact node lists them in that order). A registered model version's
+  artifact that no task run returned leads to the task run that registered it
+  (``fk.registry.register`` inside a task).
 
 Node attributes:
 
@@ -137,6 +139,11 @@ class _Walk:
 
     def all_producers(self, artifact_id: str) -> None:
         producers = self.db.producers(artifact_id)
+        if not producers:  # a model registered inside a task is not that task run's output: the registry links it
+            registered = self.db.registered_producers([artifact_id]).get(artifact_id)
+            run_id, _, node = (registered or "").partition("/")
+            step = self.db.step(run_id, node) if registered else None
+            producers = [step] if step is not None else []
         self.graph.nodes[artifact_id]["producers"] = [p.id for p in producers]
         for producer in producers:
             self.task_run(producer, artifact_id)

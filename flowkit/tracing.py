@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit._template import Nested, Slot
 from flowkit.errors import ParameterError, RefUsageError
 from flowkit.files import File
+from flowkit.ml.model import Model
 from flowkit.graph import FlowGraph, Node
 
 if TYPE_CHECKING:
@@ -240,6 +241,8 @@ class Trace:
             return Nested(lifted) if found else value
         if kind is File:
             return Nested(value)  # the task receives the path
+        if kind is Model:
+            return Nested(value.for_run())  # the task receives the model; this call's copy keeps what it resolved to
         return value
 
     def _lift_container(self, value: Any, deps: dict[str, int]) -> tuple[Any, bool]:
@@ -264,6 +267,8 @@ class Trace:
             return self.lift(value, deps), True
         if kind is File:
             return value, True
+        if kind is Model:
+            return value.for_run(), True
         if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
             return self._lift_container(value, deps)
         return value, False

@@ -16,11 +16,11 @@ def test_public_names_are_pinned():
     assert sorted(fk.__all__) == [
         "CacheCorruptionError", "CacheKeyError", "CheckFailedError", "Clock", "Cron", "DaskExecutor",
         "DefinitionError", "Executor", "File", "Flow", "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError",
-        "GCReport", "LocalExecutor", "ManualClock", "ModelNotFoundError", "Node", "ParameterError", "Ref",
+        "GCReport", "LocalExecutor", "ManualClock", "Model", "ModelNotFoundError", "Node", "ParameterError", "Ref",
         "RefUsageError", "RegistryError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
         "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "TrackingError", "checks",
         "compare_runs", "events", "flow", "lineage", "log_metric", "log_metrics", "log_param", "metrics",
-        "run_flow", "runs", "set_tag", "task",
+        "registry", "run_flow", "runs", "set_tag", "task",
     ]
     for name in fk.__all__:
         assert getattr(fk, name) is not None

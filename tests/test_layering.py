@@ -19,7 +19,7 @@ import flowkit
 PACKAGE = Path(flowkit.__file__).parent
 
 STORE_MUST_NOT_IMPORT = ("flowkit.engine", "flowkit.tracing", "flowkit.flow", "flowkit.runner", "flowkit._worker")
-DEFINITIONS = ("task", "flow", "graph", "tracing", "files")
+DEFINITIONS = ("task", "flow", "graph", "tracing", "files", "ml/model")
 RUNTIME = ("flowkit.engine", "flowkit.runner", "flowkit.executors", "flowkit.store", "flowkit._worker",
            "flowkit.recording")
 

@@ -529,8 +529,10 @@ def scheduler_cmd(files: tuple[str, ...], once: bool, lease: float) -> None:
 
 # At the end: these commands use this module's console and store helpers.
 from flowkit.cli.artifacts import artifacts  # noqa: E402
+from flowkit.cli.models import models  # noqa: E402
 from flowkit.cli.tracking import checks_json, compare, emit_checks, gate_failed, metrics, write_junit  # noqa: E402
 
 main.add_command(artifacts)
 main.add_command(metrics)
+main.add_command(models)
 runs.add_command(compare)

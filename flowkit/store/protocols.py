@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from flowkit.store.registry import RegistryStore
 from flowkit.store.tracking import TrackingStore
 
 __all__ = [
@@ -359,8 +360,11 @@ class Batch:
 # --- the protocols ------------------------------------------------------------------------------
 
 @runtime_checkable
-class MetadataStore(TrackingStore, Protocol):
-    """Runs, task runs, artifacts' records, lineage, the cache, file digests and schedules.
+class MetadataStore(TrackingStore, RegistryStore, Protocol):
+    """Runs, task runs, artifacts' records, lineage, the cache, file digests, schedules, tracking, models.
+
+    Tracking (:class:`~flowkit.store.tracking.TrackingStore`) and the model registry
+    (:class:`~flowkit.store.registry.RegistryStore`) are parts of it, each in its own module.
 
     An implementation is opened from a URL (see :func:`flowkit.store.open_store`),
     pickles as that URL (a worker reopens it), and is safe to use from several
@@ -455,8 +459,8 @@ class MetadataStore(TrackingStore, Protocol):
         """Id and size of every artifact not marked removed."""
 
     def referenced_artifacts(self, since: float) -> set[str]:
-        """What gc keeps: artifacts of unsalted cache entries, and those that a run started at or
-        after ``since`` (or still running) cached, produced or consumed."""
+        """What gc keeps: artifacts of unsalted cache entries and of registered model versions, and
+        those that a run started at or after ``since`` (or still running) cached, produced or consumed."""
 
     def mark_removed(self, artifact_ids: Sequence[str], when: float, by: str) -> None:
         """Mark artifacts removed (``by``: ``"gc"`` or ``"damaged"``), dropping their inline bytes

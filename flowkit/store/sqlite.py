@@ -4,9 +4,10 @@ One file (``$FLOWKIT_HOME/flowkit.db`` by default) in WAL mode with a busy
 timeout; one connection per process and thread; every write is one ``BEGIN
 IMMEDIATE`` transaction, retried while another process holds the write lock,
 so several processes can run flows on one store at once. All of flowkit's SQL
-lives in this module and its two siblings (:mod:`~flowkit.store.sqlite_schema`,
+lives in this module and its siblings (:mod:`~flowkit.store.sqlite_schema`,
 the core tables; :mod:`~flowkit.store.sqlite_schedules`, schedules, fires and the
-lease).
+lease; :mod:`~flowkit.store.sqlite_tracking`, metrics and checks;
+:mod:`~flowkit.store.sqlite_registry`, registered models).
 
 Migrations (:mod:`flowkit.store.migrations`): the core list's version is
 ``PRAGMA user_version``, as in stores made before features had their own lists;
@@ -31,6 +32,7 @@ from flowkit.store import sqlite_schema  # noqa: F401 - registers the core migra
 from flowkit.store.migrations import CORE, migrations, registered_names
 from flowkit.store.protocols import (ArtifactRecord, AttemptRecord, Batch, CacheEntry, CacheHit, FileRecord,
                                      InputRecord, LineageStep, RunRecord, TaskRunRow)
+from flowkit.store.sqlite_registry import RegistryTables
 from flowkit.store.sqlite_schedules import ScheduleTables
 from flowkit.store.sqlite_tracking import INSERT_CHECKS, INSERT_TRACKED, TrackingTables
 
@@ -72,7 +74,7 @@ def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreError | None:
         f"values are found again when tasks produce them, so only the run history is lost.")
 
 
-class SQLiteMetadataStore(ScheduleTables, TrackingTables):
+class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables):
     """The metadata of a store in one SQLite file.
 
     Besides the protocol, :meth:`query` and :meth:`write` run SQL of one's own
@@ -404,6 +406,7 @@ class SQLiteMetadataStore(ScheduleTables, TrackingTables):
     def referenced_artifacts(self, since: float) -> set[str]:
         recent = "r.started >= ? OR r.status = 'running'"
         parts = ["SELECT artifact_id FROM cache WHERE salted = 0",
+                 "SELECT artifact_id FROM model_versions",  # a registered model is kept for good
                          f"SELECT c.artifact_id FROM cache c JOIN runs r ON r.id = c.run_id WHERE {recent}",
                          f"SELECT tr.artifact_id FROM task_runs tr JOIN runs r ON r.id = tr.run_id WHERE {recent}",
                          f"SELECT i.artifact_id FROM inputs i JOIN runs r ON r.id = i.run_id WHERE {recent}"]
