@@ -57,6 +57,8 @@ class Pin(NamedTuple):
     artifact_id: str
     store: Any
     library_versions: dict[str, str]
+    serializer: str | None = None  # known with the resolution: loading needs no other query
+    inline: bytes | None = None
 
 
 class Model:

@@ -450,7 +450,10 @@ def load_pinned(pin: Pin) -> Any:
     _warn_libraries(pin.name, pin.version, pin.library_versions)
     store = store_of(pin.store)
     try:
-        value = store.load(pin.artifact_id)
+        if pin.serializer is not None:  # what the resolution read: straight to the bytes
+            value = _load_bytes(store, pin)
+        else:  # its bytes are gone (or an older pin): the store says why
+            value = store.load(pin.artifact_id)
     except KeyError as exc:
         raise RegistryError(f"model {pin.name}:{pin.version}: {exc.args[0]}") from None
     with _MEMO_LOCK:
@@ -460,11 +463,24 @@ def load_pinned(pin: Pin) -> Any:
     return value
 
 
+def _load_bytes(store: Store, pin: Pin) -> Any:
+    from flowkit.errors import CacheCorruptionError
+    from flowkit.store.artifacts import DamagedArtifact
+    from flowkit.store.serializers import load_artifact
+
+    try:
+        return load_artifact(store.files, pin.artifact_id, pin.serializer, pin.inline)
+    except DamagedArtifact as exc:
+        raise CacheCorruptionError(f"model {pin.name}:{pin.version}: artifact {pin.artifact_id} is damaged ({exc}); "
+                                   f"rerun the flow that made it to recompute it") from exc
+
+
 def pin(name_or_uri: str, *, store: Store | None = None) -> Pin:
     """Resolve a URI now, to what loading it needs later (an ``fk.Model`` input keeps this)."""
     store = store_of(store)
     record = _find(_ref(name_or_uri, None, None, None), None, store)
-    return Pin(record.name, record.version, record.artifact_id, store, record.library_versions)
+    return Pin(record.name, record.version, record.artifact_id, store, record.library_versions, record.serializer,
+               record.inline)
 
 
 def load(name_or_uri: str, version: int | None = None, alias: str | None = None, stage: str | None = None,
@@ -477,7 +493,8 @@ def load(name_or_uri: str, version: int | None = None, alias: str | None = None,
     """
     store = store_of(store)
     record = _find(_ref(name_or_uri, version, alias, stage), _as_of(as_of), store)
-    return load_pinned(Pin(record.name, record.version, record.artifact_id, store, record.library_versions))
+    return load_pinned(Pin(record.name, record.version, record.artifact_id, store, record.library_versions,
+                           record.serializer, record.inline))
 
 
 def versions(name: str, *, store: Store | None = None) -> list[ModelVersion]:

@@ -59,6 +59,9 @@ class ModelVersionRecord:
         library_versions: ``{"python": "3.12.1", "numpy": "2.1.0", ...}`` at registration.
         created: when it was registered; ``user``: who registered it.
         aliases: the aliases that point to it now, by name (filled by queries that read them).
+        serializer, inline: how its artifact loads, read with it (``None`` when the artifact's
+            bytes are gone, or in what is passed to ``add_model_version``); ``inline`` holds the
+            bytes of a small artifact kept in the metadata store.
     """
 
     name: str
@@ -75,6 +78,8 @@ class ModelVersionRecord:
     created: float
     user: str | None
     aliases: tuple[str, ...] = ()
+    serializer: str | None = None
+    inline: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,8 +53,10 @@ register_migrations("registry", [
 _VERSION_COLUMNS = ("v.name, v.version, v.artifact_id, v.run_id, v.task_run_id, v.cache_key, v.metrics, v.params, "
                     "v.tags, v.signature, v.library_versions, v.created, v.user, "
                     "(SELECT json_group_array(a.alias) FROM (SELECT alias FROM model_aliases "
-                    " WHERE name = v.name AND version = v.version ORDER BY alias) a)")
-_SELECT = f"SELECT {_VERSION_COLUMNS} FROM model_versions v "
+                    " WHERE name = v.name AND version = v.version ORDER BY alias) a), "
+                    "art.serializer, art.data, art.removed")
+# The artifact's serializer and inline bytes come along, so loading a resolved model needs no second query.
+_SELECT = f"SELECT {_VERSION_COLUMNS} FROM model_versions v LEFT JOIN artifacts art ON art.id = v.artifact_id "
 _HISTORY_COLUMNS = "name, alias, version, previous, time, user, run_id, reason, action, seq"
 _INSERT_ARTIFACT = ("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, created, data) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET uri = excluded.uri, "
@@ -68,7 +70,8 @@ def _json(text: str | None, empty: Any = None) -> Any:
 
 def _version(r: Sequence[Any]) -> ModelVersionRecord:
     return ModelVersionRecord(r[0], r[1], r[2], r[3], r[4], r[5], _json(r[6], {}), _json(r[7], {}), _json(r[8], {}),
-                              _json(r[9]), _json(r[10], {}), r[11], r[12], tuple(_json(r[13], [])))
+                              _json(r[9]), _json(r[10], {}), r[11], r[12], tuple(_json(r[13], [])),
+                              r[14] if r[16] is None else None, r[15])
 
 
 def _dumps(value: Any) -> str | None:
