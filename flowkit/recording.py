@@ -237,8 +237,9 @@ class Recorder:
             # which a one-row update may still manage, so it does not read as running or crashed.
             lost = len(self.batch)
             self.batch.clear()
-            note = f"{exc} ({lost} records of this run could not be written; what was committed before is kept)"
+            note = f"({lost} records of this run could not be written; what was committed before is kept)"
+            cause = error if error and str(exc) in error else "; ".join(filter(None, (error, str(exc))))
             with contextlib.suppress(StoreError):
                 self.store.db.end_run(self.run_id, "failed" if status == "completed" else status, ended,
-                                      f"{error}; {note}" if error else note)
+                                      f"{cause} {note}")
             raise
