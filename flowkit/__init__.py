@@ -138,7 +138,8 @@ def runs(flow: str | Flow | None = None, limit: int | None = None, *, status: st
     Args:
         flow: only runs of this flow (a name or a ``Flow``).
         limit: at most this many.
-        status: only runs with this status (``completed``, ``failed``, ``cancelled``, ``running``).
+        status: only runs with this status (``completed``, ``failed``, ``cancelled``, ``running``,
+            ``crashed``: recorded running, but its process is gone).
         home: the store's folder (default ``$FLOWKIT_HOME``, else ``./.flowkit``).
     """
     name = flow.name if isinstance(flow, Flow) else flow

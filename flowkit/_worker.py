@@ -13,7 +13,10 @@ from typing import Any
 
 from flowkit._template import execute
 from flowkit.context import TaskContext
+from flowkit.errors import StoreError
+from flowkit.faults import FAULTS, fault
 from flowkit.logs import _CURRENT, task_output
+from flowkit.store.artifacts import ArtifactWriteError
 from flowkit.store.serializers import load_artifact
 
 __all__ = ["ArtifactInfo", "Output", "call_with_timeout", "collect", "load_artifact", "on_dask", "run_task",
@@ -95,8 +98,15 @@ class ArtifactInfo(tuple):  # noqa: SLOT001 - a plain tuple that pickles cheaply
     uri = property(lambda self: self[5])
 
 
-def store_value(files: Any, value: Any, serializer: str | None, node: str | None = None) -> ArtifactInfo | None:
-    """Serialize and store a value; ``None`` (and a warning naming ``node``) if it cannot be serialized."""
+def store_value(files: Any, value: Any, serializer: str | None, node: str | None = None,
+                key: str | None = None) -> ArtifactInfo | None:
+    """Serialize and store a value; ``None`` (and a warning naming ``node``) if it cannot be serialized.
+
+    Raises:
+        StoreError: the artifact store could not write the bytes (a full disk...): the message
+            names the task, its cache key, the path and the space left; nothing half-written stays,
+            and the value is not serialized and written a second time.
+    """
     from flowkit.hashing import digest
     from flowkit.store.serializers import describe, dump_to, dumps, streamable_size
 
@@ -107,6 +117,8 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
         try:
             d, size, path = files.write_stream(lambda f: used.append(dump_to(value, serializer, f)))
             return ArtifactInfo((d, used[0], size, describe(value), None, str(path)))
+        except ArtifactWriteError as exc:
+            raise _not_stored(node, key, exc) from exc
         except Exception:  # noqa: BLE001 - e.g. a column Arrow cannot hold: fall back to the general path
             pass
     try:
@@ -125,8 +137,18 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
     size = len(data) if isinstance(data, bytes) else data.nbytes
     if size <= INLINE_MAX:
         return ArtifactInfo((d, encoded.serializer, size, describe(value), bytes(data), None))
-    path = files.write(d, data)
+    try:
+        path = files.write(d, data)
+    except ArtifactWriteError as exc:
+        raise _not_stored(node, key, exc) from exc
     return ArtifactInfo((d, encoded.serializer, size, describe(value), None, str(path)))
+
+
+def _not_stored(node: str | None, key: str | None, exc: ArtifactWriteError) -> StoreError:
+    what = f" (cache key {key})" if key else ""
+    return StoreError(f"storing the result of task {node or '?'!r}{what} failed: {exc}. Free some space (or "
+                      f"point FLOWKIT_HOME / FLOWKIT_ARTIFACTS elsewhere) and run the flow again: what was "
+                      f"stored before is kept")
 
 
 def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Callable[..., Any],
@@ -140,6 +162,8 @@ def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Calla
     when there is nothing else to report, else an :class:`Output`. A failure carries what
     the task logged as ``__flowkit_extras__``.
     """
+    if FAULTS:
+        fault("task.before_start")
     context = TaskContext(node, sink, ctx[0], ctx[1], ctx[2], ctx[3])
     checked: tuple[Any, ...] = ()
     try:
@@ -160,7 +184,7 @@ def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Calla
         if context.tracked:
             exc.__flowkit_extras__ = (tuple(context.tracked), ())  # type: ignore[attr-defined]
         raise
-    info = store_value(files, value, serializer, node) if files is not None else None
+    info = store_value(files, value, serializer, node, ctx[2]) if files is not None else None
     extras = (tuple(context.tracked), checked) if context.tracked or checked else None
     if info is None and logs is None and extras is None:
         return value

@@ -15,7 +15,8 @@ Python (``except TypeError``) keeps working::
     ├── TaskTimeoutError (TimeoutError)   an attempt outlived its task's timeout
     ├── CacheKeyError (TypeError)         an argument with no deterministic cache key
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
-    ├── StoreError                        the store at FLOWKIT_HOME cannot be used
+    ├── StoreError                        the store at FLOWKIT_HOME cannot be used (a full disk, too)
+    │   └── ArtifactWriteError (OSError)  an artifact's bytes could not be written; nothing half-written stays
     ├── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
     ├── ScheduleError (ValueError)        a bad cron expression or time zone
     ├── TrackingError (ValueError)        log_metric & co outside a task, or a value that is not a number
@@ -23,8 +24,8 @@ Python (``except TypeError``) keeps working::
     └── RegistryError                     a bad model name, or a registry change that cannot be made
         └── ModelNotFoundError (LookupError)   no such model, version or alias
 
-``FlowLoadError`` lives beside the flow loader and ``DaskConnectionError`` in the
-Dask executor; the others here. Two exceptions stay inside flowkit and are not
+``FlowLoadError`` lives beside the flow loader, ``DaskConnectionError`` in the
+Dask executor and ``ArtifactWriteError`` in the artifact store; the others here. Two exceptions stay inside flowkit and are not
 part of the tree: the store's ``DamagedArtifact`` (bytes that no longer match
 their digest: the engine recomputes the value, ``Store.load`` raises
 ``CacheCorruptionError``) and the CLI's ``UsageProblem`` (a ``click.UsageError``,

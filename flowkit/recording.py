@@ -11,6 +11,7 @@ before they report), so another process never sees an entry without its value.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
@@ -25,9 +26,10 @@ from flowkit.cache import value_token
 from flowkit.graph import Node
 from flowkit.clock import Clock
 from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, RunStarted, TaskFinished, TasksCached
+from flowkit.errors import StoreError
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
-from flowkit.store import Store
+from flowkit.store import Store, owner
 from flowkit.store.metadata import Batch, CacheHit
 
 __all__ = ["Recorder", "lineage_rows", "run_context", "short_repr"]
@@ -145,10 +147,12 @@ class Recorder:
 
     def start(self, flow: str, params: dict[str, Any], started: float, trigger: str, salt: str,
               context: dict[str, Any]) -> None:
-        self.store.db.start_run({
-            "id": self.run_id, "flow": flow, "status": "running", "params": _json_params(params),
-            "started": started, "trigger": trigger, "cache_salt": salt, **context,
-        })
+        me = owner.current()  # so that readers can tell this run from one whose process died
+        row = {"id": self.run_id, "flow": flow, "status": "running", "params": _json_params(params),
+               "started": started, "trigger": trigger, "cache_salt": salt, **context,
+               "owner_pid": me.pid, "owner_start": me.start, "heartbeat": started}
+        row.setdefault("host", me.host)
+        self.store.db.start_run(row)
 
     def task_run(self, tr: TaskRun, info: ArtifactInfo | None = None, inputs: list[tuple[Any, ...]] = (),
                  cache: bool = False, salted: bool = False, expires: float | None = None,
@@ -219,9 +223,23 @@ class Recorder:
         self.flush()
 
     def flush(self) -> None:
-        self.store.db.flush(self.batch)
+        batch = self.batch
+        batch.heartbeat = (self.clock.time(), self.run_id)
+        self.store.db.flush(batch)
         self._last_flush = self.clock.monotonic()
 
     def finish(self, status: str, ended: float, error: str | None) -> None:
         self.batch.run_end = (status, ended, error, self.run_id)
-        self.flush()
+        try:
+            self.flush()
+        except StoreError as exc:
+            # The store refused the last records (a full disk): record at least how the run ended,
+            # which a one-row update may still manage, so it does not read as running or crashed.
+            lost = len(self.batch)
+            self.batch.clear()
+            note = f"({lost} records of this run could not be written; what was committed before is kept)"
+            cause = error if error and str(exc) in error else "; ".join(filter(None, (error, str(exc))))
+            with contextlib.suppress(StoreError):
+                self.store.db.end_run(self.run_id, "failed" if status == "completed" else status, ended,
+                                      f"{cause} {note}")
+            raise

@@ -24,8 +24,9 @@ __all__ = ["Attempt", "CheckResult", "Run", "TaskRun", "Tracked"]
 #: "unneeded": not in the cache, but every task that takes its value was, so it
 #: did not run (a result that could not be stored, or a cleared cache entry).
 TASK_STATUSES = ("completed", "cached", "failed", "skipped", "cancelled", "unneeded")
-#: Final statuses of a run.
-RUN_STATUSES = ("completed", "failed", "cancelled")
+#: Final statuses of a run. "crashed": its process died without recording an end
+#: (a store reader's verdict on a run recorded "running", see flowkit.store.owner).
+RUN_STATUSES = ("completed", "failed", "cancelled", "crashed")
 
 
 def _when(ts: float | None) -> _dt.datetime | None:
@@ -213,7 +214,8 @@ class Run:
         id: the run id.
         flow: the flow's name.
         status: ``"completed"``, ``"failed"`` or ``"cancelled"`` (``"running"`` while
-            it runs, as seen from another process).
+            it runs, as seen from another process; ``"crashed"`` when its process died
+            without recording an end).
         params: the bound parameters.
         started, ended: epoch seconds.
         task_runs: one :class:`TaskRun` per node (read from the store when the

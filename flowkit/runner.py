@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import signal
+import threading
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -25,7 +27,7 @@ from flowkit._template import fill
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock, SystemClock
 from flowkit.engine import Loop, RunState, error_text
-from flowkit.errors import FlowRunError, ParameterError
+from flowkit.errors import FlowRunError, ParameterError, StoreError
 from flowkit.events import RunFinished, RunListener, RunStarted, broadcast
 from flowkit.executors import Executor
 from flowkit.graph import FlowGraph
@@ -46,6 +48,39 @@ def _graph_of(state: RunState, graph: FlowGraph) -> FlowGraph:
         return graph
     return FlowGraph(graph.flow, graph.params, state.nodes, graph.output, graph.output_deps)
 
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[list[int]]:
+    """While a run goes on, make ``SIGTERM`` end it as Ctrl-C does: ``cancelled``, its end recorded.
+
+    ``kill``, systemd, Kubernetes and CI stop a process with ``SIGTERM``, whose default
+    ends it on the spot with the run left ``running``. The handler is installed only
+    in the main thread (the only one Python delivers signals to) and only over the
+    default one: a handler the program installed itself is left to decide. The first
+    ``SIGTERM`` raises :class:`KeyboardInterrupt`; more while the run records its end
+    are ignored. The previous handler is back when the run ends. Yields the signals
+    received (empty unless one came).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield received
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield received
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _failure_message(flow: str, records: list[TaskRun], status: str) -> str:
@@ -179,7 +214,9 @@ def run_graph(
             every case, for a cancelled run too.
 
     Never raises for a task failure (the run is ``failed`` and ``run.result()``
-    raises). A ``KeyboardInterrupt`` ends the run ``cancelled`` and is re-raised.
+    raises). A ``KeyboardInterrupt`` ends the run ``cancelled`` and is re-raised; so
+    does ``SIGTERM`` in the main thread, unless a handler of its own is installed
+    (:func:`_terminate_as_interrupt`).
     """
     run_id = run_id or uuid.uuid4().hex
     salt = salt or run_id
@@ -204,36 +241,39 @@ def run_graph(
     status = "completed"
     loop = None
     announced = False  # RunFinished was sent
-    try:
-        with capturing(), executor.session(clock) as session:
-            loop = Loop(graph, session, clock, run_id, store, keymaker, forced, task_defaults, fail_fast, emit,
-                        stream_output=bool(listeners))
-            state = loop.state
-            try:
-                loop.plan(keys)
-                loop.loop()
-                if state.failed:
-                    status = "failed"
-                else:
-                    outputs = session.fetch([state.handles[d] for d in graph.output_deps])
-                    value = fill(graph.output, outputs)
-            except KeyboardInterrupt as interrupt:
-                loop.cancel()
-                run = _record(graph, state, "cancelled", started, clock.time(), trigger, None, context, store)
-                interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled; "
-                                   f"{run.counts().get('completed', 0)} finished task(s) kept")
-                if emit is not None:
-                    announced = True
-                    emit(RunFinished(run))
-                raise
-    except BaseException as exc:
-        if emit is not None and not announced:  # the executor failed to start or stop, or flowkit itself
-            cancelled = isinstance(exc, KeyboardInterrupt)
-            error = "interrupted" if cancelled else f"flowkit internal error: {error_text(exc)}"
-            records = tuple(loop.state.records) if loop is not None else ()
-            emit(RunFinished(Run(run_id, graph.flow, "cancelled" if cancelled else "failed", graph.params, started,
-                                 clock.time(), records, trigger, error, graph, None, context)))
-        raise
+    with _terminate_as_interrupt() as terminated:
+        try:
+            with capturing(), executor.session(clock) as session:
+                loop = Loop(graph, session, clock, run_id, store, keymaker, forced, task_defaults, fail_fast, emit,
+                            stream_output=bool(listeners))
+                state = loop.state
+                try:
+                    loop.plan(keys)
+                    loop.loop()
+                    if state.failed:
+                        status = "failed"
+                    else:
+                        outputs = session.fetch([state.handles[d] for d in graph.output_deps])
+                        value = fill(graph.output, outputs)
+                except KeyboardInterrupt as interrupt:
+                    loop.cancel()
+                    run = _record(graph, state, "cancelled", started, clock.time(), trigger, None, context, store)
+                    how = " by SIGTERM" if terminated else ""
+                    interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} was cancelled{how}; "
+                                       f"{run.counts().get('completed', 0)} finished task(s) kept")
+                    if emit is not None:
+                        announced = True
+                        emit(RunFinished(run))
+                    raise
+        except BaseException as exc:
+            if emit is not None and not announced:  # the executor failed to start or stop, or flowkit itself
+                cancelled = isinstance(exc, KeyboardInterrupt)
+                error = ("interrupted" if cancelled else error_text(exc) if isinstance(exc, StoreError)
+                         else f"flowkit internal error: {error_text(exc)}")
+                records = tuple(loop.state.records) if loop is not None else ()
+                emit(RunFinished(Run(run_id, graph.flow, "cancelled" if cancelled else "failed", graph.params, started,
+                                     clock.time(), records, trigger, error, graph, None, context)))
+            raise
     run = _record(graph, state, status, started, clock.time(), trigger, value, context, store)
     if emit is not None:
         emit(RunFinished(run))

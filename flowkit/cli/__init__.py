@@ -218,7 +218,7 @@ def graph(target: str, params: tuple[str, ...], params_file: str | None, fmt: st
 
 @main.group(invoke_without_command=True)
 @click.option("--flow", help="Only runs of this flow.")
-@click.option("--status", type=click.Choice(["completed", "failed", "cancelled", "running"]))
+@click.option("--status", type=click.Choice(["completed", "failed", "cancelled", "running", "crashed"]))
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -401,7 +401,9 @@ def cache_gc(keep_days: float, dry_run: bool) -> None:
     """Remove artifacts that no cache entry and no recent run needs."""
     report = _store().gc(keep_days=keep_days, dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
-    console.print(f"{verb} {len(report.artifacts)} artifacts ({report.bytes} bytes)")
+    extra = f" and {len(report.temporaries)} temporary files of unfinished writes" if report.temporaries else ""
+    crashed = f"; {len(report.crashed)} runs whose process died recorded crashed" if report.crashed else ""
+    console.print(f"{verb} {len(report.artifacts)} artifacts ({report.bytes} bytes){extra}{crashed}")
 
 
 @cache.command("clear")

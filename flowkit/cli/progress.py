@@ -16,7 +16,7 @@ from flowkit.records import Run, TaskRun
 __all__ = ["Progress", "duration", "first_line", "summary_table", "timing"]
 
 _STYLE = {"completed": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow",
-          "cancelled": "magenta", "running": "blue"}
+          "cancelled": "magenta", "running": "blue", "crashed": "red"}
 
 
 class Progress:

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from flowkit.errors import CacheCorruptionError, StoreError
 from flowkit.hashing import file_digest
 from flowkit.records import Attempt, Run, TaskRun
+from flowkit.store import owner
 from flowkit.store.artifacts import DamagedArtifact, artifact_files
 from flowkit.store.protocols import ArtifactRecord, FileRecord, MetadataStore, RunRecord
 from flowkit.store.serializers import load_artifact
@@ -109,11 +110,22 @@ def _reopen(home: str, artifacts: str, db_url: str | None = None) -> Store:
 
 @dataclass
 class GCReport:
-    """What :meth:`Store.gc` removed (or would remove, with ``dry_run``)."""
+    """What :meth:`Store.gc` removed (or would remove, with ``dry_run``).
+
+    ``temporaries`` are the temporary files of writes that never finished (named relative to
+    the artifact root); ``crashed`` the runs found dead and recorded ``crashed`` first.
+    """
 
     artifacts: list[str] = field(default_factory=list)
     bytes: int = 0
     dry_run: bool = False
+    temporaries: list[str] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
+
+
+#: The error a crashed run reads with.
+CRASHED = ("the process running it stopped without recording how the run ended (killed, or its machine lost); "
+           "run the flow again to resume from what it committed")
 
 
 class Store:
@@ -129,7 +141,11 @@ class Store:
     Attributes:
         db: the :class:`~flowkit.store.protocols.MetadataStore`.
         files: the :class:`~flowkit.store.protocols.ArtifactStore`.
+        stale_after: seconds without a sign of life after which a run another host
+            owns reads as ``crashed`` (:mod:`flowkit.store.owner`).
     """
+
+    stale_after: float = owner.STALE_AFTER
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, db_url: str | None = None,
                  artifacts: str | os.PathLike[str] | None = None) -> None:
@@ -215,8 +231,20 @@ class Store:
     # --- runs ----------------------------------------------------------------------------------
 
     def runs(self, flow: str | None = None, limit: int | None = None, status: str | None = None) -> list[Run]:
-        """Run records, newest first."""
-        return [self._run(r) for r in self.db.runs(flow=flow, status=status, limit=limit)]
+        """Run records, newest first.
+
+        A run recorded ``running`` whose process is gone reads as ``crashed``
+        (:mod:`flowkit.store.owner`), and ``status="running"`` / ``"crashed"`` select by what it reads as.
+        """
+        now = time.time()
+        if status not in ("running", "crashed"):
+            return [self._run(r, now) for r in self.db.runs(flow=flow, status=status, limit=limit)]
+        records = self.db.runs(flow=flow, status="running")
+        if status == "crashed":
+            records += self.db.runs(flow=flow, status="crashed")
+            records.sort(key=lambda r: r.started or 0.0, reverse=True)
+        found = [run for run in (self._run(r, now) for r in records) if run.status == status]
+        return found[:limit] if limit is not None else found
 
     def run(self, run_id: str) -> Run:
         """One run record by id (a unique prefix of it is enough)."""
@@ -228,13 +256,32 @@ class Store:
         record = self.db.get_run(ids[0])
         if record is None:  # removed between the two reads
             raise KeyError(f"no run {run_id!r} in the store at {self.home}")
-        return self._run(record)
+        return self._run(record, time.time())
 
-    def _run(self, r: RunRecord) -> Run:
+    def _status(self, r: RunRecord, now: float) -> str:
+        return owner.status(r.status, r.host, r.owner_pid, r.owner_start, r.heartbeat, r.started, now,
+                            self.stale_after)
+
+    def _run(self, r: RunRecord, now: float) -> Run:
         info = {"host": r.host, "user": r.user, "git_commit": r.git_commit, "flow_file": r.flow_file,
                 "scheduled": r.scheduled}
-        return Run(r.id, r.flow, r.status, r.params, r.started, r.ended, None, r.trigger, r.error, info=info,
+        status, ended, error = self._status(r, now), r.ended, r.error
+        if status == "crashed" and r.status == "running":  # not reconciled yet: read as the store will record it
+            ended, error = r.heartbeat or r.started, CRASHED
+        return Run(r.id, r.flow, status, r.params, r.started, ended, None, r.trigger, error, info=info,
                    load=self.task_runs, store=self)
+
+    def reconcile(self, now: float | None = None) -> list[str]:
+        """Record ``crashed`` the runs still recorded ``running`` whose process is gone; return their ids.
+
+        :meth:`gc` does it first, so what a dead run pinned is kept no longer than any other
+        run's (``keep_days``); readers already see such runs as ``crashed``.
+        """
+        now = time.time() if now is None else now
+        dead = [r.id for r in self.db.runs(status="running") if self._status(r, now) == "crashed"]
+        if dead:
+            self.db.mark_crashed(dead, now, CRASHED)
+        return dead
 
     def task_runs(self, run_id: str) -> tuple[TaskRun, ...]:
         """The task runs of a run, in the order they were recorded."""
@@ -272,17 +319,20 @@ class Store:
 
     def gc(self, *, keep_days: float = 30.0, dry_run: bool = False, now: float | None = None,
            grace_seconds: float = 3600.0) -> GCReport:
-        """Remove artifacts nothing needs any more.
+        """Remove artifacts nothing needs any more, and temporary files writes left behind.
 
         An artifact is kept while a cache entry points to it, or a run that
         started in the last ``keep_days`` days (or that is still running)
         produced or consumed it. Files younger than ``grace_seconds`` are kept
         too: a running flow may have written them without recording them yet.
-        What is removed keeps its record, marked ``removed_by="gc"``.
+        What is removed keeps its record, marked ``removed_by="gc"``. A temporary
+        file (``.tmp-*``: a write a killed process never finished) older than
+        ``grace_seconds`` is removed. Runs whose process died are recorded
+        ``crashed`` first (:meth:`reconcile`, with ``dry_run`` too), so they pin nothing.
         """
         now = time.time() if now is None else now
+        report = GCReport(dry_run=dry_run, crashed=self.reconcile(now))
         keep = self.db.referenced_artifacts(now - keep_days * 86400)
-        report = GCReport(dry_run=dry_run)
         for artifact_id, size in self.db.stored_artifacts().items():
             if artifact_id not in keep:
                 report.artifacts.append(artifact_id)
@@ -294,13 +344,16 @@ class Store:
                 report.artifacts.append(d)
         fresh = {d for d, mtime in on_disk if now - mtime <= grace_seconds}
         report.artifacts = [a for a in report.artifacts if a not in fresh]
-        if dry_run or not report.artifacts:
+        report.temporaries = [name for name, mtime in self.files.temporaries() if now - mtime > grace_seconds]
+        if dry_run:
             return report
-        self.db.mark_removed(report.artifacts, now, "gc")  # the records stay, so lineage can say what was there
-        for a in report.artifacts:
-            self.files.delete(a)
+        if report.artifacts:
+            self.db.mark_removed(report.artifacts, now, "gc")  # the records stay, so lineage can say what was there
+            for a in report.artifacts:
+                self.files.delete(a)
+        for name in report.temporaries:
+            self.files.remove_temporary(name)
         return report
-
 
     # --- read-only queries for the CLI ---------------------------------------------------------
 

@@ -13,17 +13,60 @@ from __future__ import annotations
 
 import mmap
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from flowkit.errors import StoreError
+from flowkit.faults import FAULTS, fault
 from flowkit.hashing import Hasher, file_digest
 from flowkit.hashing import digest as _digest
 from flowkit.store.protocols import DamagedArtifact
 
-__all__ = ["ArtifactFiles", "DamagedArtifact", "FsspecArtifactFiles", "artifact_files"]
+__all__ = ["ArtifactFiles", "ArtifactWriteError", "DamagedArtifact", "FsspecArtifactFiles", "artifact_files"]
+
+_TMP = ".tmp-"
+
+
+class ArtifactWriteError(StoreError, OSError):
+    """Bytes could not be written to the artifact store: a full disk, a read-only or lost mount.
+
+    An :class:`OSError` too, as it was before it said where and how much space is left.
+
+    Nothing half-written is left behind (the temporary file is removed). ``path``
+    is where the bytes were going, ``errno`` the operating system's error number
+    (``errno.ENOSPC`` for a full disk) and ``free`` the bytes free there, when known.
+    """
+
+    def __init__(self, path: Path | str, cause: OSError) -> None:
+        available = _free_bytes(path)
+        free = f"; {_size(available)} free there" if available is not None else ""
+        super().__init__(f"cannot write {path}: {cause.strerror or cause}{free}")
+        self.path = path
+        self.errno = cause.errno
+        self.free = available
+
+
+def _free_bytes(path: Path | str) -> int | None:
+    if not isinstance(path, Path):
+        return None
+    for folder in (path.parent, *path.parents):  # the nearest folder that exists
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return None
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"
 
 
 def _touch(path: Path) -> bool:
@@ -59,6 +102,7 @@ class _HashingWriter:
         self.hasher = Hasher()
         self.size = 0
         self.closed = False
+        self.error: OSError | None = None  # what the file system refused, as opposed to a serializer's own error
         self._unsynced = 0
         self._syncing: threading.Thread | None = None
 
@@ -67,7 +111,11 @@ class _HashingWriter:
         self.hasher.update(view)
         n = view.nbytes
         self.size += n
-        written = self.f.write(view)
+        try:
+            written = self.f.write(view)
+        except OSError as exc:
+            self.error = exc
+            raise
         self._unsynced += n
         if self._unsynced >= self.sync_every and (self._syncing is None or not self._syncing.is_alive()):
             self.f.flush()
@@ -116,22 +164,34 @@ class ArtifactFiles:
         return self.root / digest[:2] / digest
 
     def write(self, digest: str, data: bytes | memoryview) -> Path:
-        """Store ``data`` under its digest (nothing is written if it is already there)."""
+        """Store ``data`` under its digest (nothing is written if it is already there).
+
+        Raises:
+            ArtifactWriteError: the file system refused (a full disk...); no temporary file is left.
+        """
         final = self.path(digest)
         if _touch(final):
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
+        tmp = final.parent / f"{_TMP}{uuid.uuid4().hex}"
         try:
+            final.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
+                if FAULTS:
+                    fault("cache.after_temp_write")
                 os.fsync(f.fileno())
+            if FAULTS:
+                fault("cache.after_fsync")
             os.replace(tmp, final)
-        except BaseException:
+            _fsync_folder(final.parent)
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise ArtifactWriteError(final, exc) from exc
             raise
-        _fsync_folder(final.parent)
+        if FAULTS:
+            fault("cache.after_rename")
         return final
 
     def write_stream(self, produce: Callable[[Any], None]) -> tuple[str, int, Path]:
@@ -139,16 +199,29 @@ class ArtifactFiles:
 
         The bytes go straight to a temporary file (no copy of a large value in
         memory), which is fsynced and then renamed to the path of its digest.
+
+        Raises:
+            ArtifactWriteError: the file system refused (a full disk...); no temporary file is left.
+                An error of ``produce``'s own (a value the serializer cannot write) is raised as is.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+        tmp = self.root / f"{_TMP}{uuid.uuid4().hex}"
+        writer: _HashingWriter | None = None
+        producing = False
+        final: Path = tmp
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 writer = _HashingWriter(f)
                 try:
+                    producing = True
                     produce(writer)
+                    producing = False
+                    if FAULTS:
+                        fault("cache.after_temp_write")
                 finally:
                     writer.finish()
+            if FAULTS:
+                fault("cache.after_fsync")
             digest, size = writer.hasher.hexdigest(), writer.size
             final = self.path(digest)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +230,13 @@ class ArtifactFiles:
             else:
                 os.replace(tmp, final)
                 _fsync_folder(final.parent)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not (producing and (writer is None or writer.error is None)):
+                raise ArtifactWriteError(final, exc) from exc
             raise
+        if FAULTS:
+            fault("cache.after_rename")
         return digest, size, final
 
     def read(self, digest: str) -> memoryview:
@@ -199,8 +276,30 @@ class ArtifactFiles:
             if not folder.is_dir():
                 continue
             for entry in os.scandir(folder):
-                if not entry.name.startswith(".tmp-"):
+                if not entry.name.startswith(_TMP):
                     yield entry.name, entry.stat().st_mtime
+
+    def temporaries(self) -> Iterator[tuple[str, float]]:
+        """The temporary files of writes that never finished (a killed process), with their modification times.
+
+        Names are relative to the root; a write in progress has one too, fresh (gc spares young ones).
+        """
+        if not self.root.exists():
+            return
+        for folder in (self.root, *(p for p in self.root.iterdir() if p.is_dir())):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(_TMP) and entry.is_file():
+                    try:
+                        mtime = entry.stat().st_mtime
+                    except FileNotFoundError:  # its write just finished
+                        continue
+                    yield os.path.relpath(entry.path, self.root), mtime
+
+    def remove_temporary(self, name: str) -> None:
+        """Remove a temporary file :meth:`temporaries` listed (no error if it is gone)."""
+        if not os.path.basename(name).startswith(_TMP):
+            raise ValueError(f"{name!r} is not a temporary file of the artifact store")
+        (self.root / name).unlink(missing_ok=True)
 
 
 class FsspecArtifactFiles:
@@ -239,9 +338,11 @@ class FsspecArtifactFiles:
             with self.fs.open(tmp, "wb") as f:
                 write(f)
             self.fs.mv(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             if self.fs.exists(tmp):
                 self.fs.rm(tmp)
+            if isinstance(exc, OSError):
+                raise ArtifactWriteError(self.path(digest), exc) from exc
             raise
         return self.path(digest)
 
@@ -283,16 +384,35 @@ class FsspecArtifactFiles:
             self.fs.rm(self._key(digest))
 
     def digests(self) -> Iterator[tuple[str, float]]:
-        import time
-
         if not self.fs.exists(self.root):
             return
         for info in self.fs.find(self.root, detail=True).values():
             name = info["name"].rsplit("/", 1)[-1]
-            if name.startswith(".tmp-"):
+            if name.startswith(_TMP):
                 continue
-            mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or time.time()
-            yield name, mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
+            yield name, _mtime(info)
+
+    def temporaries(self) -> Iterator[tuple[str, float]]:
+        """The temporary files of writes that never finished, relative to the root, with their times."""
+        if not self.fs.exists(self.root):
+            return
+        for info in self.fs.find(self.root, detail=True).values():
+            if info["name"].rsplit("/", 1)[-1].startswith(_TMP):
+                yield info["name"][len(self.root):].lstrip("/"), _mtime(info)
+
+    def remove_temporary(self, name: str) -> None:
+        if not name.rsplit("/", 1)[-1].startswith(_TMP):
+            raise ValueError(f"{name!r} is not a temporary file of the artifact store")
+        key = f"{self.root}/{name}"
+        if self.fs.exists(key):
+            self.fs.rm(key)
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    import time
+
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created") or time.time()
+    return mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
 
 
 def artifact_files(root: str | os.PathLike[str]) -> ArtifactFiles | FsspecArtifactFiles:

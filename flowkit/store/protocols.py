@@ -158,6 +158,9 @@ class RunRecord:
     flow_file: str | None
     scheduled: float | None
     cache_salt: str | None
+    owner_pid: int | None = None  # the process that runs it, while it runs (see flowkit.store.owner)
+    owner_start: str | None = None  # when that process started, so a reused pid is not mistaken for it
+    heartbeat: float | None = None  # the run's last sign of life: its last batch of records
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,10 +331,12 @@ class Batch:
     (replacing the same number), ``inputs``, ``cache`` (replacing the same key),
     ``uncache`` (keys to delete), ``tracked`` and ``checks`` (what tasks logged, their
     check results: :mod:`flowkit.store.tracking`), ``run_end`` (``(status, ended, error, run_id)``).
+    ``heartbeat`` (``(time, run_id)``) is the run's last sign of life, written with the rest
+    when there is a rest (it alone does not make a batch worth writing).
     """
 
     __slots__ = ("artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache", "forget_artifacts",
-                 "tracked", "checks", "run_end")
+                 "tracked", "checks", "run_end", "heartbeat")
 
     def __init__(self) -> None:
         self.clear()
@@ -348,6 +353,7 @@ class Batch:
         self.tracked: list[Any] = []  # TrackedRow
         self.checks: list[Any] = []  # CheckRow
         self.run_end: tuple[str, float, str | None, str] | None = None
+        self.heartbeat: tuple[float, str] | None = None
 
     def empty(self) -> bool:
         return not (self.artifacts or self.task_runs or self.cached or self.attempts or self.inputs or self.cache
@@ -396,6 +402,9 @@ class MetadataStore(TrackingStore, RegistryStore, Protocol):
 
     def end_run(self, run_id: str, status: str, ended: float, error: str | None) -> None:
         """Record how a run ended (:meth:`flush` does it too, with ``batch.run_end``)."""
+
+    def mark_crashed(self, run_ids: Sequence[str], when: float, error: str) -> int:
+        """End as ``crashed`` each of these runs that is still recorded ``running``; return how many."""
 
     def runs(self, flow: str | None = None, status: str | None = None, limit: int | None = None) -> list[RunRecord]:
         """Runs, newest first (by ``started``, then by recording order)."""
@@ -569,4 +578,10 @@ class ArtifactStore(Protocol):
 
     def digests(self) -> Iterator[tuple[str, float]]:
         """Every stored digest with its modification time (for gc)."""
+
+    def temporaries(self) -> Iterator[tuple[str, float]]:
+        """The temporary files of unfinished writes (named relative to the root) with their times (for gc)."""
+
+    def remove_temporary(self, name: str) -> None:
+        """Remove a temporary file :meth:`temporaries` listed (no error if it is gone)."""
 

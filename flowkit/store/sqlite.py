@@ -17,6 +17,7 @@ first of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shlex
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from flowkit.errors import StoreError
+from flowkit.faults import FAULTS, fault
 from flowkit.store import sqlite_schema  # noqa: F401 - registers the core migrations
 from flowkit.store.migrations import CORE, migrations, registered_names
 from flowkit.store.protocols import (ArtifactRecord, AttemptRecord, Batch, CacheEntry, CacheHit, FileRecord,
@@ -43,7 +45,7 @@ T = TypeVar("T")
 _HIT_COLUMNS = ("c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires, c.task_run_id, "
                 "a.type IS 'flowkit.files.File'")
 _RUN_COLUMNS = ("id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file, "
-                "scheduled, cache_salt")
+                "scheduled, cache_salt, owner_pid, owner_start, heartbeat")
 _RUN_FIELDS = frozenset(RunRecord.__dataclass_fields__)
 _STEP = ("SELECT tr.run_id, tr.node, tr.task, tr.status, tr.started, tr.cache_key, tr.artifact_id, tr.source, "
          "r.flow, r.git_commit FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id ")
@@ -52,6 +54,10 @@ _LOCKED = ("database is locked", "database is busy", "database table is locked")
 
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     return any(text in str(exc) for text in _LOCKED)
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(exc)  # SQLITE_FULL
 
 
 def _run(r: tuple[Any, ...]) -> RunRecord:
@@ -150,13 +156,24 @@ class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite rolls a transaction back itself on some errors (a full disk, an I/O error):
+                # a ROLLBACK then would fail and hide the error that matters.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
-        return self._retry(attempt)
+        try:
+            return self._retry(attempt)
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                raise StoreError(f"disk full at {self.path}: the metadata database could not grow ({exc}); "
+                                 f"nothing of this write was kept, what was written before is. Free some "
+                                 f"space, or point FLOWKIT_HOME elsewhere.") from exc
+            raise
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query."""
@@ -226,6 +243,15 @@ class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables):
         self.write(lambda c: c.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?",
                                        (status, ended, error, run_id)))
 
+    def mark_crashed(self, run_ids: Sequence[str], when: float, error: str) -> int:
+        rows = [(when, error, run_id) for run_id in run_ids]
+
+        def end(c: sqlite3.Connection) -> int:  # a run that ended meanwhile keeps its own end
+            return sum(c.execute("UPDATE runs SET status = 'crashed', ended = COALESCE(heartbeat, started, ?), "
+                                 "error = ? WHERE id = ? AND status = 'running'", row).rowcount for row in rows)
+
+        return self.write(end) if rows else 0
+
     def runs(self, flow: str | None = None, status: str | None = None, limit: int | None = None) -> list[RunRecord]:
         where, params = [], []
         if flow is not None:
@@ -291,9 +317,15 @@ class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables):
                 c.executemany(INSERT_CHECKS, batch.checks)
             if batch.run_end:
                 c.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?", batch.run_end)
+            if batch.heartbeat:
+                c.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", batch.heartbeat)
+            if FAULTS:
+                fault("db.before_commit")
 
         self.write(write)
         batch.clear()
+        if FAULTS:
+            fault("db.after_commit")
 
     def task_runs(self, run_id: str) -> list[TaskRunRow]:
         rows = self.query("SELECT run_id, node, seq, task, status, attempts, started, ended, cache_key, artifact_id, "

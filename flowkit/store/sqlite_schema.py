@@ -83,6 +83,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE cache ADD COLUMN content TEXT;
     CREATE INDEX cache_content ON cache(content, created) WHERE content IS NOT NULL;
     """,
+    # Who runs a run: the owner's process id and start time (the host is ``host``) and its last
+    # sign of life, so a reader can tell a run whose process died (``crashed``) from one running.
+    """
+    ALTER TABLE runs ADD COLUMN owner_pid INTEGER;
+    ALTER TABLE runs ADD COLUMN owner_start TEXT;
+    ALTER TABLE runs ADD COLUMN heartbeat REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
