@@ -719,7 +719,9 @@ def history(name: str, *, home: str | os.PathLike[str] | None = None, store: Any
         drifted = seen.get("drift.drifted")
         rows.append((f.run_id, f.started, None if drifted is None else bool(drifted), seen.get("drift.share"),
                      json.loads(seen.get("drift.drifted_columns") or "[]"), f.artifact_id, f.status, f.node))
-    frame = pd.DataFrame(rows, columns=_HISTORY_COLUMNS)
+    frame = pd.DataFrame(rows, columns=_HISTORY_COLUMNS, dtype=object)
     frame["time"] = pd.to_datetime(frame["time"], unit="s", utc=True)
     frame["share_drifted"] = frame["share_drifted"].astype(float)
+    if frame["drifted"].notna().all():
+        frame["drifted"] = frame["drifted"].astype(bool)
     return frame
