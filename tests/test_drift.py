@@ -228,6 +228,18 @@ def test_nans_are_left_out_and_mismatched_dtypes_compare_as_categories():
     assert report["when"].skipped and "datetime" in report["when"].note
 
 
+def test_pandas_categoricals_nullable_dtypes_and_unhashable_values_do_not_crash():
+    cats = ["a", "b", "c", "unused"]
+    ref = pd.DataFrame({"plan": pd.Categorical(["a", "b"] * 50, categories=cats),
+                        "n": pd.array([1, 2, None, 4, 5, 6, 7, 8, 9, 10] * 10, dtype="Int64"),
+                        "flag": pd.array([True, False, None, True] * 25, dtype="boolean"), "tags": [["x"]] * 100})
+    cur = ref.assign(plan=pd.Categorical(["a", "c"] * 50, categories=cats))
+    report = drift.compare(ref, cur)
+    assert report["plan"].test == "chisquare" and report["plan"].drifted  # unobserved categories left out
+    assert report["n"].n_ref == 90 and report["flag"].test == "z" and not report["flag"].drifted
+    assert report["tags"].skipped and "could not be compared: TypeError" in report["tags"].note
+
+
 def test_the_report_is_a_frame_and_a_dict_that_round_trips():
     ref = pd.DataFrame({"a": _numeric(100), "b": ["x", "y"] * 50, "c": np.nan})
     report = drift.compare(ref, ref.assign(a=ref["a"] + 1), name="features")

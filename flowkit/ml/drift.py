@@ -251,12 +251,20 @@ def compare(reference: Any, current: Any, columns: Sequence[Any] | None = None, 
         source = reference
         reference, source = _training_data(reference, store)
     ref, cur = _as_frame(reference, "reference"), _as_frame(current, "current")
+    if isinstance(columns, str):
+        columns = [columns]
     wanted = list(columns) if columns is not None else _union(ref.columns, cur.columns)
     small = len(ref) <= SMALL_SAMPLE
     rows = []
     for col in wanted:
         chosen = method.get(col, "auto") if isinstance(method, Mapping) else method
-        rows.append(_column(col, ref, cur, chosen, threshold, min_effect, small, isinstance(method, Mapping)))
+        try:
+            row = _column(col, ref, cur, chosen, threshold, min_effect, small, isinstance(method, Mapping))
+        except _MethodError:
+            raise
+        except (TypeError, ValueError) as exc:  # values a test cannot take (lists, mixed objects...): say so
+            row = _skip(col, f"could not be compared: {type(exc).__name__}: {exc}")
+        rows.append(row)
     return DriftReport(tuple(rows), float(drift_share), None if min_effect is None else float(min_effect), name,
                        source)
 
@@ -380,7 +388,7 @@ def _column(col: Any, ref: pd.DataFrame, cur: pd.DataFrame, method: str, thresho
                 or (method == "z" and n_values > 2):
             why = f"{method} does not apply to a {kind} column with {n_values} value(s)"
             if explicit:
-                raise ValueError(f"fk.drift: column {col!r}: {why}; choose another method or 'auto'")
+                raise _MethodError(f"fk.drift: column {col!r}: {why}; choose another method or 'auto'")
             notes.append(f"{why}: used {test}")
         else:
             test = method
@@ -395,6 +403,10 @@ def _column(col: Any, ref: pd.DataFrame, cur: pd.DataFrame, method: str, thresho
         drifted = statistic >= limit
     return ColumnDrift(col, kind, test, float(statistic), None if p_value is None else float(p_value),
                        float(effect), limit, bool(drifted), len(rv), len(cv), "; ".join(notes) or None)
+
+
+class _MethodError(ValueError):
+    """A method named for a column that it does not fit: the caller's mistake, raised."""
 
 
 def _is_numeric(s: pd.Series) -> bool:
@@ -452,7 +464,9 @@ def _counts(rv: Any, cv: Any) -> tuple[np.ndarray, np.ndarray]:
 
     ref, cur = pd.Series(rv).value_counts(), pd.Series(cv).value_counts()
     keys = ref.index.union(cur.index, sort=False)
-    return ref.reindex(keys, fill_value=0).to_numpy(), cur.reindex(keys, fill_value=0).to_numpy()
+    ref, cur = ref.reindex(keys, fill_value=0).to_numpy(), cur.reindex(keys, fill_value=0).to_numpy()
+    seen = (ref + cur) > 0  # a pandas categorical counts its unobserved categories too
+    return ref[seen], cur[seen]
 
 
 def _shares(rv: Any, cv: Any, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -565,15 +579,20 @@ def _training_artifact(store: Any, artifact_id: str | None, task_run_id: str | N
     """
     from flowkit.lineage import lineage
 
-    if artifact_id is None and task_run_id is None:
-        return None
-    try:
-        graph = lineage(artifact_id or task_run_id, store=store)
-    except KeyError:
-        if task_run_id is None or artifact_id is None:
-            return None
-        graph = lineage(task_run_id, store=store)
-    start = artifact_id if artifact_id in graph else graph.graph["root"]
+    for target in (artifact_id, task_run_id):  # the model's own lineage first, then its task run's
+        if target is None:
+            continue
+        try:
+            graph = lineage(target, store=store)
+        except KeyError:
+            continue
+        found = _nearest_frame(graph, artifact_id if artifact_id in graph else graph.graph["root"])
+        if found is not None:
+            return found
+    return None
+
+
+def _nearest_frame(graph: Any, start: str) -> str | None:
     layer, seen = [start], {start}
     while layer:
         frames = [n for n in layer if n != start and graph.nodes[n].get("kind") == "artifact"
