@@ -34,7 +34,7 @@ distribution distance (``psi``, ``jensenshannon``) is binned on edges from both 
 compared value by value.
 
 With large samples nearly any difference is "significant", so every p-value comes with an
-effect size: the KS statistic D, Cramér's V for chi-squared, \\|Cohen's h\\| for the z-test.
+effect size: the KS statistic D, Cramér's V for chi-squared, |Cohen's h| for the z-test.
 ``min_effect=0.1`` makes a tested column drift only when its effect is that large too (the
 distances are effect sizes already: their threshold is the bar).
 
@@ -55,10 +55,11 @@ import json
 import math
 import numbers
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowkit.errors import DefinitionError, RegistryError
+from flowkit.ml._drift_stats import STATS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,8 +76,6 @@ _NUMERIC_ONLY = frozenset({"ks", "wasserstein"})
 _CATEGORICAL_ONLY = frozenset({"chisquare", "z"})
 SMALL_SAMPLE = 1000     # reference rows up to which the tests are used, above which the distances
 MAX_CATEGORIES = 5      # a numeric column with at most this many unique values is categorical
-_BIN_ABOVE = 20         # a numeric column with more unique values than this is binned for psi/js
-_PSI_FLOOR = 1e-4       # an empty bin's share, so that PSI stays finite
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,7 +88,7 @@ class ColumnDrift:
         test: the method used (``"ks"``, ``"wasserstein"``...; ``None`` when skipped).
         statistic: the test statistic (D, chi-squared, z) or the distance.
         p_value: the test's p-value (``None`` for a distance).
-        effect: the effect size (D, Cramér's V, \\|Cohen's h\\|; the distance itself for a distance).
+        effect: the effect size (D, Cramér's V, |Cohen's h|; the distance itself for a distance).
         threshold: p-value below which, or distance from which, the column drifted.
         drifted: whether it drifted (``False`` when skipped).
         n_ref: non-missing values in the reference.
@@ -394,7 +393,7 @@ def _column(col: Any, ref: pd.DataFrame, cur: pd.DataFrame, method: str, thresho
             test = method
     if kind == "categorical":
         notes.extend(_category_notes(rv, cv, numeric))
-    statistic, p_value, effect = _STATS[test](rv, cv, kind)
+    statistic, p_value, effect = STATS[test](rv, cv, kind)
     has_p, default = METHODS[test]
     limit = default if threshold is None else float(threshold)
     if has_p:
@@ -454,96 +453,6 @@ def _category_notes(rv: Any, cv: Any, numeric: bool) -> list[str]:
             shown = sorted(map(str, values))
             notes.append(f"{label}: {', '.join(shown[:10])}{'...' if len(shown) > 10 else ''}")
     return notes
-
-
-# --- the statistics: scipy does the work -------------------------------------------------------
-
-def _counts(rv: Any, cv: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Counts per category, over the categories either sample has (in one order)."""
-    import pandas as pd
-
-    ref, cur = pd.Series(rv).value_counts(), pd.Series(cv).value_counts()
-    keys = ref.index.union(cur.index, sort=False)
-    ref, cur = ref.reindex(keys, fill_value=0).to_numpy(), cur.reindex(keys, fill_value=0).to_numpy()
-    seen = (ref + cur) > 0  # a pandas categorical counts its unobserved categories too
-    return ref[seen], cur[seen]
-
-
-def _shares(rv: Any, cv: Any, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """The two samples as distributions: binned (a numeric column of many values) or per category."""
-    import numpy as np
-
-    if kind == "numeric" and len(np.unique(rv)) > _BIN_ABOVE:
-        edges = np.histogram_bin_edges(np.concatenate([rv, cv]), bins="sturges")
-        ref, cur = np.histogram(rv, edges)[0], np.histogram(cv, edges)[0]
-    else:
-        ref, cur = _counts(rv, cv)
-    return ref / ref.sum(), cur / cur.sum()
-
-
-def _ks(rv: Any, cv: Any, kind: str) -> tuple[float, float, float]:
-    from scipy import stats
-
-    result = stats.ks_2samp(rv, cv)
-    return result.statistic, result.pvalue, result.statistic
-
-
-def _wasserstein(rv: Any, cv: Any, kind: str) -> tuple[float, None, float]:
-    import numpy as np
-    from scipy import stats
-
-    distance = stats.wasserstein_distance(rv, cv) / max(float(np.std(rv)), 0.001)
-    return distance, None, distance
-
-
-def _chisquare(rv: Any, cv: Any, kind: str) -> tuple[float, float, float]:
-    import numpy as np
-    from scipy.stats import chi2_contingency, contingency
-
-    table = np.vstack(_counts(rv, cv))
-    if table.shape[1] < 2:  # one value on both sides: nothing differs
-        return 0.0, 1.0, 0.0
-    result = chi2_contingency(table, correction=False)
-    return result.statistic, result.pvalue, contingency.association(table, method="cramer")
-
-
-def _z(rv: Any, cv: Any, kind: str) -> tuple[float, float, float]:
-    """The pooled two-proportion z-test: on a 2x2 table, chi-squared without correction is z squared."""
-    import numpy as np
-    from scipy.stats import chi2_contingency
-
-    table = np.vstack(_counts(rv, cv))
-    if table.shape[1] < 2:
-        return 0.0, 1.0, 0.0
-    result = chi2_contingency(table, correction=False)
-    p_ref, p_cur = table[0, 0] / table[0].sum(), table[1, 0] / table[1].sum()
-    z = math.copysign(math.sqrt(result.statistic), p_cur - p_ref)
-    h = 2 * math.asin(math.sqrt(p_cur)) - 2 * math.asin(math.sqrt(p_ref))  # Cohen's h
-    return z, result.pvalue, abs(h)
-
-
-def _jensenshannon(rv: Any, cv: Any, kind: str) -> tuple[float, None, float]:
-    from scipy.spatial import distance
-
-    ref, cur = _shares(rv, cv, kind)
-    value = float(distance.jensenshannon(ref, cur, base=2))
-    return value, None, value
-
-
-def _psi(rv: Any, cv: Any, kind: str) -> tuple[float, None, float]:
-    """Population stability index: sum of (cur - ref) * ln(cur / ref) over bins, empty bins floored."""
-    import numpy as np
-
-    ref, cur = _shares(rv, cv, kind)
-    ref, cur = np.where(ref == 0, _PSI_FLOOR, ref), np.where(cur == 0, _PSI_FLOOR, cur)
-    value = float(np.sum((cur - ref) * np.log(cur / ref)))
-    return value, None, value
-
-
-_STATS: dict[str, Callable[[Any, Any, str], tuple[float, float | None, float]]] = {
-    "ks": _ks, "wasserstein": _wasserstein, "chisquare": _chisquare, "z": _z, "jensenshannon": _jensenshannon,
-    "psi": _psi,
-}
 
 
 # --- the reference from the registry -------------------------------------------------------------
