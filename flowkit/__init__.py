@@ -49,7 +49,7 @@ from flowkit.files import File
 from flowkit.flow import Flow, FlowOptions, flow
 from flowkit.graph import FlowGraph, Node
 from flowkit.lineage import lineage
-from flowkit.ml import checks, registry
+from flowkit.ml import checks, drift, registry
 from flowkit.ml.model import Model
 from flowkit.ml.tracking import compare_runs, log_metric, log_metrics, log_param, metrics, set_tag
 from flowkit.records import Run, TaskRun
@@ -99,6 +99,7 @@ __all__ = [
     "TrackingError",
     "checks",
     "compare_runs",
+    "drift",
     "events",
     "flow",
     "lineage",

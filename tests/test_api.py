@@ -19,7 +19,7 @@ def test_public_names_are_pinned():
         "GCReport", "LocalExecutor", "ManualClock", "Model", "ModelNotFoundError", "Node", "ParameterError", "Ref",
         "RefUsageError", "RegistryError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
         "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "TrackingError", "checks",
-        "compare_runs", "events", "flow", "lineage", "log_metric", "log_metrics", "log_param", "metrics",
+        "compare_runs", "drift", "events", "flow", "lineage", "log_metric", "log_metrics", "log_param", "metrics",
         "registry", "run_flow", "runs", "set_tag", "task",
     ]
     for name in fk.__all__:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowkit.store.migrations import register_migrations
-from flowkit.store.tracking import CheckRecord, TrackedRecord
+from flowkit.store.tracking import CheckRecord, TaggedTaskRun, TrackedRecord
 
 __all__ = ["TrackingTables", "INSERT_CHECKS", "INSERT_TRACKED"]
 
@@ -48,6 +48,20 @@ _FROM = """
 """
 
 
+# The same join over every run, for the task runs carrying one tag (its text is JSON: compare the decoded value).
+_TAGGED = """
+    SELECT tr.run_id, tr.node, tr.task, tr.status, r.started, tr.artifact_id
+    FROM task_runs tr
+    JOIN runs r ON r.id = tr.run_id
+    JOIN tracked t
+      ON t.run_id = CASE WHEN tr.source IS NULL THEN tr.run_id ELSE substr(tr.source, 1, instr(tr.source, '/') - 1) END
+     AND t.node = CASE WHEN tr.source IS NULL THEN tr.node ELSE substr(tr.source, instr(tr.source, '/') + 1) END
+    WHERE t.kind = 'tag' AND t.name = ? AND json_extract(t.text, '$') = ?
+    GROUP BY tr.run_id, tr.node
+    ORDER BY r.started, tr.run_id, tr.seq
+"""
+
+
 def _json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -76,3 +90,6 @@ class TrackingTables:
             + " ORDER BY tr.run_id, tr.seq, t.seq", [json.dumps(list(run_ids))])
         return [CheckRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], _json(r[6]), _json(r[7]), r[8], r[9],
                             _json(r[10]), r[11], r[12]) for r in rows]
+
+    def tagged(self, name: str, value: str) -> list[TaggedTaskRun]:
+        return [TaggedTaskRun(*r) for r in self.query(_TAGGED, [name, value])]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["CheckRecord", "CheckRow", "TrackedRecord", "TrackedRow", "TrackingStore"]
+__all__ = ["CheckRecord", "CheckRow", "TaggedTaskRun", "TrackedRecord", "TrackedRow", "TrackingStore"]
 
 
 class TrackedRow(NamedTuple):
@@ -86,6 +86,20 @@ class CheckRecord(NamedTuple):
     source: str | None
 
 
+class TaggedTaskRun(NamedTuple):
+    """A task run, in any run, that carries a given tag (its own or, when ``cached``, its source's).
+
+    ``started`` is when its run started; ``artifact_id`` is its value (``None`` when it failed).
+    """
+
+    run_id: str
+    node: str
+    task: str
+    status: str
+    started: float | None
+    artifact_id: str | None
+
+
 class TrackingStore(Protocol):
     """What a metadata store offers for tracking (part of :class:`~flowkit.store.protocols.MetadataStore`)."""
 
@@ -95,4 +109,12 @@ class TrackingStore(Protocol):
 
     def check_results(self, run_ids: Sequence[str]) -> list[CheckRecord]:
         """The check results of these runs' task runs, in order."""
+        ...
+
+    def tagged(self, name: str, value: str) -> list[TaggedTaskRun]:
+        """Every task run tagged ``name`` = ``value`` (``fk.set_tag``), oldest run first.
+
+        A ``cached`` task run carries the tags of the task run that computed its value, so a
+        rerun served from the cache is found too.
+        """
         ...

@@ -76,6 +76,26 @@ def test_runs_task_runs_and_attempts_round_trip(metadata_url):
         db.start_run({"id": "r3", "flow": "f", "status": "running", "colour": "red"})
 
 
+def test_task_runs_are_found_by_tag_cached_ones_through_their_source(metadata_url):
+    db = open_store(metadata_url)
+    db.start_run(run_row("r1", started=100.0))
+    db.start_run(run_row("r2", started=200.0))
+    batch = Batch()
+    batch.artifacts.append(artifact("a1"))
+    batch.task_runs.extend([task_run("r1", "check", 1, "a1"), task_run("r1", "other", 2)])
+    batch.cached.append(CachedTaskRunRow("r2", "check", 1, "check", "k", "a1", "r1/check"))
+    batch.tracked.extend([("r1", "check", 0, "tag", "drift.name", None, None, json.dumps("features"), 100.0),
+                          ("r1", "check", 1, "tag", "drift.name", None, None, json.dumps("features"), 100.0),
+                          ("r1", "other", 0, "tag", "drift.name", None, None, json.dumps("labels"), 100.0),
+                          ("r1", "check", 2, "metric", "drift.share", None, 0.5, None, 100.0)])
+    db.flush(batch)
+    found = db.tagged("drift.name", "features")
+    assert [(t.run_id, t.node, t.status, t.started, t.artifact_id) for t in found] == [
+        ("r1", "check", "completed", 100.0, "a1"), ("r2", "check", "cached", 200.0, "a1")]
+    assert [t.node for t in db.tagged("drift.name", "labels")] == ["other"]
+    assert db.tagged("drift.name", "nothing") == [] and db.tagged("drift.share", "0.5") == []
+
+
 def test_a_prefix_is_matched_literally(metadata_url):
     db = open_store(metadata_url)
     db.start_run(run_row("ab_1"))
