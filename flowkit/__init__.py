@@ -51,6 +51,7 @@ from flowkit.graph import FlowGraph, Node
 from flowkit.lineage import lineage
 from flowkit.ml import checks, drift, registry
 from flowkit.ml.model import Model
+from flowkit.ml.trigger import trigger
 from flowkit.ml.tracking import compare_runs, log_metric, log_metrics, log_param, metrics, set_tag
 from flowkit.records import Run, TaskRun
 from flowkit.runner import run_flow
@@ -112,6 +113,7 @@ __all__ = [
     "runs",
     "set_tag",
     "task",
+    "trigger",
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import os
 import signal
 import threading
@@ -101,7 +102,8 @@ def _failure_message(flow: str, records: list[TaskRun], status: str) -> str:
 def run_flow(flow: Flow[..., Any], params: dict[str, Any] | None = None, *, refresh: bool | Iterable[str] = False,
              resume: str | None = None, fail_fast: bool = False, run_id: str | None = None,
              trigger: str = "manual", scheduled: float | None = None, listeners: Sequence[RunListener] = (),
-             store: Store | str | os.PathLike[str] | bool | None = None) -> Run:
+             store: Store | str | os.PathLike[str] | bool | None = None, triggered_by: str | None = None,
+             reason: Any = None) -> Run:
     """Run a flow and return its :class:`~flowkit.Run` record: the entry behind ``flow.run``.
 
     Args:
@@ -115,6 +117,8 @@ def run_flow(flow: Flow[..., Any], params: dict[str, Any] | None = None, *, refr
         run_id: the new run's id (default: a random one).
         trigger: what started it, recorded with it (``"manual"``, ``"cli"``, ``"schedule"``...).
         scheduled: for a scheduled run, the time it was due (epoch seconds).
+        triggered_by: the id of the run that started this one (see :func:`flowkit.trigger`).
+        reason: why it was started: text, or a JSON-compatible dict (a drift report's artifact id...).
         listeners: told of every event of the run (:mod:`flowkit.events`), after the store's
             recorder.
         store: overrides the flow's ``store=`` option: a folder, an :class:`~flowkit.Store`,
@@ -152,6 +156,9 @@ def run_flow(flow: Flow[..., Any], params: dict[str, Any] | None = None, *, refr
         context = run_context(_source_file(flow.fn))
         if scheduled is not None:
             context["scheduled"] = scheduled
+        if triggered_by is not None or reason is not None:
+            context["triggered_by"] = triggered_by
+            context["trigger_reason"] = json.dumps(reason, default=str)
     return run_graph(graph, executor, clock, store=chosen, run_id=run_id, trigger=trigger, refresh=forced,
                      salt=salt, context=context, task_defaults=options.task_defaults, fail_fast=fail_fast,
                      listeners=listeners)

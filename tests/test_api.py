@@ -20,7 +20,7 @@ def test_public_names_are_pinned():
         "RefUsageError", "RegistryError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
         "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "TrackingError", "checks",
         "compare_runs", "drift", "events", "flow", "lineage", "log_metric", "log_metrics", "log_param", "metrics",
-        "registry", "run_flow", "runs", "set_tag", "task",
+        "registry", "run_flow", "runs", "set_tag", "task", "trigger",
     ]
     for name in fk.__all__:
         assert getattr(fk, name) is not None

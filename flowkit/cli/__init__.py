@@ -229,6 +229,7 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
     found = _store().runs(flow, limit, status)
     if as_json:
         click.echo(json.dumps([{"id": r.id, "flow": r.flow, "status": r.status, "trigger": r.trigger,
+                                "triggered_by": r.info.get("triggered_by"), "reason": r.info.get("trigger_reason"),
                                 "params": r.params, "started": r.started, "ended": r.ended,
                                 "error": r.error if isinstance(r.error, str) else None} for r in found]))
         return
@@ -240,7 +241,9 @@ def runs(ctx: click.Context, flow: str | None, status: str | None, limit: int, a
         table.add_column(column, no_wrap=True)
     table.add_column("params", overflow="ellipsis", no_wrap=True)
     for r in found:
-        table.add_row(r.id[:12], r.flow, r.status, r.trigger or "", _when(r.started), duration(r.duration),
+        by = r.info.get("triggered_by")
+        table.add_row(r.id[:12], r.flow, r.status, (r.trigger or "") + (f" ← {by[:12]}" if by else ""),
+                      _when(r.started), duration(r.duration),
                       ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in r.params.items()))
     emit(table)
 
@@ -311,6 +314,10 @@ def show(run_id: str, task: str | None, show_traceback: bool, logs_of: str | Non
         return
     emit(f"run {found.id} of flow {escape(found.flow)}: {found.status}, trigger {found.trigger}, "
          f"started {_when(found.started)}, params {escape(json.dumps(found.params, default=repr))}")
+    if "trigger_reason" in found.info:
+        by = found.info.get("triggered_by")
+        emit(f"triggered ({escape(found.trigger or '')})" + (f" by run {by}" if by else "")
+             + f": {escape(json.dumps(found.info['trigger_reason'], default=str))}")
     if isinstance(found.error, str):
         emit(f"[red]{escape(found.error)}[/red]")
     emit(summary_table(found, limit=500, computed_by=_computed_by(_store(), found)))

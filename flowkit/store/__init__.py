@@ -25,7 +25,7 @@ A metadata backend plugs in by URL scheme::
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import json
 import os
 import threading
 import time
@@ -265,6 +265,9 @@ class Store:
     def _run(self, r: RunRecord, now: float) -> Run:
         info = {"host": r.host, "user": r.user, "git_commit": r.git_commit, "flow_file": r.flow_file,
                 "scheduled": r.scheduled}
+        if r.triggered_by is not None or r.trigger_reason is not None:
+            info["triggered_by"] = r.triggered_by
+            info["trigger_reason"] = json.loads(r.trigger_reason) if r.trigger_reason else None
         status, ended, error = self._status(r, now), r.ended, r.error
         if status == "crashed" and r.status == "running":  # not reconciled yet: read as the store will record it
             ended, error = r.heartbeat or r.started, CRASHED

@@ -161,6 +161,8 @@ class RunRecord:
     owner_pid: int | None = None  # the process that runs it, while it runs (see flowkit.store.owner)
     owner_start: str | None = None  # when that process started, so a reused pid is not mistaken for it
     heartbeat: float | None = None  # the run's last sign of life: its last batch of records
+    triggered_by: str | None = None  # the run that started this one (fk.trigger), if any
+    trigger_reason: str | None = None  # why, as JSON text
 
 
 @dataclass(frozen=True, slots=True)

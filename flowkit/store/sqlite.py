@@ -45,7 +45,7 @@ T = TypeVar("T")
 _HIT_COLUMNS = ("c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires, c.task_run_id, "
                 "a.type IS 'flowkit.files.File'")
 _RUN_COLUMNS = ("id, flow, status, params, started, ended, trigger, error, host, user, git_commit, flow_file, "
-                "scheduled, cache_salt, owner_pid, owner_start, heartbeat")
+                "scheduled, cache_salt, owner_pid, owner_start, heartbeat, triggered_by, trigger_reason")
 _RUN_FIELDS = frozenset(RunRecord.__dataclass_fields__)
 _STEP = ("SELECT tr.run_id, tr.node, tr.task, tr.status, tr.started, tr.cache_key, tr.artifact_id, tr.source, "
          "r.flow, r.git_commit FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id ")

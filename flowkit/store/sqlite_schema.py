@@ -90,6 +90,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN owner_start TEXT;
     ALTER TABLE runs ADD COLUMN heartbeat REAL;
     """,
+    # What started a run that another run started (``fk.trigger``): that run, and why (JSON).
+    """
+    ALTER TABLE runs ADD COLUMN triggered_by TEXT;
+    ALTER TABLE runs ADD COLUMN trigger_reason TEXT;
+    CREATE INDEX runs_triggered_by ON runs(triggered_by) WHERE triggered_by IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
