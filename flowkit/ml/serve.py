@@ -163,8 +163,9 @@ def frame_of(records: Any, served: Served) -> Any:
                 raise Invalid(f"column {column!r} must be {accepted}{said}, not {_describe_json(record[column])} "
                               f"in record {i}", column, i)
     frame = pd.DataFrame.from_records(records, columns=list(columns) if columns is not None else None)
+    inferred = dict(zip(frame.columns, frame.dtypes)) if served.dtypes else {}
     for column, dtype in served.dtypes.items():
-        if str(frame[column].dtype) != dtype:
+        if str(inferred[column]) != dtype:
             try:
                 frame[column] = frame[column].astype(dtype)
             except (TypeError, ValueError) as exc:
