@@ -119,6 +119,18 @@ def test_every_answer_is_in_the_prediction_log_after_shutdown(store):
     assert later.empty and list(later.columns)[-3:] == ["version", "time", "request_id"]
 
 
+def test_the_log_is_read_back_by_time_and_version(store):
+    clock = fk.ManualClock(1_000.0)
+    app = create_app("churn@production", store=store, poll_interval=None, clock=clock)
+    with TestClient(app) as c:
+        for age in (30, 40, 50):
+            assert c.post("/predict", json=[{**RECORD, "age": age}]).status_code == 200
+            clock.advance(10)
+    assert fk.registry.predictions("churn", since=1_010.0, until=1_020.0, store=store)["age"].tolist() == [40]
+    assert len(fk.registry.predictions("churn", since=1_010.0, store=store)) == 2
+    assert fk.registry.predictions("churn", version=2, store=store).empty
+
+
 # --- in process: bad input -----------------------------------------------------------------------
 
 def test_malformed_json_is_a_400(client):

@@ -318,7 +318,7 @@ def _request_id(request: Request) -> str:
 
 def create_app(model_uri: str, *, store: Store | None = None, home: str | os.PathLike[str] | None = None,
                token: str | None = None, poll_interval: float | None = 2.0, max_body_bytes: int = MAX_BODY_BYTES,
-               log_queue: int = 10_000) -> Starlette:
+               log_queue: int = 10_000, clock: Any = None) -> Starlette:
     """The ASGI app serving ``model_uri`` (its lifespan starts the poller and the prediction log, and flushes it).
 
     Args:
@@ -329,6 +329,7 @@ def create_app(model_uri: str, *, store: Store | None = None, home: str | os.Pat
             ``app.state.service.refresh()``).
         max_body_bytes: larger request bodies get a 413.
         log_queue: prediction log entries that may wait to be written before new ones are dropped (and counted).
+        clock: where a request's time in the prediction log is read (default: the system clock).
 
     Raises:
         RegistryError: a malformed URI.
@@ -336,6 +337,7 @@ def create_app(model_uri: str, *, store: Store | None = None, home: str | os.Pat
     store = store if store is not None else Store.open(home)
     service = ModelService(model_uri, store, poll_interval=poll_interval or 0)
     expected = f"Bearer {token}".encode() if token else None
+    now = clock.time if clock is not None else time.time
 
     def denied(request: Request) -> JSONResponse | None:
         if expected is None:
@@ -349,7 +351,7 @@ def create_app(model_uri: str, *, store: Store | None = None, home: str | os.Pat
         return _error(503, "Unavailable", f"no model to serve: {service.reason}")
 
     async def predict_endpoint(request: Request) -> Response:
-        started = time.time()
+        started = now()
         refused = denied(request)
         if refused is not None:
             return refused
