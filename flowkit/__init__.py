@@ -111,6 +111,7 @@ __all__ = [
     "registry",
     "run_flow",
     "runs",
+    "serve",
     "set_tag",
     "task",
     "trigger",
@@ -118,7 +119,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # These import distributed or croniter: load them only when asked for.
+    # These import distributed, croniter, starlette or uvicorn: load them only when asked for.
     if name == "DaskExecutor":
         from flowkit.executors.dask import DaskExecutor
 
@@ -131,6 +132,10 @@ def __getattr__(name: str) -> object:
         from flowkit.scheduler import Scheduler
 
         return Scheduler
+    if name == "serve":
+        from flowkit.ml.serve import serve
+
+        return serve
     raise AttributeError(f"module 'flowkit' has no attribute {name!r}")
 
 

@@ -20,7 +20,7 @@ def test_public_names_are_pinned():
         "RefUsageError", "RegistryError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
         "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "TrackingError", "checks",
         "compare_runs", "drift", "events", "flow", "lineage", "log_metric", "log_metrics", "log_param", "metrics",
-        "registry", "run_flow", "runs", "set_tag", "task", "trigger",
+        "registry", "run_flow", "runs", "serve", "set_tag", "task", "trigger",
     ]
     for name in fk.__all__:
         assert getattr(fk, name) is not None
@@ -35,7 +35,7 @@ def test_error_tree_has_one_root_and_builtin_bases():
 
 
 def test_import_does_not_load_heavy_libraries():
-    code = "import sys, flowkit; print(sorted(m for m in ('pandas', 'dask', 'distributed', 'numpy') if m in sys.modules))"
+    code = "import sys, flowkit; print(sorted(m for m in ('pandas', 'dask', 'distributed', 'numpy', 'starlette', 'uvicorn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

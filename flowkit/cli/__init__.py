@@ -545,3 +545,5 @@ main.add_command(artifacts)
 main.add_command(metrics)
 main.add_command(models)
 runs.add_command(compare)
+from flowkit.cli.serve import serve  # noqa: E402
+main.add_command(serve)

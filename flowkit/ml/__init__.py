@@ -4,6 +4,8 @@
 - :mod:`flowkit.ml.checks`: ``@fk.task(checks=[...])`` gates (``fk.checks``).
 - :mod:`flowkit.ml.drift`: ``fk.drift.compare`` / ``check`` / ``history``: data and prediction drift.
 - :mod:`flowkit.ml.registry`: versioned models with aliases and history (``fk.registry``), ``fk.Model``.
+- :mod:`flowkit.ml.serve`: ``fk.serve`` / ``flowkit serve``, a model behind HTTP (Starlette on uvicorn);
+  :mod:`flowkit.ml.prediction_log`: what it answered, read back by ``fk.registry.predictions``.
 
 Nothing here is imported by the engine at module level, and ``import flowkit``
 imports no pandas: each module imports its heavy libraries where it uses them.

@@ -10,6 +10,7 @@
     fk.registry.promote("churn", 3, to="production", reason="beats 2 by 0.02", require_gate=True)
     model = fk.registry.load("churn@production")          # or "churn:3", or "churn" (the latest)
     fk.registry.get("churn", alias="production", as_of=datetime(2024, 3, 3))   # who held it then
+    fk.registry.predictions("churn", since=yesterday)     # what `flowkit serve` answered (a DataFrame)
     fk.registry.rollback("churn", "production")           # back to the previous holder
 
 Everything is kept in the metadata store (:mod:`flowkit.store.registry`): a
@@ -54,12 +55,13 @@ from typing import Any
 from flowkit.context import current_task
 from flowkit.errors import ModelNotFoundError, RegistryError
 from flowkit.ml.model import Model, ModelRef, Pin, parse_uri
+from flowkit.ml.prediction_log import predictions
 from flowkit.store import Store
 from flowkit.store.protocols import ArtifactRow
 from flowkit.store.registry import ANY, AliasRecord, ModelVersionRecord
 
 __all__ = ["AliasChange", "Model", "ModelVersion", "ModelVersionWarning", "RegisteredModel", "aliases",
-           "delete_alias", "get", "history", "load", "load_pinned", "models", "pin", "promote", "register",
+           "delete_alias", "get", "history", "load", "load_pinned", "models", "pin", "predictions", "promote", "register",
            "rollback", "set_alias", "store_of", "versions"]
 
 #: The libraries whose versions a registered model records (distribution names).

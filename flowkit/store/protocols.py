@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from flowkit.store.predictions import PredictionStore
 from flowkit.store.registry import RegistryStore
 from flowkit.store.tracking import TrackingStore
 
@@ -368,11 +369,12 @@ class Batch:
 # --- the protocols ------------------------------------------------------------------------------
 
 @runtime_checkable
-class MetadataStore(TrackingStore, RegistryStore, Protocol):
+class MetadataStore(TrackingStore, RegistryStore, PredictionStore, Protocol):
     """Runs, task runs, artifacts' records, lineage, the cache, file digests, schedules, tracking, models.
 
-    Tracking (:class:`~flowkit.store.tracking.TrackingStore`) and the model registry
-    (:class:`~flowkit.store.registry.RegistryStore`) are parts of it, each in its own module.
+    Tracking (:class:`~flowkit.store.tracking.TrackingStore`), the model registry
+    (:class:`~flowkit.store.registry.RegistryStore`) and the prediction log
+    (:class:`~flowkit.store.predictions.PredictionStore`) are parts of it, each in its own module.
 
     An implementation is opened from a URL (see :func:`flowkit.store.open_store`),
     pickles as that URL (a worker reopens it), and is safe to use from several
