@@ -32,11 +32,27 @@ MODEL = "tumor-classifier"
 
 @fk.task(checks=[fk.checks.rows(min=500), fk.checks.no_nulls(), fk.checks.in_range("mean radius", 0, 100),
                  fk.checks.schema({"target": "int"})])
-def load() -> pd.DataFrame:
-    """The raw table, validated before anything uses it."""
+def load(shift: float = 1.0) -> pd.DataFrame:
+    """The raw table, validated before anything uses it.
+
+    ``shift`` simulates the data collected after the lab changed its instrument: the size
+    measurements read ``shift`` times higher (the retraining data of ``loop.py``).
+    """
     from sklearn.datasets import load_breast_cancer
 
-    return load_breast_cancer(as_frame=True).frame
+    return shifted(load_breast_cancer(as_frame=True).frame, shift)
+
+
+SIZE_COLUMNS = ["mean radius", "mean perimeter", "mean area", "worst radius", "worst perimeter", "worst area"]
+
+
+def shifted(table: pd.DataFrame, shift: float) -> pd.DataFrame:
+    """The table with its size measurements multiplied by ``shift`` (1.0: unchanged)."""
+    if shift == 1.0:
+        return table
+    out = table.copy()
+    out[SIZE_COLUMNS] = out[SIZE_COLUMNS] * shift
+    return out
 
 
 @fk.task
@@ -105,8 +121,9 @@ def promote(model, scores: dict) -> int:
 
 
 @fk.flow
-def training(cs: list[float] = [0.01, 0.1, 1.0, 10.0], seed: int = 0) -> int:  # noqa: B006 - a flow parameter
-    table = features(load())
+def training(cs: list[float] = [0.01, 0.1, 1.0, 10.0], seed: int = 0,  # noqa: B006 - a flow parameter
+             shift: float = 1.0) -> int:
+    table = features(load(shift))
     train_part, test_part = split(table, seed=seed)
     models = train.map(cs, data=train_part)
     scores = evaluate.map(models, test=test_part)
