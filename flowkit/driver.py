@@ -36,7 +36,6 @@ from flowkit.engine import (
     make_available,
     materialize,
     plan_retry,
-    record_hits,
     schedule,
     skip,
     succeed,
@@ -57,7 +56,7 @@ from flowkit.events import (
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.planning import CachePlan
-from flowkit.records import TaskRun
+from flowkit.records import TaskRun, cached_task_run
 from flowkit.recording import lineage_rows
 from flowkit.retry import should_retry
 from flowkit.store import Store
@@ -130,9 +129,7 @@ class Loop:
             self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, state.nodes[node_id].task.name,
                                 "unneeded", cache_key=state.keys.get(node_id)))
         if idle_hits:  # hits nobody needs: recorded, never loaded
-            first = record_hits(state, idle_hits)
-            if self.emit is not None:
-                self.emit(TasksCached(state.run_id, tuple(state.records[first:])))
+            self.record_idle_hits(idle_hits)
         self.cache.prepare(self.graph.flow, state.plan.loads)
 
     def loop(self) -> None:
@@ -413,6 +410,22 @@ class Loop:
         for node_id in node_ids:
             self.record(TaskRun(f"{state.run_id}/{node_id}", state.run_id, node_id, state.nodes[node_id].task.name,
                                 "skipped", cache_key=state.keys.get(node_id)))
+
+    def record_idle_hits(self, idle_hits: list[str]) -> None:
+        """Record the hits nobody needs: what :meth:`record_cached` does, in one loop (most of a rerun)."""
+        state = self.state
+        run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
+        records, index, hits = state.records, state.record_index, state.hits
+        first = len(records)
+        for node_id in idle_hits:
+            hit = hits[node_id]
+            artifact_id = artifacts[node_id] = hit.artifact_id
+            tr = cached_task_run(f"{run_id}/{node_id}", run_id, node_id, nodes[node_id].task.name, keys[node_id],
+                                 artifact_id, hit.task_run_id)
+            index[node_id] = len(records)
+            records.append(tr)
+        if self.emit is not None:
+            self.emit(TasksCached(run_id, tuple(records[first:])))
 
     def record_cached(self, node_id: str, hit: CacheHit, started: float | None, ended: float | None,
                       worker: str | None, node: Node | None = None) -> None:

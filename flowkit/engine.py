@@ -1,69 +1,59 @@
 """The engine's state, and the small functions that change it.
 
-The engine owns the policy (cache planning, readiness, failure and skipping,
-dynamic map expansion, retries, releasing values); an executor session only
-runs callables (:mod:`flowkit.executors`). Everything one run knows is plain
-data in :class:`RunState`; each thing that happens to a node is a function
-here that takes the state, changes it, and returns what the caller must record
-(the nodes it skipped, a retry's delay). None of them talks to a session, a
-store or a listener: :class:`flowkit.driver.Loop` submits work, waits,
-hands each completion to these functions, fires timers and emits the events.
-:func:`flowkit.runner.run_graph` sets a run up around it.
+The engine owns the policy (readiness, cache planning, failure and skipping,
+dynamic maps, retries, releasing values); a session only runs callables
+(:mod:`flowkit.executors`). All of one run's state is plain data in
+:class:`RunState`; each thing that happens is a function here that changes it and
+returns what must be recorded (the nodes it skipped, a retry's delay), with no
+session, store or listener in sight. :class:`flowkit.driver.Loop` drives them:
+it submits, waits, passes on completions, fires timers and emits the events.
 
-The state, in groups: identity and cache (``run_id``, ``nodes``, ``keys``,
-``hits``, ``artifacts``: what :mod:`flowkit.planning` reads and adds to);
-progress (``handles``: node -> its value in-process, its future on Dask;
-``records`` with their ``record_index``; ``submitted``, ``running``, ``failed``,
-``skipped``, ``stopped``); and :class:`Plan`, :class:`Release`, :class:`Retry`
-and :class:`Eager`, whose fields are described with them.
+The state: what :mod:`flowkit.planning` reads too (``run_id``, ``nodes``, ``keys``,
+``hits``, ``artifacts``); progress (``handles``: a value in-process, a future on
+Dask; ``records``, ``submitted``, ``running``, ``failed``, ``skipped``...); and
+the groups :class:`Plan`, :class:`Release`, :class:`Retry` and :class:`Eager`.
 
 **Planning.** With a store, every node's key is computed up front
-(:mod:`flowkit.cache`) and looked up in one query. A task node whose key is
-in the cache is a *hit*: it is loaded only if a node that must run (or the
-flow's output) needs its value, and otherwise just recorded ``cached``. Every
-other task node must run. :func:`schedule` counts consumers and materializes
-the leaves and the output; :func:`materialize` schedules a node and, first,
-whatever it needs: hits as loads, the rest as runs.
+(:mod:`flowkit.cache`) and looked up in one query. A task node whose key is in
+the cache is a *hit*: it is loaded only if a node that must run (or the flow's
+output) needs its value, and otherwise just recorded ``cached``. Every other
+task node must run. :func:`schedule` counts consumers and materializes the
+leaves and the output; :func:`materialize` schedules a node and, first, what it
+needs: hits as loads, the rest as runs.
 
-**A worked example.** The diamond ``a -> (b, c) -> d``, nothing cached::
+**A worked example**, the diamond ``a -> (b, c) -> d`` with nothing cached::
 
-    schedule:        plan.waiting={a:0, b:1, c:1, d:2}  plan.ready=[a]
-                     plan.dependents={a:[b, c], b:[d], c:[d]}
-                     release.consumers={a:2, b:1, c:1}
-    a completes      (succeed: complete, done_with)
-                     handles={a}  plan.waiting={a:0, b:0, c:0, d:2}  plan.ready=[b, c]
-                     release.done={a}
-    b fails          (fail: skip)
-                     failed=[b]  skipped={d}  release.done={a, b, d}
-                     release.consumers={a:1, b:0, c:0}  (d never becomes ready)
-    c completes      handles={a: RELEASED, c: RELEASED}  release.consumers={a:0, b:0, c:0}
-                     nothing running -> the run is "failed"
+    schedule     plan.waiting={a:0, b:1, c:1, d:2}  plan.ready=[a]
+                 plan.dependents={a:[b, c], b:[d], c:[d]}  release.consumers={a:2, b:1, c:1}
+    a completes  (succeed) handles={a}  plan.waiting={a:0, b:0, c:0, d:2}  plan.ready=[b, c]
+                 release.done={a}
+    b fails      (fail) failed=[b]  skipped={d}  release.done={a, b, d}
+                 release.consumers={a:1, b:0, c:0}  (d never becomes ready)
+    c completes  handles={a: RELEASED, c: RELEASED}  release.consumers={a:0, b:0, c:0}
+                 nothing running: the run is "failed"
 
-Rerun after fixing b: a and c are hits; b must run and needs a, so a is
-loaded; c is needed by d, so it is loaded too; b and d run.
+Rerun after fixing b: a and c are hits, loaded since b and d (which run) need them.
 
-**Releasing values.** When a node's ``consumers`` count reaches zero its handle
-becomes :data:`RELEASED` (the value in-process can be collected, the future on
-Dask goes and the workers free the data), unless the flow returns it: above,
-``a`` goes once ``b`` and ``c`` are done with it. A consumer that may still need
-its inputs (an attempt to retry, a cached hit that a damaged neighbour could
-make run) keeps them.
+**Releasing values.** A handle becomes :data:`RELEASED` once its ``consumers``
+count is zero (in-process the value can be collected; on Dask the future goes
+and the workers free the data), unless the flow returns it: above, ``a`` goes
+once ``b`` and ``c`` are done with it. A consumer that may still need its inputs
+(an attempt to retry, a hit that a damaged neighbour could make run) keeps them.
 
-A dynamic map node (``t.map(ref)``) becomes ready when its iterable is known;
-:func:`expand` then adds one item node per element and turns the map node into a
-collector of their values (:func:`expand_map`). A cached value that is damaged
-or no longer loads is forgotten (:func:`forget`) and its node recomputed.
+A dynamic map (``t.map(ref)``) is ready when its iterable is known; :func:`expand`
+adds an item node per element and makes the map a collector of their values. A
+cached value that does not load is forgotten (:func:`forget`) and recomputed.
 
-**Retries** are timers, never sleeping workers: :func:`plan_retry` files
-the failed attempt and pushes ``(now + delay, ...)``; :func:`fire_timers` moves
-what is due back to ``ready``. With ``retry_delay=1, backoff=2`` and the clock
-at 10.0, a second failure of ``b`` gives ``retry.timers=[(12.0, 0, "b")]``.
+**Retries** are timers, never sleeping workers: :func:`plan_retry` files the
+failed attempt and pushes ``(now + delay, ...)``; :func:`fire_timers` makes what
+is due ready. With ``retry_delay=1, backoff=2`` and the clock at 10.0, a second
+failure of ``b`` makes ``retry.timers=[(12.0, 0, "b")]``.
 
 **Eager hand-over.** On a session whose handles exist at submission (Dask
-futures, ``session.eager``), a node is handed over as soon as every input's
-handle is *available* (:func:`make_available`), before the values exist; an
-error it then reports is ``deferred`` (:func:`defer`) until its inputs' fate is
-known (:func:`undefer`), so an input's failure skips it rather than failing it.
+futures, ``session.eager``), a node is handed over once every input's handle is
+*available* (:func:`make_available`), before the values exist; an error it then
+reports is deferred (:func:`defer`) until its inputs' fate is known
+(:func:`undefer`), so an input's failure skips it rather than failing it.
 """
 
 from __future__ import annotations
@@ -77,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit._template import Item, Slot
 from flowkit.executors import Completion
 from flowkit.graph import Node
-from flowkit.records import Attempt, TaskRun, cached_task_run
+from flowkit.records import Attempt, TaskRun
 from flowkit.retry import retry_delay
 from flowkit.store.metadata import CacheHit
 
@@ -85,10 +75,10 @@ if TYPE_CHECKING:
     from flowkit.driver import Loop
     from flowkit.task import TaskOptions
 
-__all__ = ["Eager", "Loop", "Plan", "RELEASED", "Release", "Retry", "RunState", "attempted", "complete", "defer",
+__all__ = ["RELEASED", "Eager", "Loop", "Plan", "Release", "Retry", "RunState", "attempted", "complete", "defer",
            "done_with", "error_text", "expand", "expand_map", "fail", "fire_timers", "forget", "halt",
-           "make_available", "materialize", "plan_retry", "record_hits", "release", "retire_idle", "schedule",
-           "skip", "succeed", "undefer"]
+           "make_available", "materialize", "plan_retry", "release", "retire_idle", "schedule", "skip",
+           "succeed", "undefer"]
 
 RELEASED = object()  # stands in ``RunState.handles`` for a value nothing needs any more
 
@@ -97,28 +87,28 @@ RELEASED = object()  # stands in ``RunState.handles`` for a value nothing needs 
 class Plan:
     """What is scheduled, what waits for what, and what may be submitted now."""
 
-    waiting: dict[str, int] = field(default_factory=dict)
-    dependents: dict[str, list[str]] = field(default_factory=dict)
-    ready: deque[str] = field(default_factory=deque)
+    waiting: dict[str, int] = field(default_factory=dict)  # node -> inputs without a handle yet
+    dependents: dict[str, list[str]] = field(default_factory=dict)  # node -> scheduled nodes waiting for it
+    ready: deque[str] = field(default_factory=deque)  # to submit, in order
     scheduled: set[str] = field(default_factory=set)
-    loads: set[str] = field(default_factory=set)
+    loads: set[str] = field(default_factory=set)  # scheduled hits: loaded rather than run
 
 
 @dataclass
 class Release:
     """Who still needs each value (see :func:`done_with`)."""
 
-    consumers: dict[str, int] = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)
-    keep: set[str] = field(default_factory=set)
+    consumers: dict[str, int] = field(default_factory=dict)  # node -> nodes taking its value, not done
+    done: set[str] = field(default_factory=set)  # nodes done with their inputs
+    keep: set[str] = field(default_factory=set)  # what the flow returns: never released
 
 
 @dataclass
 class Retry:
     """Failed attempts of nodes that will be tried again, and when."""
 
-    attempts: dict[str, list[Attempt]] = field(default_factory=dict)
-    timers: list[tuple[float, int, str]] = field(default_factory=list)
+    attempts: dict[str, list[Attempt]] = field(default_factory=dict)  # node -> its failed attempts so far
+    timers: list[tuple[float, int, str]] = field(default_factory=list)  # a heap of (due, tie-breaker, node)
 
 
 @dataclass
@@ -160,16 +150,12 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-# --- planning ----------------------------------------------------------------------------------
-
-
 def schedule(state: RunState, output_deps: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Plan the run once ``state.hits`` is known; return the hits and the tasks nobody needs.
+    """Plan the run once ``state.hits`` is known; return the hits and the tasks nobody needs (to record).
 
-    What nothing consumes runs for its own sake unless it is cached (a map over a run-time
-    value included: only running it can tell which of its items are), and so does the
-    flow's output; the rest runs only if something that runs needs it. The two lists
-    returned are recorded (``cached``, ``unneeded``) and never scheduled.
+    What nothing consumes runs unless it is cached (a map over a run-time value too: only
+    running it tells which of its items are), and so does the flow's output; the rest runs
+    only if something that runs needs it.
     """
     nodes, hits = state.nodes, state.hits
     consumers = state.release.consumers
@@ -212,8 +198,7 @@ def _materialize_leaf(state: RunState, node_id: str) -> None:
 def materialize(state: RunState, root: str) -> list[str]:
     """Schedule ``root`` (and first what it needs): a hit is loaded, anything else runs.
 
-    A node with a failed or skipped input is skipped at once; the task nodes so skipped
-    are returned, to be recorded.
+    A node with a failed or skipped input is skipped at once: returns what :func:`skip` does.
     """
     plan = state.plan
     scheduled, hits, nodes, handles = plan.scheduled, state.hits, state.nodes, state.handles
@@ -258,9 +243,8 @@ def materialize(state: RunState, root: str) -> list[str]:
 def retire_idle(state: RunState) -> None:
     """Stop counting unscheduled nodes as consumers, so they pin no value.
 
-    A hit or an unneeded task that is not scheduled runs only if a load it feeds fails
-    and must be recomputed (:func:`forget`), so only those upstream of a load, through
-    other unscheduled nodes, may still need their inputs.
+    One runs only if a load it feeds fails and is recomputed (:func:`forget`): only those
+    upstream of a load, through other unscheduled nodes, may still need their inputs.
     """
     nodes, scheduled = state.nodes, state.plan.scheduled
     idle = [n for n, node in nodes.items() if n not in scheduled and any(d in scheduled for d in node.deps)]
@@ -278,43 +262,22 @@ def retire_idle(state: RunState) -> None:
             done_with(state, node_id)
 
 
-def record_hits(state: RunState, node_ids: list[str]) -> int:
-    """Record hits nobody needs as ``cached`` (most of a rerun); return where their records start."""
-    run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
-    records, index, hits = state.records, state.record_index, state.hits
-    first = len(records)
-    for node_id in node_ids:
-        hit = hits[node_id]
-        artifact_id = artifacts[node_id] = hit.artifact_id
-        tr = cached_task_run(f"{run_id}/{node_id}", run_id, node_id, nodes[node_id].task.name, keys[node_id],
-                             artifact_id, hit.task_run_id)
-        index[node_id] = len(records)
-        records.append(tr)
-    return first
-
-
-# --- completing and releasing ------------------------------------------------------------------
-
-
 def complete(state: RunState, key: str, handle: Any) -> None:
     """Record a node's result handle and make its dependents ready when they can run."""
     state.handles[key] = handle
     plan = state.plan
-    dependents = plan.dependents.pop(key, None)
-    if dependents:
-        waiting = plan.waiting
-        for dep in dependents:
-            left = waiting[dep] - 1
-            waiting[dep] = left
-            if left == 0 and dep not in state.skipped and dep not in state.submitted:
-                plan.ready.append(dep)
+    waiting = plan.waiting
+    for dep in plan.dependents.pop(key, ()):
+        left = waiting[dep] - 1
+        waiting[dep] = left
+        if left == 0 and dep not in state.skipped and dep not in state.submitted:
+            plan.ready.append(dep)
 
 
 def succeed(state: RunState, key: str, handle: Any) -> list[str] | tuple[()]:
-    """A node's value is here: :func:`complete` it; it is done with its inputs; and its value goes if nothing takes it.
+    """A node's value is here: :func:`complete` it, it is :func:`done_with` its inputs, its value goes if unused.
 
-    Returns the dependents whose deferred failure this may settle (see :func:`undefer`),
-    none unless some failure is deferred.
+    Returns the dependents whose deferred failure this may settle (:func:`undefer`), if any is deferred.
     """
     waiting_on_me = state.plan.dependents.get(key) if state.eager.deferred else None
     complete(state, key, handle)
@@ -346,15 +309,8 @@ def release(state: RunState, key: str) -> None:
         handles[key] = RELEASED
 
 
-# --- failing and skipping ----------------------------------------------------------------------
-
-
 def skip(state: RunState, roots: list[str]) -> list[str]:
-    """Mark ``roots`` and every scheduled node downstream of them skipped.
-
-    Returns the task nodes newly skipped that have no value, in order: each is
-    recorded ``skipped``.
-    """
+    """Mark ``roots`` and every scheduled node downstream skipped; return the task nodes to record so."""
     skipped, handles, nodes = state.skipped, state.handles, state.nodes
     dependents, deferred = state.plan.dependents, state.eager.deferred
     out = []
@@ -392,9 +348,8 @@ def forget(state: RunState, key: str) -> list[str]:
 def halt(state: RunState) -> tuple[list[tuple[str, tuple[Attempt, ...]]], list[str], list[str]]:
     """``fail_fast``: nothing more starts; running tasks finish.
 
-    Returns the nodes whose retry will not happen (each failed with the attempts it
-    had), those handed over early whose inputs are unfinished (for the session to take
-    back), and the task nodes skipped (every scheduled one not submitted).
+    Returns the nodes whose retry will not happen (with the attempts they had), those
+    handed over early with inputs unfinished (to take back), and the task nodes skipped.
     """
     state.stopped = True
     retry = state.retry
@@ -413,9 +368,6 @@ def halt(state: RunState) -> tuple[list[tuple[str, tuple[Attempt, ...]]], list[s
     return given_up, early, skip(state, early + rest)
 
 
-# --- retrying ----------------------------------------------------------------------------------
-
-
 def attempted(state: RunState, done: Completion) -> tuple[Attempt, ...]:
     """Every attempt of a node so far, ending with the one that just finished (taken from ``retry``)."""
     earlier = state.retry.attempts.pop(done.key, [])
@@ -427,9 +379,9 @@ def attempted(state: RunState, done: Completion) -> tuple[Attempt, ...]:
 
 def plan_retry(state: RunState, done: Completion, options: TaskOptions, now: float,
                spread: float) -> tuple[tuple[Attempt, ...], float]:
-    """File a failed attempt and set a timer for the next, ``now`` plus the policy's delay.
+    """File a failed attempt; time the next for ``now`` plus the delay (``spread`` in [0, 1) draws the jitter).
 
-    ``spread`` in [0, 1) draws the jitter. Returns the attempts so far and the delay.
+    Returns the attempts so far and the delay.
     """
     key = done.key
     history = attempted(state, done)
@@ -454,16 +406,12 @@ def fire_timers(state: RunState, now: float) -> int:
     return fired
 
 
-# --- eager hand-over ---------------------------------------------------------------------------
-
-
 def make_available(state: RunState, key: str, may_cut: Callable[[str, Node], bool]) -> None:
     """Eager: ``key``'s handle can be passed on; make ready dependents whose inputs all can.
 
-    Counting missing inputs per dependent keeps this linear in the edges, even for a
-    reduce over thousands of inputs. Loads, dynamic maps and nodes that early cutoff may
-    serve from the cache (``may_cut``: it needs its inputs' digests) are never handed
-    over early.
+    Counting missing inputs per dependent keeps this linear in the edges (a reduce over
+    thousands). Loads, dynamic maps and what early cutoff may serve (``may_cut``: it needs
+    its inputs' digests) are never handed over early.
     """
     eager = state.eager
     available, missing = eager.available, eager.missing
@@ -486,8 +434,8 @@ def make_available(state: RunState, key: str, may_cut: Callable[[str, Node], boo
 def defer(state: RunState, done: Completion) -> bool:
     """Eager: hold the error of a node handed over early while an input has no value yet.
 
-    The error may be an input's, passed on by the session; once the inputs are known,
-    an input failing skips this node, all succeeding makes the error its own.
+    It may be an input's error, passed on: an input failing skips the node, all succeeding
+    makes the error its own.
     """
     handles = state.handles
     if all(d in handles for d in state.nodes[done.key].deps):
@@ -499,21 +447,16 @@ def defer(state: RunState, done: Completion) -> bool:
 def undefer(state: RunState, key: str) -> Completion | None:
     """Eager: ``key``'s deferred failure, taken out, once all its inputs have values (else ``None``)."""
     deferred = state.eager.deferred
-    if key in deferred and all(d in state.handles for d in state.nodes[key].deps):
-        return deferred.pop(key)
-    return None
-
-
-# --- dynamic maps ------------------------------------------------------------------------------
+    settled = key in deferred and all(d in state.handles for d in state.nodes[key].deps)
+    return deferred.pop(key) if settled else None
 
 
 def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
     """Replace a dynamic map node by ``length`` item nodes and a collector; return the items.
 
-    Item ``k`` calls the task with element ``k`` of the iterable (slot 0 of
-    the map node, at ``node.source_path``) plus the map's fixed keyword arguments;
-    its canonical spelling follows the map's (``node.canon``: what comes after the
-    item, and the keywords).
+    Item ``k`` calls the task with element ``k`` of the iterable (slot 0 of the map node, at
+    ``node.source_path``) plus the map's fixed keyword arguments; its canonical spelling
+    follows the map's (``node.canon``: what comes after the item, and the keywords).
     """
     path = node.source_path or ()
     children = {}
@@ -530,10 +473,9 @@ def expand_map(state: RunState, node: Node, length: int) -> dict[str, Node]:
 
 
 def expand(state: RunState, node: Node, length: int) -> dict[str, Node]:
-    """:func:`expand_map`, with the consumers moved: each item takes the map's inputs, the map the items.
+    """:func:`expand_map`, consumers moved (each item takes the map's inputs, the map the items).
 
-    The map node is unscheduled, for :func:`materialize` to schedule it again as a
-    collector (after the caller looked its items up in the cache).
+    The map node is unscheduled, for :func:`materialize` to schedule it again as a collector.
     """
     old_deps = node.deps
     children = expand_map(state, node, length)

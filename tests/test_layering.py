@@ -1,9 +1,9 @@
 """The layering of the package, read from the source with ``ast``.
 
-Nothing under ``flowkit/store/`` imports the engine, tracing, flow, runner or
-worker modules, at any level; the definition modules import no runtime module
-at their top level (an import inside a function, or under ``TYPE_CHECKING``,
-does not load anything when the definitions are imported).
+Nothing under ``flowkit/store/`` imports the engine (its state or its driver),
+tracing, flow, runner or worker modules, at any level; the definition modules
+import no runtime module at their top level (an import inside a function, or
+under ``TYPE_CHECKING``, does not load anything when the definitions are imported).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import flowkit
 
 PACKAGE = Path(flowkit.__file__).parent
 
-STORE_MUST_NOT_IMPORT = ("flowkit.engine", "flowkit.tracing", "flowkit.flow", "flowkit.runner", "flowkit._worker")
+STORE_MUST_NOT_IMPORT = ("flowkit.engine", "flowkit.driver", "flowkit.tracing", "flowkit.flow", "flowkit.runner",
+                        "flowkit._worker")
 DEFINITIONS = ("task", "flow", "graph", "tracing", "files")
-RUNTIME = ("flowkit.engine", "flowkit.runner", "flowkit.executors", "flowkit.store", "flowkit._worker",
-           "flowkit.recording")
+RUNTIME = ("flowkit.engine", "flowkit.driver", "flowkit.runner", "flowkit.executors", "flowkit.store",
+           "flowkit._worker", "flowkit.recording")
 
 
 def _module_name(path: Path, root: Path) -> str:
