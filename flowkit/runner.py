@@ -5,7 +5,7 @@
 choose its executor, clock and store, resolve ``refresh=`` and ``resume=``,
 then :func:`run_graph` computes every node's cache key, starts the listeners
 (the store's :class:`~flowkit.recording.Recorder` first), opens an executor
-session, lets the engine's :class:`~flowkit.driver.Loop` plan and run the
+session, lets the engine's :class:`~flowkit.engine.Loop` plan and run the
 graph, fetches the flow's return value and announces the final record.
 What happens to each node is the engine's business (:mod:`flowkit.engine`).
 """
@@ -24,8 +24,7 @@ import networkx as nx
 from flowkit._template import fill
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock, SystemClock
-from flowkit.driver import Loop
-from flowkit.engine import RunState, error_text
+from flowkit.engine import Loop, RunState, error_text
 from flowkit.errors import FlowRunError, ParameterError
 from flowkit.events import RunFinished, RunListener, RunStarted, broadcast
 from flowkit.executors import Executor
