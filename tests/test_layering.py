@@ -1,9 +1,9 @@
 """The layering of the package, read from the source with ``ast``.
 
-Nothing under ``flowkit/store/`` imports the engine, tracing, flow, runner or
-worker modules, at any level; the definition modules import no runtime module
-at their top level (an import inside a function, or under ``TYPE_CHECKING``,
-does not load anything when the definitions are imported).
+Nothing under ``flowkit/store/`` imports the engine (its state or its driver),
+tracing, flow, runner or worker modules, at any level; the definition modules
+import no runtime module at their top level (an import inside a function, or
+under ``TYPE_CHECKING``, does not load anything when the definitions are imported).
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ STORE_MUST_NOT_IMPORT = ("flowkit.engine", "flowkit.tracing", "flowkit.flow", "f
 DEFINITIONS = ("task", "flow", "graph", "tracing", "files", "ml/model")
 RUNTIME = ("flowkit.engine", "flowkit.runner", "flowkit.executors", "flowkit.store", "flowkit._worker",
            "flowkit.recording")
+# The engine's driver (flowkit/driver.py, the Loop beside the state) follows the engine's rules.
+STORE_MUST_NOT_IMPORT += ("flowkit.driver",)
+RUNTIME += ("flowkit.driver",)
 
 
 def _module_name(path: Path, root: Path) -> str:
