@@ -20,7 +20,7 @@ _STYLE = {"completed": "green", "cached": "cyan", "failed": "bold red", "skipped
 
 
 class Progress:
-    """A :class:`~flowkit.engine.RunListener` for the terminal.
+    """A :class:`~flowkit.events.RunListener` for the terminal.
 
     Args:
         console: where to print.
