@@ -152,6 +152,8 @@ class Recorder:
                "started": started, "trigger": trigger, "cache_salt": salt, **context,
                "owner_pid": me.pid, "owner_start": me.start, "heartbeat": started}
         row.setdefault("host", me.host)
+        if "trigger_reason" in row:
+            row["trigger_reason"] = json.dumps(row["trigger_reason"])
         self.store.db.start_run(row)
 
     def task_run(self, tr: TaskRun, info: ArtifactInfo | None = None, inputs: list[tuple[Any, ...]] = (),

@@ -158,7 +158,7 @@ def run_flow(flow: Flow[..., Any], params: dict[str, Any] | None = None, *, refr
             context["scheduled"] = scheduled
         if triggered_by is not None or reason is not None:
             context["triggered_by"] = triggered_by
-            context["trigger_reason"] = json.dumps(reason, default=str)
+            context["trigger_reason"] = json.loads(json.dumps(reason, default=str))  # as it reads back
     return run_graph(graph, executor, clock, store=chosen, run_id=run_id, trigger=trigger, refresh=forced,
                      salt=salt, context=context, task_defaults=options.task_defaults, fail_fast=fail_fast,
                      listeners=listeners)

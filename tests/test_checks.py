@@ -228,3 +228,35 @@ def test_a_pandera_schema_is_a_check_with_its_failure_cases(home):
     checks = bad.checks()
     assert checks.loc[0, "message"] == "1 failure case(s): age: greater_than_or_equal_to(0)"
     assert checks.loc[0, "sample"][0]["failure_case"] == -2.0
+
+
+def test_changing_only_a_checks_severity_reruns_the_task_so_a_gate_is_never_skipped(home):
+    def make(severity):
+        @fk.task(name="score", checks=[fk.checks.metric("auc", ">=", 0.9, severity=severity)])
+        def score() -> dict:
+            return {"auc": 0.5}
+
+        @fk.flow(name="f")
+        def f() -> dict:
+            return score()
+
+        return f
+
+    assert make("warn").run().status == "completed"
+    gated = make("error").run()
+    assert gated.status == "failed" and "CheckFailedError" in gated.failed[0].error
+
+
+def test_check_results_name_the_node_and_the_task_apart(home):
+    @fk.task(checks=[fk.checks.metric("auc", ">=", 0.0)])
+    def score(x: float) -> dict:
+        return {"auc": x}
+
+    @fk.flow
+    def f() -> list:
+        return score.map([0.1, 0.2])
+
+    run = f.run()
+    stored, in_memory = run.checks(), fk.ml.tracking.checks_of(run.task_runs)
+    assert stored["task"].tolist() == ["score", "score"]
+    assert stored["node"].tolist() == ["score[0]", "score[1]"] == in_memory["node"].tolist()

@@ -67,3 +67,8 @@ def test_flowkit_runs_and_show_tell_the_trigger_chain(home):
     assert f"drift ← {parent.id[:12]}" in table
     shown = CliRunner().invoke(main, ["show", child_id[:10]]).output
     assert f"by run {parent.id}" in shown and "abc123" in shown
+
+
+def test_the_run_trigger_returns_reads_its_reason_as_the_store_does(home):
+    run = fk.trigger(training, reason={"report": "r1"}, n=3)
+    assert run.info["trigger_reason"] == {"report": "r1"} == fk.Store.open().run(run.id).info["trigger_reason"]

@@ -74,7 +74,7 @@ class Check:
     def __flowkit_token__(self, inputs: Any) -> Any:
         from flowkit.hashing import Resolved
 
-        return Resolved(("flowkit.check", repr(self)))
+        return Resolved(("flowkit.check", repr(self), self.severity))
 
 
 def _severity(owner: str, severity: str) -> None:
@@ -383,7 +383,7 @@ class _BetterThan(Check):
             resolved = f"{base.name}:{base.version}"
         except ModelNotFoundError:
             resolved = None
-        return Resolved(("flowkit.check", repr(self), resolved))
+        return Resolved(("flowkit.check", repr(self), self.severity, resolved))
 
 
 def better_than(model: str, metric: str, min_delta: float = 0.0, higher_is_better: bool = True, *,

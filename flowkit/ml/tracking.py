@@ -196,7 +196,9 @@ def check_results(run_id: str | Run | Sequence[str | Run], *, home: str | os.Pat
     import pandas as pd
 
     db = _db(home, store)
-    return pd.DataFrame([tuple(r) for r in db.check_results(_run_ids(db, run_id))], columns=_CHECK_COLUMNS)
+    return pd.DataFrame([(r.run_id, r.task, r.node, r.check, r.passed, r.severity, r.observed, r.threshold,
+                          r.baseline, r.message, r.sample, r.artifact_id, r.source)
+                         for r in db.check_results(_run_ids(db, run_id))], columns=_CHECK_COLUMNS)
 
 
 def checks_of(task_runs: Sequence[Any]) -> pd.DataFrame:
