@@ -12,6 +12,7 @@ import multiprocessing
 import threading
 import warnings
 
+import os
 import pytest
 from click.testing import CliRunner
 
@@ -461,3 +462,44 @@ def test_models_command_errors_are_one_line_and_exit_2():
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2, (args, result.output)
         assert words in result.output and "Traceback" not in result.output
+
+
+def test_a_version_first_registered_by_a_run_that_failed_belongs_to_the_run_that_completed(home, monkeypatch):
+    monkeypatch.setenv("UPLOAD_FAILS", "1")  # outside the task's code, so its cache key stays the same
+
+    @fk.task
+    def train() -> int:
+        version = fk.registry.register("relinked", {"w": 1}, metrics={"auc": 0.9})
+        if os.environ.get("UPLOAD_FAILS") == "1":
+            raise ConnectionError("the upload after registering failed")
+        return version.version
+
+    @fk.flow
+    def training() -> int:
+        return train()
+
+    failed = training.run()
+    assert failed.status == "failed"
+    monkeypatch.setenv("UPLOAD_FAILS", "0")
+    done = training.run()
+    assert done.result() == 1 and [v.version for v in fk.registry.versions("relinked")] == [1]
+    version = fk.registry.get("relinked:1")
+    assert version.run_id == done.id and version.task_run_id == f"{done.id}/train"
+    assert fk.registry.promote("relinked", 1, require_gate=True).version == 1
+
+
+def test_the_gate_refuses_a_version_whose_run_has_not_finished(home):
+    @fk.task
+    def train_and_promote() -> str:
+        version = fk.registry.register("early", {"w": 1})
+        with pytest.raises(fk.RegistryError, match="has not finished"):
+            fk.registry.promote("early", version.version, require_gate=True)
+        return "refused"
+
+    @fk.flow
+    def f() -> str:
+        return train_and_promote()
+
+    run = f.run()
+    assert run.result() == "refused"
+    assert fk.registry.promote("early", 1, require_gate=True).version == 1  # once it has completed

@@ -360,6 +360,9 @@ def register(name: str, model_or_artifact_id: Any, metrics: Mapping[str, float] 
         if cache_key is not None:
             known = store.db.model_version_for_key(name, cache_key)
             if known is not None:  # a retry or a re-execution of the same task call
+                if known.run_id != ctx.run_id and not _completed(store, known.run_id):
+                    # The run that first registered it did not complete: this one is its producer now.
+                    known = store.db.relink_model_version(name, known.version, ctx.run_id, ctx.task_run_id)
                 return _public(known)
         signature = _signature(model_or_artifact_id, input_example)
         artifact = _model_artifact(name, model_or_artifact_id, store.files, created)
@@ -562,6 +565,11 @@ def delete_alias(name: str, alias: str, *, reason: str | None = None, store: Sto
     _move(_check_name("model", name), _check_alias(alias), None, "delete", reason, store, clock)
 
 
+def _completed(store: Store, run_id: str | None) -> bool:
+    run = store.db.get_run(run_id) if run_id is not None else None
+    return run is not None and run.status == "completed"
+
+
 def _gate(record: ModelVersionRecord, store: Store) -> None:
     """Refuse a version whose producing run failed or failed an error-severity check."""
     what = f"model {record.name}:{record.version}"
@@ -573,6 +581,10 @@ def _gate(record: ModelVersionRecord, store: Store) -> None:
     if run is None:
         raise RegistryError(f"{what} cannot pass a gate: its run {record.run_id[:12]} is not in the store at "
                             f"{store.home}")
+    if run.status == "running":
+        raise RegistryError(f"{what} cannot pass the gate yet: its run {run.id[:12]} of flow {run.flow!r} has not "
+                            f"finished, so its checks are not all known; promote it once the run has completed "
+                            f"(inside the flow, let the task's own checks gate what runs after them)")
     if run.status in ("failed", "cancelled"):
         raise RegistryError(f"{what} did not pass the gate: its run {run.id[:12]} of flow {run.flow!r} {run.status}"
                             + (f" ({run.error})" if run.error else ""))
@@ -588,7 +600,8 @@ def promote(name: str, version: int, to: str = "production", reason: str | None 
 
     Args:
         require_gate: refuse the version unless the run that produced it completed without a
-            failed error-severity check (a version no run produced cannot pass).
+            failed error-severity check (a version no run produced, or whose run is still
+            going, cannot pass).
 
     Raises:
         ModelNotFoundError: no such model or version.

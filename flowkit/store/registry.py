@@ -150,6 +150,10 @@ class RegistryStore(Protocol):
         """The version of ``name`` registered with this cache key, if any."""
         ...
 
+    def relink_model_version(self, name: str, version: int, run_id: str, task_run_id: str) -> ModelVersionRecord:
+        """Link a version to another run and task run (a re-execution of the task that registered it)."""
+        ...
+
     def model_versions(self, name: str) -> list[ModelVersionRecord]:
         """Every version of a model, oldest first, with their current aliases."""
         ...

@@ -140,6 +140,14 @@ class RegistryTables:
         rows = self.query(_SELECT + "WHERE v.name = ? AND v.cache_key = ?", (name, cache_key))
         return _version(rows[0]) if rows else None
 
+    def relink_model_version(self, name: str, version: int, run_id: str, task_run_id: str) -> ModelVersionRecord:
+        def relink(c: sqlite3.Connection) -> ModelVersionRecord:
+            c.execute("UPDATE model_versions SET run_id = ?, task_run_id = ? WHERE name = ? AND version = ?",
+                      (run_id, task_run_id, name, version))
+            return _version(c.execute(_SELECT + "WHERE v.name = ? AND v.version = ?", (name, version)).fetchone())
+
+        return self.write(relink)
+
     def model_versions(self, name: str) -> list[ModelVersionRecord]:
         return [_version(r) for r in self.query(_SELECT + "WHERE v.name = ? ORDER BY v.version", (name,))]
 
