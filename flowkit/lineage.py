@@ -24,7 +24,7 @@ Node attributes:
 - task run (id = task-run id): ``kind="task_run"``, ``task``, ``node``,
   ``run_id``, ``flow``, ``started``, ``cache_key``, ``git_commit``, ``status``, and
   ``computed_by`` (the source) for a cached one found by the content of its inputs;
-- parameter (id = ``param:<token>``): ``kind="param"``, ``name``, ``repr``.
+- parameter (id = ``param:<name>:<token>``): ``kind="param"``, ``name``, ``repr``.
 
 The graph's ``root`` attribute (``g.graph["root"]``) is the artifact asked about.
 """
@@ -168,6 +168,7 @@ class _Walk:
                 elif "producers" not in g.nodes[record.artifact_id]:
                     self.all_producers(record.artifact_id)
             else:
-                param_id = f"param:{record.token or (record.name or '') + '=' + (record.repr or '')}"
+                # One node per parameter name and value: ``n = 1`` and ``x = 1`` are two inputs.
+                param_id = f"param:{record.name}:{record.token or record.repr or ''}"
                 g.add_node(param_id, kind="param", name=record.name, repr=record.repr)
                 g.add_edge(param_id, step.id)

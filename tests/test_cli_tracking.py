@@ -81,3 +81,21 @@ def test_runs_without_a_subcommand_still_lists_runs(home, tmp_path):
     assert listed.exit_code == 0 and "completed" in listed.output
     missing = CliRunner().invoke(main, ["metrics", "nope"])
     assert missing.exit_code == 2 and "nope" in missing.output
+
+
+def test_junit_xml_stays_valid_when_tasks_print_control_characters(home, tmp_path):
+    (tmp_path / "noisy.py").write_text(textwrap.dedent('''
+        import flowkit as fk
+
+        @fk.task(checks=[fk.checks.rows(min=5, severity="warn")])
+        def load() -> list:
+            print("\\x1b[31mred\\x1b[0m and a bell\\x07")
+            return [1]
+
+        @fk.flow
+        def noisy():
+            return load()
+    '''))
+    assert _cli("run", "noisy.py:noisy", "--junit", "out.xml").exit_code == 0
+    case = next(c for c in ET.parse(tmp_path / "out.xml").getroot().iter("testcase") if c.get("name") == "load")
+    assert case.find("system-out").text.startswith("\\x1b[31mred")

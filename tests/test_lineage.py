@@ -111,3 +111,26 @@ def test_lineage_of_an_artifact_gc_removed_says_so_and_keeps_the_record(home):
     fa.with_options().run()
     assert store.artifact(digest)["removed"] is None
     assert store.load(digest) == 6
+
+
+def test_two_parameters_with_the_same_value_are_two_inputs(home):
+    @fk.task
+    def left(n: int) -> int:
+        return n
+
+    @fk.task
+    def right(x: int) -> int:
+        return x + 1
+
+    @fk.task
+    def both(a: int, b: int) -> int:
+        return a + b
+
+    @fk.flow
+    def f() -> int:
+        return both(left(n=1), right(x=1))
+
+    run = f.run()
+    g = fk.lineage(run.task_run("both"))
+    params = sorted(d["name"] for _, d in g.nodes(data=True) if d["kind"] == "param")
+    assert params == ["n", "x"]

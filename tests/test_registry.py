@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import multiprocessing
+import os
 import threading
 import warnings
 
-import os
 import pytest
 from click.testing import CliRunner
 

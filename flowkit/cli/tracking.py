@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -71,6 +72,15 @@ def checks_json(run: Any) -> list[dict[str, Any]]:
              "artifact_id": r.artifact_id} for r in frame.itertuples(index=False)]
 
 
+# Characters XML 1.0 cannot hold (control codes but tab, newline, carriage return; surrogates; U+FFFE/F).
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml(text: str | None) -> str:
+    """``text`` with what XML cannot hold shown as a backslash, x and two hex digits (ANSI colours, a bell)."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text or "")
+
+
 def write_junit(run: Any, path: str) -> None:
     """Write the run's task runs and check results as a JUnit XML file at ``path``."""
     frame = _checks(run)
@@ -81,31 +91,32 @@ def write_junit(run: Any, path: str) -> None:
                        time=f"{run.duration or 0.0:.3f}")
     counts = {"tests": 0, "failures": 0, "skipped": 0, "errors": 0}
     for tr in run.task_runs:
-        case = ET.SubElement(suite, "testcase", classname=f"{run.flow}.tasks", name=tr.node,
+        case = ET.SubElement(suite, "testcase", classname=_xml(f"{run.flow}.tasks"), name=_xml(tr.node),
                              time=f"{tr.run_time or 0.0:.3f}")
         counts["tests"] += 1
         if tr.status == "failed":
             counts["failures"] += 1
-            failure = ET.SubElement(case, "failure", message=(tr.error or "").splitlines()[0] if tr.error else "",
-                                    type=(tr.error or "Error").split(":")[0])
-            failure.text = tr.traceback or tr.error or ""
+            failure = ET.SubElement(case, "failure", message=_xml((tr.error or "").splitlines()[0] if tr.error else ""),
+                                    type=_xml((tr.error or "Error").split(":")[0]))
+            failure.text = _xml(tr.traceback or tr.error)
         elif tr.status in ("skipped", "cancelled", "unneeded"):
             counts["skipped"] += 1
             ET.SubElement(case, "skipped", message=tr.status)
         if tr.logs:
-            ET.SubElement(case, "system-out").text = tr.logs
+            ET.SubElement(case, "system-out").text = _xml(tr.logs)
     for row in frame.itertuples(index=False):
-        case = ET.SubElement(suite, "testcase", classname=f"{run.flow}.checks", name=f"{row.node}: {row.check}",
+        case = ET.SubElement(suite, "testcase", classname=_xml(f"{run.flow}.checks"), name=_xml(f"{row.node}: {row.check}"),
                              time="0")
         counts["tests"] += 1
-        detail = f"observed {_text(row.observed)}; required {_text(row.threshold)}"
+        detail = _xml(f"observed {_text(row.observed)}; required {_text(row.threshold)}")
         if row.baseline:
             detail += f"; baseline {row.baseline}"
         if not row.passed and row.severity == "error":
             counts["failures"] += 1
-            ET.SubElement(case, "failure", message=row.message or "check failed", type="CheckFailedError").text = detail
+            ET.SubElement(case, "failure", message=_xml(row.message or "check failed"),
+                          type="CheckFailedError").text = detail
         elif not row.passed:
-            ET.SubElement(case, "system-out").text = f"warning: {row.message}; {detail}"
+            ET.SubElement(case, "system-out").text = _xml(f"warning: {row.message}; {detail}")
     for key, value in counts.items():
         suite.set(key, str(value))
     suites = ET.Element("testsuites", name="flowkit", tests=str(counts["tests"]), failures=str(counts["failures"]))
