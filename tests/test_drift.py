@@ -429,3 +429,9 @@ def test_a_registry_reference_compares_against_the_training_data(home):
     report = drift.compare("churn@production", current)
     assert report.drifted_columns == ["age"] and "churn@production" in report.reference
     assert fk.drift.check("churn@production", training_table.fn()).drifted is False
+
+
+def test_a_boolean_column_that_arrives_as_integers_is_compared_and_drifts():
+    ref = pd.DataFrame({"x": [True, False] * 200})
+    report = fk.drift.compare(ref, pd.DataFrame({"x": [1] * 400}))
+    assert not report.skipped and report.drifted_columns == ["x"]

@@ -26,7 +26,10 @@ def _counts(rv: Any, cv: Any) -> tuple[np.ndarray, np.ndarray]:
     """Counts per category, over the categories either sample has (in one order)."""
     import pandas as pd
 
-    ref, cur = pd.Series(rv).value_counts(), pd.Series(cv).value_counts()
+    r, c = pd.Series(rv), pd.Series(cv)
+    if (r.dtype == bool) != (c.dtype == bool):  # True == 1 would merge categories across a change of type
+        r, c = r.astype(str), c.astype(str)
+    ref, cur = r.value_counts(), c.value_counts()
     keys = ref.index.union(cur.index, sort=False)
     ref, cur = ref.reindex(keys, fill_value=0).to_numpy(), cur.reindex(keys, fill_value=0).to_numpy()
     seen = (ref + cur) > 0  # a pandas categorical counts its unobserved categories too

@@ -3,7 +3,7 @@
 Continuous training is a monitoring flow that, when it finds drift, starts the
 training flow::
 
-    @fk.task
+    @fk.task(cache=False)  # it starts a run: never served from the cache
     def retrain_if_drifted(report) -> str | None:
         if not report.drifted:
             return None
