@@ -8,7 +8,8 @@
    process) and answers requests; each one goes to the store's prediction log.
 3. Traffic: first rows like the training data, then rows measured by a new instrument that
    reads sizes 30% high (the shift).
-4. ``monitoring`` reads the prediction log since its last run, compares it with the training
+4. ``monitoring`` (scheduled every 15 minutes with ``fk.Cron``; here run once by hand) reads
+   the prediction log since its last run, compares it with the training
    data of the production version (found through lineage) and, since the sizes drifted,
    triggers ``training`` on the data collected after the change (``fk.trigger``, recorded as
    ``trigger="drift"`` with the drift report as its reason).
@@ -43,8 +44,11 @@ SHIFT = 1.3  # the new instrument reads sizes 30% high
 
 
 @fk.task(cache=False)
-def recent_inputs(since: float | None) -> pd.DataFrame:
-    """What the service was asked since the monitoring flow last ran (the inputs only)."""
+def recent_inputs(since: float | None = None) -> pd.DataFrame:
+    """What the service was asked since ``since``, by default since the monitoring flow last completed."""
+    if since is None:
+        last = fk.runs(flow="monitoring", status="completed", limit=1)
+        since = last[0].started if last else None
     log = fk.registry.predictions(MODEL, since=since)
     fk.log_metric("requests", float(len(log)))
     return log.drop(columns=[c for c in ("prediction", "probabilities", "version", "time", "request_id")
@@ -61,9 +65,13 @@ def retrain_if_drifted(report, shift: float) -> str | None:
     return run.id
 
 
-@fk.flow
+@fk.flow(schedule=fk.Cron("*/15 * * * *"))  # `flowkit scheduler examples/mlops/loop.py` runs it every 15 min
 def monitoring(since: float | None = None, shift: float = SHIFT) -> str | None:
-    """Compare production traffic with the production model's training data; retrain on drift."""
+    """Compare recent production traffic with the production model's training data; retrain on drift.
+
+    ``since`` defaults to the start of the last completed monitoring run, so each run looks at
+    what came in after the previous one looked.
+    """
     # Retrain when a tenth of the features have moved: a few measurements going off is enough here.
     report = fk.drift.check(f"{MODEL}@production", recent_inputs(since), name="tumor-traffic", drift_share=0.1)
     return retrain_if_drifted(report, shift)
