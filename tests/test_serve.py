@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -210,6 +211,159 @@ def test_a_token_guards_predict_and_model_not_health(store):
         assert c.get("/model").status_code == 401 and c.get("/health").status_code == 200
         ok = c.post("/predict", json=[RECORD], headers={"authorization": "Bearer s3cret"})
         assert ok.status_code == 200
+
+
+# --- in process: what models answer, and values at the edges -------------------------------------
+
+class NumpyScalars:
+    """predict gives a list of numpy scalars, predict_proba numpy floats with a NaN among them."""
+
+    def predict(self, frame):
+        return [np.int64(1) for _ in range(len(frame))]
+
+    def predict_proba(self, frame):
+        return [[np.float32(0.25), np.float32("nan")] for _ in range(len(frame))]
+
+
+class Unserializable:
+    def predict(self, frame):
+        return [object() for _ in range(len(frame))]
+
+
+def test_numpy_scalars_are_answered_as_numbers_and_logged(tmp_path):
+    store = Store.open(tmp_path)
+    fk.registry.register("np", NumpyScalars(), aliases=["production"], store=store)
+    with TestClient(create_app("np@production", store=store, poll_interval=None)) as c:
+        response = c.post("/predict", json={"records": [{"a": 1}, {"a": 2}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [1, 1]
+    assert response.json()["probabilities"] == [[0.25, None], [0.25, None]]
+    assert fk.registry.predictions("np", store=store)["prediction"].tolist() == [1, 1]
+
+
+def test_an_answer_json_cannot_hold_is_a_json_500_and_not_logged(tmp_path):
+    store = Store.open(tmp_path)
+    fk.registry.register("odd", Unserializable(), aliases=["production"], store=store)
+    with TestClient(create_app("odd@production", store=store, poll_interval=None), raise_server_exceptions=False) as c:
+        response = c.post("/predict", json={"records": [{"a": 1}]})
+        assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+        assert response.json()["error"] == "UnserializableOutput" and "object" in response.json()["detail"]
+        assert c.get("/health").status_code == 200
+    assert fk.registry.predictions("odd", store=store).empty
+
+
+class Seen:
+    """Answers the values it was given, to show what the model received."""
+
+    def predict(self, frame):
+        return frame.iloc[:, 0].tolist()
+
+
+@pytest.mark.parametrize("dtype, value, ok", [
+    ("int64", 2**63 - 1, True), ("int64", -2**63, True), ("int64", 2**63, False), ("int64", 2**70, False),
+    ("int64", -2**63 - 1, False), ("int64", 1e19, False), ("uint8", 255, True), ("uint8", 256, False),
+    ("uint8", -1, False), ("int32", 2**31, False),
+])
+def test_an_integer_beyond_its_dtype_is_a_422_not_wrapped(tmp_path, dtype, value, ok):
+    store = Store.open(tmp_path)
+    fk.registry.register("m", Seen(), aliases=["production"], store=store,
+                         input_example=pd.DataFrame({"age": pd.Series([1], dtype=dtype)}))
+    with TestClient(create_app("m@production", store=store, poll_interval=None), raise_server_exceptions=False) as c:
+        response = c.post("/predict", json={"records": [{"age": 1}, {"age": value}]})
+    if ok:
+        assert response.status_code == 200 and response.json()["predictions"] == [1, value], response.text
+    else:
+        body = response.json()
+        assert response.status_code == 422 and body["column"] == "age" and body["record"] == 1, body
+        assert "whole number from" in body["detail"] and dtype in body["detail"]
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
+def test_a_non_finite_number_is_a_422_naming_the_column(client, literal):
+    body = b'{"records": [{"age": 61, "tenure": 9, "income": ' + literal + b'}]}'
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["column"] == "income" and response.json()["record"] == 0
+    assert "must be a number (finite, or null)" in response.json()["detail"]
+
+
+def test_a_float32_column_refuses_what_float32_cannot_hold(tmp_path):
+    store = Store.open(tmp_path)
+    fk.registry.register("m", Seen(), aliases=["production"], store=store,
+                         input_example=pd.DataFrame({"x": pd.Series([1.0], dtype="float32")}))
+    with TestClient(create_app("m@production", store=store, poll_interval=None)) as c:
+        assert c.post("/predict", json=[{"x": 1.5}]).json()["predictions"] == [1.5]
+        refused = c.post("/predict", json=[{"x": 1e39}])
+        assert refused.status_code == 422 and refused.json()["column"] == "x"
+
+
+class Outputs:
+    """predict answers what ``kind`` says, for len(frame) records (or one short)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def predict(self, frame):
+        n = len(frame)
+        return {"frame1": lambda: pd.DataFrame({"label": [7] * n}),
+                "frame2": lambda: pd.DataFrame({"label": [7] * n, "score": np.full(n, 0.5)}),
+                "series": lambda: pd.Series(np.arange(n)),
+                "array2d": lambda: np.ones((n, 2), dtype=np.int64),
+                "short": lambda: np.zeros(n - 1),
+                "scalar": lambda: np.float64(3.0)}[self.kind]()
+
+    def predict_proba(self, frame):
+        return pd.DataFrame({0: [0.25] * len(frame), 1: [0.75] * len(frame)})
+
+
+@pytest.mark.parametrize("kind, predictions", [
+    ("frame1", [7, 7, 7]),
+    ("frame2", [{"label": 7, "score": 0.5}] * 3),
+    ("series", [0, 1, 2]),
+    ("array2d", [[1, 1]] * 3),
+])
+def test_frames_series_and_arrays_give_one_prediction_per_record(tmp_path, kind, predictions):
+    store = Store.open(tmp_path)
+    fk.registry.register("o", Outputs(kind), aliases=["production"], store=store)
+    with TestClient(create_app("o@production", store=store, poll_interval=None)) as c:
+        response = c.post("/predict", json={"records": [{"a": 1}, {"a": 2}, {"a": 3}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == predictions
+    assert response.json()["probabilities"] == [[0.25, 0.75]] * 3  # a probability frame: a list per record
+    logged = fk.registry.predictions("o", store=store)
+    assert logged["prediction"].tolist() == predictions and logged["a"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("kind, words", [("short", "returned 2 predictions for 3 records"),
+                                         ("scalar", "not one per record (3 records)")])
+def test_not_one_output_per_record_is_a_json_500_and_not_logged(tmp_path, kind, words):
+    store = Store.open(tmp_path)
+    fk.registry.register("o", Outputs(kind), aliases=["production"], store=store)
+    with TestClient(create_app("o@production", store=store, poll_interval=None), raise_server_exceptions=False) as c:
+        response = c.post("/predict", json={"records": [{"a": 1}, {"a": 2}, {"a": 3}]})
+        assert response.status_code == 500 and response.json()["error"] == "BadModelOutput"
+        assert words in response.json()["detail"], response.json()
+    assert fk.registry.predictions("o", store=store).empty
+
+
+def test_a_logged_row_with_fewer_outputs_than_records_reads_back_with_gaps(store):
+    log = PredictionLog(store)
+    log.append("old", 1, 1_000.0, "r1", [{"a": 1}, {"a": 2}, {"a": 3}], {"predictions": ["label"]})
+    log.append("old", 1, 1_001.0, "r2", [{"a": 4}], {"predictions": [5], "probabilities": [[0.5, 0.5]]})
+    log.close()
+    logged = fk.registry.predictions("old", store=store)
+    assert logged["prediction"].tolist() == ["label", None, None, 5]
+    assert logged["probabilities"].tolist() == [None, None, None, [0.5, 0.5]]
+
+
+@pytest.mark.parametrize("header, status", [
+    ("bearer s3cret", 200), ("BEARER s3cret", 200), ("Bearer  s3cret", 200), ("Basic s3cret", 401),
+    ("s3cret", 401), ("Bearer s3cre", 401), ("Bearer", 401),
+])
+def test_the_auth_scheme_is_case_insensitive_the_token_is_not(store, header, status):
+    with TestClient(create_app("churn@production", store=store, poll_interval=None, token="s3cret")) as c:
+        assert c.post("/predict", json=[RECORD], headers={"authorization": header}).status_code == status
+        assert c.post("/predict", json=[RECORD], headers={"authorization": "Bearer S3CRET"}).status_code == 401
 
 
 # --- in process: the switch ----------------------------------------------------------------------

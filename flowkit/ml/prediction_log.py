@@ -142,6 +142,16 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _per_record(values: Any) -> list[Any] | None:
+    return values if isinstance(values, list) else None
+
+
+def _at(values: list[Any] | None, i: int) -> Any:
+    """The ``i``-th output, or ``None``: a row written with fewer outputs than records (a server before
+    the output check logged a DataFrame model's column names, say) reads back with gaps, not an error."""
+    return values[i] if values is not None and i < len(values) else None
+
+
 def _epoch(value: dt.datetime | float | None, what: str) -> float | None:
     if value is None:
         return None
@@ -162,7 +172,8 @@ def predictions(name: str, since: dt.datetime | float | None = None, until: dt.d
     ``probabilities`` (when the model gave them: a list per row), ``version`` (the
     version that answered), ``time`` (a UTC timestamp of the request) and
     ``request_id``. ``since`` is inclusive, ``until`` exclusive (datetimes or epoch
-    seconds); ``version`` keeps one version's answers.
+    seconds); ``version`` keeps one version's answers. A logged request with fewer
+    predictions (or probabilities) than records gets ``None`` for the records without one.
     """
     import pandas as pd
 
@@ -174,12 +185,14 @@ def predictions(name: str, since: dt.datetime | float | None = None, until: dt.d
     with_probabilities = False
     for row in rows:
         inputs, outputs = json.loads(row.inputs), json.loads(row.outputs)
-        probabilities = outputs.get("probabilities")
+        outputs = outputs if isinstance(outputs, dict) else {}
+        predicted = _per_record(outputs.get("predictions"))
+        probabilities = _per_record(outputs.get("probabilities"))
         with_probabilities = with_probabilities or probabilities is not None
-        for i, record in enumerate(inputs):
-            records.append(record)
-            extra["prediction"].append(outputs["predictions"][i])
-            extra["probabilities"].append(probabilities[i] if probabilities is not None else None)
+        for i, record in enumerate(inputs if isinstance(inputs, list) else ()):
+            records.append(record if isinstance(record, dict) else {})
+            extra["prediction"].append(_at(predicted, i))
+            extra["probabilities"].append(_at(probabilities, i))
             extra["version"].append(row.version)
             extra["time"].append(row.time)
             extra["request_id"].append(row.request_id)

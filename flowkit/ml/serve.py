@@ -23,10 +23,14 @@ resolves to nothing (an alias not set yet, or deleted), ``/predict`` and
 
 Requests are checked against the version's signature before the model sees
 them: a malformed body is a 400, a missing or mistyped column a 422 naming it
-(and the record), a body over ``max_body_bytes`` a 413, a model that raises a
-500 naming the exception class (the service stays up), a bad or missing bearer
-token a 401. Every answered request goes to the prediction log
-(:class:`~flowkit.ml.prediction_log.PredictionLog`) without waiting for it;
+(and the record), as is an integer beyond its dtype's range or a non-finite
+float, a body over ``max_body_bytes`` a 413, a model that raises a 500 naming
+the exception class (the service stays up), a model answering other than one
+output per record, or what JSON cannot hold, a 500 saying so, a bad or missing
+bearer token (scheme in any case) a 401. A model's DataFrame, Series or array
+is answered one value per record (:func:`_per_record`). Every answered request
+goes to the prediction log (:class:`~flowkit.ml.prediction_log.PredictionLog`)
+once its answer is rendered, without waiting for the write;
 the log is flushed when the server shuts down (SIGTERM, Ctrl-C).
 
 Binding to anything but a loopback address needs a token (``token=`` or
@@ -48,7 +52,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,13 +85,59 @@ class ServeError(FlowkitError):
 
 # --- what is served --------------------------------------------------------------------------------
 
+def _int_bounds(kind: str) -> tuple[int, int] | None:
+    import numpy as np
+
+    try:
+        info = np.iinfo(kind)
+    except (TypeError, ValueError):
+        return None
+    return int(info.min), int(info.max)
+
+
+def _float_bound(kind: str) -> float:
+    import numpy as np
+
+    try:
+        return float(np.finfo(kind).max)
+    except (TypeError, ValueError):
+        return float(np.finfo("float64").max)
+
+
 def _checker(dtype: str | None) -> tuple[Callable[[Any], bool], str]:
-    """A test of a JSON value for a column of this signature dtype, and what it accepts in words."""
+    """A test of a JSON value for a column of this signature dtype, and what it accepts in words.
+
+    Numbers must fit the dtype: an integer within its bounds (``numpy.iinfo``), so that casting
+    never wraps; a float finite (no ``NaN``/``Infinity``, nor ``1e400``, which JSON reads as
+    infinity) and within the dtype's largest magnitude.
+    """
     kind = (dtype or "").lower()
     if kind.startswith(("int", "uint")):
-        return (lambda v: (type(v) is int) or (type(v) is float and v.is_integer())), "a whole number"
+        bounds = _int_bounds(kind)
+        if bounds is None:
+            return (lambda v: (type(v) is int) or (type(v) is float and v.is_integer())), "a whole number"
+        low, high = bounds
+
+        def whole(v: Any) -> bool:
+            if type(v) is float:
+                if not v.is_integer():
+                    return False
+                v = int(v)
+            return type(v) is int and low <= v <= high
+
+        return whole, f"a whole number from {low} to {high}"
     if kind.startswith("float"):
-        return (lambda v: v is None or type(v) in (int, float)), "a number (or null)"
+        largest = _float_bound(kind)
+
+        def finite(v: Any) -> bool:
+            if v is None:
+                return True
+            if type(v) is int:
+                return abs(v) <= largest
+            return type(v) is float and math.isfinite(v) and abs(v) <= largest
+
+        within = "" if largest == _float_bound("float64") else f" of magnitude at most {largest:g}"
+        return finite, f"a number{within} (finite, or null)"
     if kind in ("bool", "boolean"):
         return (lambda v: type(v) is bool), "true or false"
     if kind in ("string", "str", "category") or kind.startswith("datetime"):
@@ -168,22 +218,75 @@ def frame_of(records: Any, served: Served) -> Any:
         if str(inferred[column]) != dtype:
             try:
                 frame[column] = frame[column].astype(dtype)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise Invalid(f"column {column!r} cannot be read as {dtype}: {exc}", column) from None
     return frame
 
 
+class BadOutput(Exception):
+    """The model answered something the service cannot send back (500, not logged)."""
+
+
 def predict(served: Served, frame: Any) -> dict[str, Any]:
-    """``{"predictions": model.predict(frame)}``, with ``"probabilities"`` when the model has ``predict_proba``."""
-    out = {"predictions": _listed(served.model.predict(frame))}
+    """``{"predictions": model.predict(frame)}``, with ``"probabilities"`` when the model has ``predict_proba``.
+
+    Both are made plain JSON values, one per record (:func:`_per_record`); :class:`BadOutput`
+    when there are not as many as records. The model raising propagates as it is.
+    """
+    n = len(frame)
+    out = {"predictions": _per_record(served.model.predict(frame), n, served, "predictions", rows_as="dicts")}
     if served.has_proba:
-        out["probabilities"] = _listed(served.model.predict_proba(frame))
+        out["probabilities"] = _per_record(served.model.predict_proba(frame), n, served, "probabilities",
+                                           rows_as="lists")
     return out
 
 
-def _listed(values: Any) -> list[Any]:
-    tolist = getattr(values, "tolist", None)
-    return tolist() if callable(tolist) else list(values)
+def _per_record(values: Any, n: int, served: Served, what: str, rows_as: str) -> list[Any]:
+    """A model's output as a list of JSON values, one per record.
+
+    A DataFrame of one column gives that column's values; of several, one row per record, as a
+    ``{column: value}`` dict (``rows_as="dicts"``, predictions) or a list (``"lists"``,
+    probabilities). A Series, an array (a 2-D one gives a list per record), a list or any other
+    sequence gives its items. numpy scalars become Python numbers.
+    """
+    import pandas as pd
+
+    if isinstance(values, pd.DataFrame):
+        if values.shape[1] == 1:
+            values = values.iloc[:, 0].tolist()
+        elif rows_as == "dicts":
+            values = [{str(k): v for k, v in row.items()} for row in values.to_dict(orient="records")]
+        else:
+            values = values.to_numpy().tolist()
+    else:
+        tolist = getattr(values, "tolist", None)
+        if callable(tolist):
+            values = tolist()
+        elif isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
+            raise BadOutput(f"model {served.name}:{served.version} returned {type(values).__name__} as its "
+                            f"{what}, not one per record ({n} records)")
+        else:
+            values = list(values)
+    if not isinstance(values, list):  # a 0-d array's tolist() is a scalar
+        raise BadOutput(f"model {served.name}:{served.version} returned a single {type(values).__name__} as its "
+                        f"{what}, not one per record ({n} records)")
+    if len(values) != n:
+        raise BadOutput(f"model {served.name}:{served.version} returned {len(values)} {what} for {n} records")
+    return [_plain(v) for v in values]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays (and tuples) made Python numbers and lists, recursively."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _plain(v) for k, v in value.items()}
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars (np.int64(1).tolist() == 1)
+    if callable(tolist):
+        return _plain(tolist())
+    return value  # left to the renderer, which says what it cannot hold
 
 
 class ModelService:
@@ -276,13 +379,25 @@ def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
 
 
 class _JSON(JSONResponse):
-    """JSON that survives a model answering NaN or infinity (sent as null)."""
+    """JSON that survives a model answering NaN or infinity (sent as null) and numpy values (sent as numbers).
+
+    What JSON cannot hold at all raises :class:`TypeError` when the response is made.
+    """
 
     def render(self, content: Any) -> bytes:
         try:
-            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                              default=_numpy_default).encode()
         except ValueError:
-            return json.dumps(_finite(content), ensure_ascii=False, separators=(",", ":")).encode()
+            return json.dumps(_finite(_plain(content)), ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":"), default=_numpy_default).encode()
+
+
+def _numpy_default(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _finite(value: Any) -> Any:
@@ -336,14 +451,16 @@ def create_app(model_uri: str, *, store: Store | None = None, home: str | os.Pat
     """
     store = store if store is not None else Store.open(home)
     service = ModelService(model_uri, store, poll_interval=poll_interval or 0)
-    expected = f"Bearer {token}".encode() if token else None
+    expected = token.encode() if token else None
     now = clock.time if clock is not None else time.time
 
     def denied(request: Request) -> JSONResponse | None:
         if expected is None:
             return None
-        given = request.headers.get("authorization", "").encode()
-        if hmac.compare_digest(given, expected):
+        scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+        given = credentials.strip().encode()
+        # the scheme is case-insensitive (RFC 9110 11.1); the token is compared in constant time
+        if hmac.compare_digest(given, expected) and scheme.lower() == "bearer":
             return None
         return _error(401, "Unauthorized", "send the service's token as 'Authorization: Bearer <token>'")
 
@@ -376,14 +493,24 @@ def create_app(model_uri: str, *, store: Store | None = None, home: str | os.Pat
                 outputs = predict(served, frame)
             else:
                 outputs = await run_in_threadpool(predict, served, frame)
+        except BadOutput as exc:
+            logger.error("%s", exc)
+            return _error(500, "BadModelOutput", str(exc))
         except Exception as exc:  # noqa: BLE001 - the model's fault: say which error, keep serving
             logger.error("model %s:%d raised %s: %s", served.name, served.version, type(exc).__name__, exc)
             return _error(500, type(exc).__name__, f"model {served.name}:{served.version} raised "
                                                    f"{type(exc).__name__}: {str(exc)[:500]}")
         request_id = _request_id(request)
+        try:  # the body is rendered here: only an answer that could be sent is logged
+            response = _JSON({**outputs, "model": {"name": served.name, "version": served.version},
+                              "request_id": request_id}, headers={"x-request-id": request_id})
+        except (TypeError, ValueError) as exc:
+            detail = (f"model {served.name}:{served.version} answered something JSON cannot hold: "
+                      f"{type(exc).__name__}: {str(exc)[:500]}")
+            logger.error("%s", detail)
+            return _error(500, "UnserializableOutput", detail)
         log.append(served.name, served.version, started, request_id, records, outputs)
-        return _JSON({**outputs, "model": {"name": served.name, "version": served.version},
-                      "request_id": request_id}, headers={"x-request-id": request_id})
+        return response
 
     async def health_endpoint(request: Request) -> Response:
         served = service.current
