@@ -547,3 +547,5 @@ main.add_command(models)
 runs.add_command(compare)
 from flowkit.cli.serve import serve  # noqa: E402
 main.add_command(serve)
+from flowkit.cli.ui import ui  # noqa: E402
+main.add_command(ui)

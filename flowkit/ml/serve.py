@@ -558,8 +558,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on (host, port); :class:`ServeError` naming the port when it is taken."""
+def bind(host: str, port: int, command: str = "flowkit serve") -> socket.socket:
+    """A listening socket on (host, port); :class:`ServeError` naming the port when it is taken.
+
+    ``command`` names, in that message, the kind of server that may hold the port.
+    """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
@@ -571,7 +574,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise ServeError(f"port {port} on {host} is already in use (another `flowkit serve`, or another "
+            raise ServeError(f"port {port} on {host} is already in use (another `{command}`, or another "
                              f"server); choose another with --port, or stop that one") from None
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)

@@ -246,6 +246,17 @@ class Store:
         found = [run for run in (self._run(r, now) for r in records) if run.status == status]
         return found[:limit] if limit is not None else found
 
+    def run_page(self, *, flow: str | None = None, status: str | None = None, trigger: str | None = None,
+                 limit: int = 50, offset: int = 0) -> list[Run]:
+        """One page of run records, newest first: at most ``limit`` after skipping ``offset`` (one indexed query).
+
+        ``status`` selects by the recorded status; a run recorded ``running`` whose process is
+        gone still reads as ``crashed``. Counts for the same filters: ``store.db.run_status_counts``.
+        """
+        now = time.time()
+        return [self._run(r, now) for r in self.db.run_page(flow=flow, status=status, trigger=trigger,
+                                                           limit=limit, offset=offset)]
+
     def run(self, run_id: str) -> Run:
         """One run record by id (a unique prefix of it is enough)."""
         ids = self.db.run_ids_like(run_id)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from flowkit.store.predictions import PredictionStore
+from flowkit.store.browse import BrowseStore
 from flowkit.store.registry import RegistryStore
 from flowkit.store.tracking import TrackingStore
 
@@ -369,12 +370,13 @@ class Batch:
 # --- the protocols ------------------------------------------------------------------------------
 
 @runtime_checkable
-class MetadataStore(TrackingStore, RegistryStore, PredictionStore, Protocol):
+class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, Protocol):
     """Runs, task runs, artifacts' records, lineage, the cache, file digests, schedules, tracking, models.
 
     Tracking (:class:`~flowkit.store.tracking.TrackingStore`), the model registry
     (:class:`~flowkit.store.registry.RegistryStore`) and the prediction log
-    (:class:`~flowkit.store.predictions.PredictionStore`) are parts of it, each in its own module.
+    (:class:`~flowkit.store.predictions.PredictionStore`) and browsing (:class:`~flowkit.store.browse.BrowseStore`)
+    are parts of it, each in its own module.
 
     An implementation is opened from a URL (see :func:`flowkit.store.open_store`),
     pickles as that URL (a worker reopens it), and is safe to use from several

@@ -8,7 +8,8 @@ lives in this module and its siblings (:mod:`~flowkit.store.sqlite_schema`,
 the core tables; :mod:`~flowkit.store.sqlite_schedules`, schedules, fires and the
 lease; :mod:`~flowkit.store.sqlite_tracking`, metrics and checks;
 :mod:`~flowkit.store.sqlite_registry`, registered models;
-:mod:`~flowkit.store.sqlite_predictions`, the prediction log of model services).
+:mod:`~flowkit.store.sqlite_predictions`, the prediction log of model services;
+:mod:`~flowkit.store.sqlite_browse`, pages of runs for the web view).
 
 Migrations (:mod:`flowkit.store.migrations`): the core list's version is
 ``PRAGMA user_version``, as in stores made before features had their own lists;
@@ -35,6 +36,7 @@ from flowkit.store import sqlite_schema  # noqa: F401 - registers the core migra
 from flowkit.store.migrations import CORE, migrations, registered_names
 from flowkit.store.protocols import (ArtifactRecord, AttemptRecord, Batch, CacheEntry, CacheHit, FileRecord,
                                      InputRecord, LineageStep, RunRecord, TaskRunRow)
+from flowkit.store.sqlite_browse import BrowseTables
 from flowkit.store.sqlite_predictions import PredictionTables
 from flowkit.store.sqlite_registry import RegistryTables
 from flowkit.store.sqlite_schedules import ScheduleTables
@@ -82,7 +84,7 @@ def _damaged(path: Path, exc: sqlite3.DatabaseError) -> StoreError | None:
         f"values are found again when tasks produce them, so only the run history is lost.")
 
 
-class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables, PredictionTables):
+class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables, PredictionTables, BrowseTables):
     """The metadata of a store in one SQLite file.
 
     Besides the protocol, :meth:`query` and :meth:`write` run SQL of one's own
@@ -90,6 +92,8 @@ class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predic
     """
 
     dialect = "sqlite"
+    _run_columns = _RUN_COLUMNS
+    _run_record = staticmethod(_run)
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)

@@ -206,6 +206,32 @@ def test_lineage_queries(metadata_url):
     assert [(i.kind, i.name) for i in db.consumed("r1", "fit")] == [("artifact", "load"), ("param", "alpha")]
 
 
+def test_a_page_of_runs_its_counts_and_a_runs_edges(metadata_url):
+    db = open_store(metadata_url)
+    for i in range(7):
+        row = run_row(f"p{i}", flow="a" if i % 2 else "b", started=100.0 + i, status="failed" if i == 3 else "completed")
+        db.start_run({**row, "trigger": "schedule" if i >= 5 else "manual"})
+    assert [r.id for r in db.run_page(limit=3)] == ["p6", "p5", "p4"]
+    assert [r.id for r in db.run_page(limit=3, offset=3)] == ["p3", "p2", "p1"]
+    assert [r.id for r in db.run_page(flow="a", status="completed")] == ["p5", "p1"]
+    assert [r.id for r in db.run_page(trigger="schedule", offset=1)] == ["p5"]
+    assert db.run_status_counts() == {"completed": 6, "failed": 1}
+    assert db.run_status_counts(flow="a", trigger="manual") == {"completed": 1, "failed": 1}
+    assert db.run_flows() == ["a", "b"]
+    batch = Batch()
+    batch.task_runs.extend([task_run("p0", "load", 1, "d"), task_run("p0", "fit", 2, "m"),
+                            task_run("p0", "report", 3, status="skipped")])
+    batch.inputs.extend([InputRow("p0", "fit", 0, "artifact", "d", "load", None, None),
+                         InputRow("p0", "fit", None, "param", None, "alpha", "tok", "0.5")])
+    batch.cached.extend([CachedTaskRunRow("p1", "load", 1, "load", "k1", "d", "p0/load"),
+                         CachedTaskRunRow("p1", "fit", 2, "fit", "k2", "m", "p0/fit")])
+    db.flush(batch)
+    assert db.task_run_counts(["p0", "p1", "p2"]) == {"p0": {"completed": 2, "skipped": 1}, "p1": {"cached": 2}}
+    assert db.run_edges("p0") == [("load", "fit")]
+    assert db.run_edges("p1") == [("load", "fit")]  # a cached task run shows its source's edges
+    assert db.run_edges("p2") == []
+
+
 def test_file_records(metadata_url):
     db = open_store(metadata_url)
     assert db.file_record("/data/x.csv") is None

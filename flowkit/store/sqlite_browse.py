@@ -1,0 +1,75 @@
+"""A page of runs, their counts and a run's edges in SQLite (part of :class:`~flowkit.store.sqlite.SQLiteMetadataStore`).
+
+The ``"browse"`` migration list adds the indexes that keep a filtered page of
+runs an index walk when a store holds many thousands of runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flowkit.store.migrations import register_migrations
+from flowkit.store.protocols import RunRecord
+
+__all__ = ["BrowseTables"]
+
+register_migrations("browse", [
+    """
+    CREATE INDEX runs_status_started ON runs(status, started);
+    CREATE INDEX runs_trigger_started ON runs(trigger, started)
+    """,
+])
+
+# A cached task run's edges are those of its source ("<run id>/<node>"; run ids hold no "/").
+_EDGES = """
+    SELECT DISTINCT i.name, i.node FROM inputs i
+    WHERE i.run_id = ? AND i.kind = 'artifact' AND i.name IS NOT NULL
+    UNION
+    SELECT DISTINCT i.name, tr.node FROM task_runs tr
+    JOIN inputs i
+      ON i.run_id = substr(tr.source, 1, instr(tr.source, '/') - 1)
+     AND i.node = substr(tr.source, instr(tr.source, '/') + 1)
+    WHERE tr.run_id = ? AND tr.source IS NOT NULL AND i.kind = 'artifact' AND i.name IS NOT NULL
+"""
+
+
+def _where(**filters: str | None) -> tuple[str, list[Any]]:
+    parts = [f"{column} = ?" for column, value in filters.items() if value is not None]
+    return (" WHERE " + " AND ".join(parts) if parts else ""), [v for v in filters.values() if v is not None]
+
+
+class BrowseTables:
+    """The browsing part of the metadata protocol, over the ``query`` of the SQLite store."""
+
+    query: Callable[..., list[tuple[Any, ...]]]
+    _run_columns: str
+    _run_record: Callable[[tuple[Any, ...]], RunRecord]
+
+    def run_page(self, *, flow: str | None = None, status: str | None = None, trigger: str | None = None,
+                 limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        where, params = _where(flow=flow, status=status, trigger=trigger)
+        sql = (f"SELECT {self._run_columns} FROM runs{where} ORDER BY started DESC, rowid DESC "
+               f"LIMIT {max(int(limit), 0)} OFFSET {max(int(offset), 0)}")
+        return [self._run_record(r) for r in self.query(sql, params)]
+
+    def run_status_counts(self, *, flow: str | None = None, trigger: str | None = None) -> dict[str, int]:
+        where, params = _where(flow=flow, trigger=trigger)
+        return {status: count for status, count in
+                self.query(f"SELECT status, COUNT(*) FROM runs{where} GROUP BY status", params)}
+
+    def run_flows(self) -> list[str]:
+        return [r[0] for r in self.query("SELECT DISTINCT flow FROM runs ORDER BY flow")]
+
+    def task_run_counts(self, run_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        rows = self.query("SELECT run_id, status, COUNT(*) FROM task_runs WHERE run_id IN "
+                          "(SELECT value FROM json_each(?)) GROUP BY run_id, status", [json.dumps(list(run_ids))])
+        for run_id, status, count in rows:
+            out.setdefault(run_id, {})[status] = count
+        return out
+
+    def run_edges(self, run_id: str) -> list[tuple[str, str]]:
+        nodes = {r[0] for r in self.query("SELECT node FROM task_runs WHERE run_id = ?", (run_id,))}
+        return sorted((a, b) for a, b in self.query(_EDGES, (run_id, run_id)) if a in nodes and b in nodes)
