@@ -153,15 +153,9 @@ def _at(values: list[Any] | None, i: int) -> Any:
 
 
 def _epoch(value: dt.datetime | float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.timestamp()  # a naive datetime is local time, as datetime.timestamp() reads it
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    from flowkit.errors import RegistryError
+    from flowkit.ml.registry import epoch
 
-    raise RegistryError(f"{what} must be a datetime or epoch seconds, not {value!r}")
+    return epoch(value, what)
 
 
 def predictions(name: str, since: dt.datetime | float | None = None, until: dt.datetime | float | None = None,

@@ -206,14 +206,19 @@ def _mapping(name: str, what: str, value: Mapping[str, Any] | None) -> dict[str,
     return dict(value)
 
 
-def _as_of(as_of: dt.datetime | float | None) -> float | None:
-    if as_of is None:
+def epoch(value: dt.datetime | float | None, what: str) -> float | None:
+    """A datetime or epoch seconds as epoch seconds (``None`` stays ``None``); ``what`` names it in the error."""
+    if value is None:
         return None
-    if isinstance(as_of, dt.datetime):
-        return as_of.timestamp()  # a naive datetime is local time, as datetime.timestamp() reads it
-    if isinstance(as_of, numbers.Real) and not isinstance(as_of, bool):
-        return float(as_of)
-    raise RegistryError(f"as_of must be a datetime or epoch seconds, not {as_of!r}")
+    if isinstance(value, dt.datetime):
+        return value.timestamp()  # a naive datetime is local time, as datetime.timestamp() reads it
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise RegistryError(f"{what} must be a datetime or epoch seconds, not {value!r}")
+
+
+def _as_of(as_of: dt.datetime | float | None) -> float | None:
+    return epoch(as_of, "as_of")
 
 
 def _when(ts: float) -> str:
