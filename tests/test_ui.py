@@ -537,3 +537,80 @@ def test_artifact_page_shows_lineage_downstream(learned):
     html = learned["client"].get(f"/artifacts/{flaky_tr.artifact_id}").text
     assert "No recorded task run consumed it." in html
     assert f'href="/runs/{run.id}#task-curve"' in html  # and upstream still
+
+
+# --- a real browser: screenshots and following links ---------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+def _ui_process(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flowkit", "ui", "--port", str(port), "--home", str(home)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/runs", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("flowkit ui did not start")
+            time.sleep(0.1)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium), so no "
+                                             "screenshots or link walking in a real browser")
+def test_headless_chromium_screenshots_the_pages_and_follows_the_links(learned, tmp_path):
+    store, a, b = learned["store"], learned["a"], learned["b"]
+    if not fk.registry.models(store=store):
+        fk.registry.register("learner", a.task_run("curve").artifact_id, metrics={"loss": 0.59}, store=store)
+        fk.registry.promote("learner", 1, to="production", store=store)
+    proc, url = _ui_process(store.home)
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+
+    def dom(path: str) -> str:
+        out = subprocess.run([*base, "--dump-dom", url + path], capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    def shot(name: str, path: str) -> Path:
+        png = tmp_path / f"{name}.png"
+        out = subprocess.run([*base, f"--screenshot={png}", "--window-size=1400,1000", url + path],
+                             capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert png.exists() and png.stat().st_size > 10_000, name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        return png
+
+    try:
+        curve = a.task_run("curve")
+        compare = f"/compare?run={a.id}&run={b.id}&metric=loss"
+        for name, path in (("runs", "/"), ("run", f"/runs/{a.id}"), ("artifact", f"/artifacts/{curve.artifact_id}"),
+                           ("models", "/models"), ("compare", compare)):
+            shot(name, path)
+        # follow the links: runs -> a run -> its first task's value -> downstream -> the model
+        runs = dom("/")
+        assert f'href="/runs/{a.id}"' in runs and 'action="/compare"' in runs
+        run_page = dom(f"/runs/{a.id}")
+        assert 'class="timeline"' in run_page and 'data-node="curve"' in run_page
+        first_row = run_page[run_page.index('<tr id="task-curve">'):].split("</tr>")[0]
+        assert "status-completed" in first_row
+        artifact_link = re.search(r'href="(/artifacts/[0-9a-f]+)"', first_row).group(1)
+        artifact = dom(artifact_link)
+        assert f"<code>{curve.artifact_id}</code>" in artifact
+        assert f'href="/runs/{a.id}#task-curve"' in artifact  # upstream: who made it
+        downstream = artifact[artifact.index('id="downstream"'):].split("</ul>")[0]
+        assert f'href="/runs/{a.id}#task-flaky"' in downstream and "status-completed" in downstream
+        model_link = re.search(r'id="registered">.*?href="(/models/[^"]+)"', artifact, re.S).group(1)
+        model = dom(model_link)
+        assert "Model learner" in model and "production" in model and f'href="/runs/{a.id}"' in model
+        compared = dom(compare)
+        assert compared.count("<polyline") == 2 and 'class="differs"' in compared
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

@@ -271,12 +271,15 @@ def artifact_data(store: Store, artifact_id: str) -> dict[str, Any]:
         downstream.append({"run_id": run_id, "node": node, "task": step.task if step else node,
                            "flow": step.flow if step else None, "artifact_id": step.artifact_id if step else None,
                            "status": step.status if step else None})
+    registered = [{"name": m.name, "version": v.version, "aliases": list(v.aliases)}
+                  for m in registry.models(store=store) for v in registry.versions(m.name, store=store)
+                  if v.artifact_id == full]
     dtypes = record.dtypes or []
     schema = [{"column": c, "dtype": dtypes[i] if i < len(dtypes) else None} for i, c in enumerate(record.columns or [])]
     return {"id": full, "type": record.type, "size": record.size, "serializer": record.serializer,
             "rows": record.rows, "schema": schema, "created": record.created, "removed": record.removed,
             "removed_by": record.removed_by, "preview": preview, "preview_note": preview_note, "upstream": upstream,
-            "downstream": downstream}
+            "downstream": downstream, "registered": registered}
 
 
 # --- the app --------------------------------------------------------------------------------------
