@@ -418,3 +418,199 @@ def test_headless_chromium_renders_the_runs_table_and_the_graph(world, tmp_path)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+
+
+# --- compare, timeline, lineage downstream -----------------------------------------------------------
+
+_FLAKY: dict[str, int] = {}
+
+
+@fk.task
+def curve(lr: float, steps: int) -> float:
+    loss = 1.0
+    for step in range(steps):
+        loss *= 1 - lr
+        fk.log_metric("loss", loss, step=step)
+    fk.log_metric("final", loss)
+    return loss
+
+
+@fk.task(retries=2)
+def flaky(x: float) -> float:
+    _FLAKY[str(x)] = _FLAKY.get(str(x), 0) + 1
+    if _FLAKY[str(x)] == 1:
+        time.sleep(0.02)
+        raise RuntimeError("first attempt fails")
+    time.sleep(0.02)
+    return x * 2
+
+
+@fk.flow
+def learning(lr: float = 0.1, steps: int = 5) -> float:
+    return flaky(curve(lr, steps))
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """Two runs of a flow whose first task logs ``loss`` over steps and whose second is retried once."""
+    home = tmp_path_factory.mktemp("ui-learn") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLOWKIT_HOME", str(home))
+        store = Store.open(home)
+        a = learning.run(lr=0.1, steps=5)
+        b = learning.run(lr=0.3, steps=8)
+    assert a.status == b.status == "completed"
+    with TestClient(create_app(store)) as c:
+        yield {"store": store, "a": a, "b": b, "client": c}
+
+
+def test_runs_page_has_checkboxes_and_a_compare_button(learned):
+    html = learned["client"].get("/").text
+    assert '<form method="get" action="/compare"' in html
+    for run in (learned["a"], learned["b"]):
+        assert f'<input type="checkbox" name="run" value="{run.id}"' in html
+    assert "Compare the checked runs" in html
+
+
+def test_compare_page_shows_params_last_metrics_and_a_plot_per_run(learned):
+    a, b = learned["a"], learned["b"]
+    r = learned["client"].get("/compare", params=[("run", a.id), ("run", b.id[:10]), ("metric", "loss")])
+    assert r.status_code == 200
+    html, text = r.text, text_of(r.text)
+    assert f'href="/runs/{a.id}"' in html and f'href="/runs/{b.id}"' in html
+    row = html[html.index("<th>lr</th>"):].split("</tr>")[0]
+    assert "0.1" in row and "0.3" in row
+    assert '<tr class="differs"><th>lr</th>' in html
+    loss_last_a, loss_last_b = 0.9 ** 5, 0.7 ** 8
+    assert f"{loss_last_a:.6g}"[:6] in text and f"{loss_last_b:.6g}"[:6] in text
+    assert html.count("<polyline") == 2 and html.count('class="legend-item"') == 2
+    assert f'data-run="{a.id[:12]}"' in html and f'data-run="{b.id[:12]}"' in html
+    series = re.findall(r'<polyline points="([^"]+)"', html)
+    assert [len(s.split()) for s in series] == [5, 8]  # one point per step
+    assert re.search(r'class="axis"[^>]*>0</text>', html) and re.search(r'class="axis"[^>]*>7</text>', html)
+    assert '<option selected>loss</option>' in html and "<option>final</option>" in html
+
+
+def test_compare_picks_a_metric_and_the_json_api(learned):
+    a, b = learned["a"], learned["b"]
+    c = learned["client"]
+    html = c.get("/compare", params=[("run", a.id), ("run", b.id), ("metric", "final")]).text
+    assert html.count("<polyline") == 0 and html.count("<circle") == 2  # one value each: a point, no line
+    api = c.get("/api/compare", params=[("run", a.id), ("run", b.id)]).json()
+    assert [r["id"] for r in api["runs"]] == [a.id, b.id]
+    lr = [p for p in api["params"] if p["name"] == "lr"][0]
+    assert lr["values"] == [0.1, 0.3] and lr["differs"]
+    final = [m for m in api["metrics"] if m["name"] == "final"][0]
+    assert final["values"] == pytest.approx([0.9 ** 5, 0.7 ** 8])
+    assert api["metric"] == "final" and {s["run"] for s in api["series"]} == {a.id, b.id}
+    assert c.get("/compare").status_code == 400
+    r = c.get("/compare", params={"run": XSS})
+    assert r.status_code == 404 and XSS not in r.text
+    assert c.get("/api/compare", params={"run": "nope"}).json()["error"] == 404
+
+
+def test_run_page_timeline_draws_each_attempt_of_a_retried_task(learned):
+    run = learned["a"]
+    assert run.task_run("flaky").attempts == 2
+    html = learned["client"].get(f"/runs/{run.id}").text
+    assert '<svg xmlns="http://www.w3.org/2000/svg" class="timeline"' in html
+    flaky_row = html[html.index('<g class="task" data-task="flaky"'):].split("</g>")[0]
+    assert flaky_row.count('<rect class="bar') == 2
+    assert 'class="bar status-failed"' in flaky_row and 'class="bar status-completed"' in flaky_row
+    curve_row = html[html.index('<g class="task" data-task="curve"'):].split("</g>")[0]
+    assert curve_row.count('<rect class="bar') == 1
+    assert re.search(r'class="axis"[^>]*>\+0 ms</text>', html)  # time axis labels
+
+
+def test_timeline_leaves_out_cached_task_runs_and_says_so(world, client):
+    html = client.get(f"/runs/{world['cached'].id}").text
+    assert "no task run has timings" in html and "2 task runs without timings" in text_of(html)
+
+
+def test_artifact_page_shows_lineage_downstream(learned):
+    run = learned["a"]
+    curve_tr, flaky_tr = run.task_run("curve"), run.task_run("flaky")
+    html = learned["client"].get(f"/artifacts/{curve_tr.artifact_id}").text
+    down = html[html.index('id="downstream"'):].split("</ul>")[0]
+    assert f'href="/runs/{run.id}#task-flaky"' in down and "task flaky of learning" in down
+    assert f'href="/artifacts/{flaky_tr.artifact_id}"' in down and "status-completed" in down
+    html = learned["client"].get(f"/artifacts/{flaky_tr.artifact_id}").text
+    assert "No recorded task run consumed it." in html
+    assert f'href="/runs/{run.id}#task-curve"' in html  # and upstream still
+
+
+# --- a real browser: screenshots and following links ---------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
+def _ui_process(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flowkit", "ui", "--port", str(port), "--home", str(home)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/api/runs", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("flowkit ui did not start")
+            time.sleep(0.1)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium), so no "
+                                             "screenshots or link walking in a real browser")
+def test_headless_chromium_screenshots_the_pages_and_follows_the_links(learned, tmp_path):
+    store, a, b = learned["store"], learned["a"], learned["b"]
+    if not fk.registry.models(store=store):
+        fk.registry.register("learner", a.task_run("curve").artifact_id, metrics={"loss": 0.59}, store=store)
+        fk.registry.promote("learner", 1, to="production", store=store)
+    proc, url = _ui_process(store.home)
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+
+    def dom(path: str) -> str:
+        out = subprocess.run([*base, "--dump-dom", url + path], capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    def shot(name: str, path: str) -> Path:
+        png = tmp_path / f"{name}.png"
+        out = subprocess.run([*base, f"--screenshot={png}", "--window-size=1400,1000", url + path],
+                             capture_output=True, text=True, timeout=90)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert png.exists() and png.stat().st_size > 10_000, name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        return png
+
+    try:
+        curve = a.task_run("curve")
+        compare = f"/compare?run={a.id}&run={b.id}&metric=loss"
+        for name, path in (("runs", "/"), ("run", f"/runs/{a.id}"), ("artifact", f"/artifacts/{curve.artifact_id}"),
+                           ("models", "/models"), ("compare", compare)):
+            shot(name, path)
+        # follow the links: runs -> a run -> its first task's value -> downstream -> the model
+        runs = dom("/")
+        assert f'href="/runs/{a.id}"' in runs and 'action="/compare"' in runs
+        run_page = dom(f"/runs/{a.id}")
+        assert 'class="timeline"' in run_page and 'data-node="curve"' in run_page
+        first_row = run_page[run_page.index('<tr id="task-curve">'):].split("</tr>")[0]
+        assert "status-completed" in first_row
+        artifact_link = re.search(r'href="(/artifacts/[0-9a-f]+)"', first_row).group(1)
+        artifact = dom(artifact_link)
+        assert f"<code>{curve.artifact_id}</code>" in artifact
+        assert f'href="/runs/{a.id}#task-curve"' in artifact  # upstream: who made it
+        downstream = artifact[artifact.index('id="downstream"'):].split("</ul>")[0]
+        assert f'href="/runs/{a.id}#task-flaky"' in downstream and "status-completed" in downstream
+        model_link = re.search(r'id="registered">.*?href="(/models/[^"]+)"', artifact, re.S).group(1)
+        model = dom(model_link)
+        assert "Model learner" in model and "production" in model and f'href="/runs/{a.id}"' in model
+        compared = dom(compare)
+        assert compared.count("<polyline") == 2 and 'class="differs"' in compared
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

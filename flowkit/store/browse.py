@@ -4,7 +4,8 @@ What a web view over many runs needs without reading them all: one page of runs
 under filters (``LIMIT``/``OFFSET`` over the ``started`` indexes), how many runs
 each status has under the same filters, how many task runs of each status the
 runs of a page have, and the edges between a run's task runs (from what each
-consumed; a ``cached`` task run shows the edges of the task run that computed it).
+consumed; a ``cached`` task run shows the edges of the task run that computed it),
+and the task runs that consumed an artifact (its lineage downstream).
 """
 
 from __future__ import annotations
@@ -48,5 +49,12 @@ class BrowseStore(Protocol):
         A task run's edges come from the artifacts it consumed; a ``cached`` one, which
         consumed nothing, shows those of the task run that computed its value (node ids
         are stable across runs). Only edges whose two ends are task runs of this run.
+        """
+        ...
+
+    def artifact_consumers(self, artifact_id: str) -> list[tuple[str, str]]:
+        """(run id, node) of every task run that consumed this artifact as an input, without repeats.
+
+        Oldest run first (then node). A ``cached`` task run consumed nothing: it is not listed.
         """
         ...

@@ -20,6 +20,7 @@ register_migrations("browse", [
     CREATE INDEX runs_status_started ON runs(status, started);
     CREATE INDEX runs_trigger_started ON runs(trigger, started)
     """,
+    "CREATE INDEX inputs_artifact ON inputs(artifact_id)",
 ])
 
 # A cached task run's edges are those of its source ("<run id>/<node>"; run ids hold no "/").
@@ -73,3 +74,9 @@ class BrowseTables:
     def run_edges(self, run_id: str) -> list[tuple[str, str]]:
         nodes = {r[0] for r in self.query("SELECT node FROM task_runs WHERE run_id = ?", (run_id,))}
         return sorted((a, b) for a, b in self.query(_EDGES, (run_id, run_id)) if a in nodes and b in nodes)
+
+    def artifact_consumers(self, artifact_id: str) -> list[tuple[str, str]]:
+        rows = self.query("SELECT DISTINCT i.run_id, i.node, r.started FROM inputs i LEFT JOIN runs r ON r.id = i.run_id "
+                          "WHERE i.artifact_id = ? AND i.kind = 'artifact' ORDER BY r.started, i.run_id, i.node",
+                          (artifact_id,))
+        return [(run_id, node) for run_id, node, _ in rows]

@@ -6,8 +6,9 @@
     serve(host="127.0.0.1", port=8765)      # `flowkit ui`, until SIGTERM or Ctrl-C
 
 Pages: ``/`` (runs: filters ``flow``, ``status``, ``trigger``; ``page``, 50 a page),
-``/runs/{id}``, ``/models``, ``/models/{name}``, ``/artifacts/{id}``; JSON:
-``/api/runs``, ``/api/runs/{id}``, ``/api/models``. Everything is read-only and
+``/runs/{id}`` (graph, timeline, tasks), ``/compare?run=ID&run=ID&metric=NAME``, ``/models``,
+``/models/{name}``, ``/artifacts/{id}`` (lineage both ways); JSON: ``/api/runs``,
+``/api/runs/{id}``, ``/api/compare?run=...``, ``/api/models``. Everything is read-only and
 read through :class:`~flowkit.store.Store` and the registry; endpoints are plain
 functions, which Starlette runs in its thread pool (the store keeps a connection
 per thread). Jinja2 autoescapes every value; the graph's SVG escapes its own labels.
@@ -42,6 +43,7 @@ from flowkit.errors import ModelNotFoundError
 from flowkit.ml import registry
 from flowkit.records import Run, TaskRun
 from flowkit.store import Store
+from flowkit.ui.charts_svg import line_plot, timeline
 from flowkit.ui.graph_svg import COLOURS, render
 
 __all__ = ["PAGE_SIZE", "PREVIEW_MAX_BYTES", "create_app", "serve"]
@@ -135,12 +137,22 @@ def runs_data(store: Store, query: dict[str, str]) -> dict[str, Any]:
             "flows": store.db.run_flows()}
 
 
+def _segments(tr: TaskRun) -> list[tuple[float, float, str]]:
+    """The timed attempts of a task run as (started, ended, status); its own timings if none are."""
+    timed = [a for a in tr.history if a.started is not None and a.ended is not None]
+    if timed:
+        return [(a.started, a.ended, "failed" if a.error else tr.status) for a in timed]  # type: ignore[misc]
+    if tr.started is not None and tr.ended is not None and tr.status != "cached":
+        return [(tr.started, tr.ended, tr.status)]
+    return []
+
+
 def _task(tr: TaskRun, metrics: list[dict[str, Any]], checks: list[dict[str, Any]]) -> dict[str, Any]:
     return {"node": tr.node, "task": tr.name, "status": tr.status, "attempts": tr.attempts, "started": tr.started,
             "ended": tr.ended, "duration": tr.duration, "cache_key": tr.cache_key, "artifact_id": tr.artifact_id,
             "error": tr.error, "traceback": tr.traceback, "logs": tr.logs, "source": tr.source,
             "metrics": [m for m in metrics if m["node"] == tr.node],
-            "checks": [c for c in checks if c["node"] == tr.node]}
+            "checks": [c for c in checks if c["node"] == tr.node], "segments": _segments(tr)}
 
 
 def run_data(store: Store, run: Run) -> dict[str, Any]:
@@ -155,6 +167,46 @@ def run_data(store: Store, run: Run) -> dict[str, Any]:
             "info": {k: _plain(v) for k, v in run.info.items() if k not in ("triggered_by", "trigger_reason")},
             "counts": run.counts(), "tasks": [_task(tr, metrics, checks) for tr in task_runs],
             "edges": store.db.run_edges(run.id)}
+
+
+def compare_data(store: Store, run_ids: list[str], metric: str | None) -> dict[str, Any]:
+    """Runs side by side: their params and last metric values, and one metric's values over steps.
+
+    Raises:
+        TrackingError: a run id (or prefix) matches no run, or several.
+    """
+    import flowkit as fk
+
+    frame = fk.compare_runs(run_ids, store=store)
+    rows = _records(frame.astype(object).where(frame.notna(), None)) if len(frame) else []
+    ids = [r["run"] for r in rows]
+    columns = [c for c in frame.columns if "." in c]
+    params = sorted(c.split(".", 1)[1] for c in columns if c.startswith("params."))
+    metric_names = sorted(c.split(".", 1)[1] for c in columns if c.startswith("metrics."))
+    other = sorted(c for c in columns if not c.startswith(("params.", "metrics.")))
+
+    def table(prefix: str, names: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for name in names:
+            values = [r.get(prefix + name) for r in rows]
+            shown = [json.dumps(_plain(v), sort_keys=True) for v in values]
+            out.append({"name": name, "values": values, "differs": len(set(shown)) > 1})
+        return out
+
+    metric = metric if metric in metric_names else (metric_names[0] if metric_names else None)
+    series: list[dict[str, Any]] = []
+    if metric is not None:
+        values = fk.metrics(ids, store=store)
+        values = values[values["name"] == metric]
+        for rid in ids:
+            mine = values[values["run"] == rid]
+            steps = mine["step"].astype(object).where(mine["step"].notna(), None).tolist()
+            points = [(float(i if step is None else step), float(v))  # no step: the order it was logged in
+                      for i, (step, v) in enumerate(zip(steps, mine["value"].tolist()))]
+            series.append({"run": rid, "points": sorted(points)})
+    runs = [{"id": r["run"], "flow": r["flow"], "status": r["status"]} for r in rows]
+    return {"runs": runs, "params": table("params.", params), "metrics": table("metrics.", metric_names),
+            "other": table("", other), "metric": metric, "metric_names": metric_names, "series": series}
 
 
 def _version(mv: registry.ModelVersion) -> dict[str, Any]:
@@ -213,11 +265,21 @@ def artifact_data(store: Store, artifact_id: str) -> dict[str, Any]:
                                  "label": f"task {d.get('node')} of {d.get('flow')}", "started": d.get("started")})
             else:
                 upstream.append({"kind": "param", "id": node, "label": f"{d.get('name')} = {d.get('repr')}"})
+    downstream = []
+    for run_id, node in store.db.artifact_consumers(full):
+        step = store.db.step(run_id, node)
+        downstream.append({"run_id": run_id, "node": node, "task": step.task if step else node,
+                           "flow": step.flow if step else None, "artifact_id": step.artifact_id if step else None,
+                           "status": step.status if step else None})
+    registered = [{"name": m.name, "version": v.version, "aliases": list(v.aliases)}
+                  for m in registry.models(store=store) for v in registry.versions(m.name, store=store)
+                  if v.artifact_id == full]
     dtypes = record.dtypes or []
     schema = [{"column": c, "dtype": dtypes[i] if i < len(dtypes) else None} for i, c in enumerate(record.columns or [])]
     return {"id": full, "type": record.type, "size": record.size, "serializer": record.serializer,
             "rows": record.rows, "schema": schema, "created": record.created, "removed": record.removed,
-            "removed_by": record.removed_by, "preview": preview, "preview_note": preview_note, "upstream": upstream}
+            "removed_by": record.removed_by, "preview": preview, "preview_note": preview_note, "upstream": upstream,
+            "downstream": downstream, "registered": registered}
 
 
 # --- the app --------------------------------------------------------------------------------------
@@ -293,8 +355,30 @@ def create_app(store: Store | None = None, *, home: str | os.PathLike[str] | Non
         run = find_run(request.path_params["run_id"])
         data = run_data(store, run)
         svg = render([(t["node"], t["status"]) for t in data["tasks"]], data["edges"])
+        gantt, untimed = timeline(data["tasks"])
         return page(request, "run.html", title=f"Run {run.id[:12]} of {run.flow}", run=data,
-                    graph=Markup(svg), refresh=run.status == "running")
+                    graph=Markup(svg), timeline=Markup(gantt), untimed=untimed, refresh=run.status == "running")
+
+    def compared(request: Request) -> dict[str, Any]:
+        from flowkit.errors import TrackingError
+
+        ids = [i for i in request.query_params.getlist("run") if i]
+        if not ids:
+            raise HTTPException(400, "pick runs to compare: /compare?run=ID&run=ID")
+        try:
+            return compare_data(store, ids, request.query_params.get("metric") or None)
+        except TrackingError as exc:
+            raise not_found(str(exc)) from None
+
+    def compare_page(request: Request) -> Response:
+        data = compared(request)
+        plot = line_plot([(r["run"][:12], r["points"]) for r in data["series"]], title=data["metric"] or "")
+        query = [("run", r["id"]) for r in data["runs"]]
+        return page(request, "compare.html", title="Compare runs", cmp=data, plot=Markup(plot),
+                    metric_link=lambda m: "/compare?" + urlencode([*query, ("metric", m)]))
+
+    def api_compare(request: Request) -> Response:
+        return JSONResponse(_plain(compared(request)))
 
     def models_page(request: Request) -> Response:
         return page(request, "models.html", title="Models", models=models_data(store))
@@ -337,7 +421,8 @@ def create_app(store: Store | None = None, *, home: str | os.PathLike[str] | Non
 
     routes = [Route("/", runs_page), Route("/runs/{run_id}", run_page), Route("/models", models_page),
               Route("/models/{name:path}", model_page), Route("/artifacts/{artifact_id}", artifact_page),
-              Route("/api/runs", api_runs), Route("/api/runs/{run_id}", api_run), Route("/api/models", api_models),
+              Route("/compare", compare_page),
+              Route("/api/runs", api_runs), Route("/api/compare", api_compare), Route("/api/runs/{run_id}", api_run), Route("/api/models", api_models),
               Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.store = store

@@ -230,6 +230,8 @@ def test_a_page_of_runs_its_counts_and_a_runs_edges(metadata_url):
     assert db.run_edges("p0") == [("load", "fit")]
     assert db.run_edges("p1") == [("load", "fit")]  # a cached task run shows its source's edges
     assert db.run_edges("p2") == []
+    assert db.artifact_consumers("d") == [("p0", "fit")]
+    assert db.artifact_consumers("m") == []  # p1's cached fit consumed nothing
 
 
 def test_file_records(metadata_url):
