@@ -8,6 +8,7 @@ SIGTERM; one renders the pages in headless Chromium when it is installed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -142,6 +143,18 @@ def test_runs_page_filters_by_flow_status_and_trigger(client, world):
     trigger = world["done"].trigger
     assert len(re.findall(r'href="/runs/', client.get("/", params={"trigger": trigger}).text)) == 4
     assert "No runs match" in client.get("/", params={"trigger": "nothing-like-it"}).text
+
+
+def test_runs_page_filters_by_start_date(client, world):
+    today = dt.date.fromtimestamp(world["done"].started)
+    runs_today = re.findall(r'href="/runs/([0-9a-f]+)"', client.get("/", params={"since": today.isoformat(),
+                                                                                "until": today.isoformat()}).text)
+    assert world["done"].id in runs_today
+    later = (today + dt.timedelta(days=1)).isoformat()
+    assert "No runs match" in client.get("/", params={"since": later}).text
+    earlier = (today - dt.timedelta(days=1)).isoformat()
+    assert "No runs match" in client.get("/", params={"until": earlier}).text
+    assert f'value="{later}"' in client.get("/", params={"since": later}).text  # the form keeps the filter
 
 
 def test_run_page_shows_params_timings_tasks_metrics_checks_and_the_graph(client, world):

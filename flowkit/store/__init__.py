@@ -247,7 +247,8 @@ class Store:
         return found[:limit] if limit is not None else found
 
     def run_page(self, *, flow: str | None = None, status: str | None = None, trigger: str | None = None,
-                 limit: int = 50, offset: int = 0) -> list[Run]:
+                 limit: int = 50, offset: int = 0, since: float | None = None,
+                 until: float | None = None) -> list[Run]:
         """One page of run records, newest first: at most ``limit`` after skipping ``offset`` (one indexed query).
 
         ``status`` selects by the recorded status; a run recorded ``running`` whose process is
@@ -255,7 +256,7 @@ class Store:
         """
         now = time.time()
         return [self._run(r, now) for r in self.db.run_page(flow=flow, status=status, trigger=trigger,
-                                                           limit=limit, offset=offset)]
+                                                           limit=limit, offset=offset, since=since, until=until)]
 
     def run(self, run_id: str) -> Run:
         """One run record by id (a unique prefix of it is enough)."""

@@ -23,15 +23,19 @@ class BrowseStore(Protocol):
     """What a metadata store offers for browsing (part of :class:`~flowkit.store.protocols.MetadataStore`)."""
 
     def run_page(self, *, flow: str | None = None, status: str | None = None, trigger: str | None = None,
-                 limit: int = 50, offset: int = 0) -> list[RunRecord]:
+                 limit: int = 50, offset: int = 0, since: float | None = None,
+                 until: float | None = None) -> list[RunRecord]:
         """At most ``limit`` runs matching the filters (each ``None``: any), newest first, after skipping ``offset``.
+
+        ``since``/``until``: started at or after / before these epoch seconds.
 
         The order is that of :meth:`~flowkit.store.protocols.MetadataStore.runs`; ``status`` is the
         recorded status.
         """
         ...
 
-    def run_status_counts(self, *, flow: str | None = None, trigger: str | None = None) -> dict[str, int]:
+    def run_status_counts(self, *, flow: str | None = None, trigger: str | None = None, since: float | None = None,
+                          until: float | None = None) -> dict[str, int]:
         """How many runs matching the filters are recorded in each status."""
         ...
 

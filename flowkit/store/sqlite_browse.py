@@ -36,9 +36,16 @@ _EDGES = """
 """
 
 
-def _where(**filters: str | None) -> tuple[str, list[Any]]:
+def _where(since: float | None = None, until: float | None = None, **filters: str | None) -> tuple[str, list[Any]]:
     parts = [f"{column} = ?" for column, value in filters.items() if value is not None]
-    return (" WHERE " + " AND ".join(parts) if parts else ""), [v for v in filters.values() if v is not None]
+    params: list[Any] = [v for v in filters.values() if v is not None]
+    if since is not None:
+        parts.append("started >= ?")
+        params.append(since)
+    if until is not None:
+        parts.append("started < ?")
+        params.append(until)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
 
 
 class BrowseTables:
@@ -49,14 +56,16 @@ class BrowseTables:
     _run_record: Callable[[tuple[Any, ...]], RunRecord]
 
     def run_page(self, *, flow: str | None = None, status: str | None = None, trigger: str | None = None,
-                 limit: int = 50, offset: int = 0) -> list[RunRecord]:
-        where, params = _where(flow=flow, status=status, trigger=trigger)
+                 limit: int = 50, offset: int = 0, since: float | None = None,
+                 until: float | None = None) -> list[RunRecord]:
+        where, params = _where(since, until, flow=flow, status=status, trigger=trigger)
         sql = (f"SELECT {self._run_columns} FROM runs{where} ORDER BY started DESC, rowid DESC "
                f"LIMIT {max(int(limit), 0)} OFFSET {max(int(offset), 0)}")
         return [self._run_record(r) for r in self.query(sql, params)]
 
-    def run_status_counts(self, *, flow: str | None = None, trigger: str | None = None) -> dict[str, int]:
-        where, params = _where(flow=flow, trigger=trigger)
+    def run_status_counts(self, *, flow: str | None = None, trigger: str | None = None, since: float | None = None,
+                          until: float | None = None) -> dict[str, int]:
+        where, params = _where(since, until, flow=flow, trigger=trigger)
         return {status: count for status, count in
                 self.query(f"SELECT status, COUNT(*) FROM runs{where} GROUP BY status", params)}
 

@@ -5,7 +5,7 @@
     app = create_app(store)                 # tests: starlette.testclient.TestClient(app)
     serve(host="127.0.0.1", port=8765)      # `flowkit ui`, until SIGTERM or Ctrl-C
 
-Pages: ``/`` (runs: filters ``flow``, ``status``, ``trigger``; ``page``, 50 a page),
+Pages: ``/`` (runs: filters ``flow``, ``status``, ``trigger``, ``since``/``until`` days; ``page``, 50 a page),
 ``/runs/{id}`` (graph, timeline, tasks), ``/compare?run=ID&run=ID&metric=NAME``, ``/models``,
 ``/models/{name}``, ``/artifacts/{id}`` (lineage both ways); JSON: ``/api/runs``,
 ``/api/runs/{id}``, ``/api/compare?run=...``, ``/api/models``. Everything is read-only and
@@ -20,6 +20,7 @@ or ``Authorization: Bearer``. A host other than loopback needs one.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 import math
@@ -116,14 +117,27 @@ def _int(text: str | None, default: int) -> int:
         return default
 
 
+def _day(text: str | None, end: bool = False) -> float | None:
+    """``YYYY-MM-DD`` (local time) as epoch seconds: its start, or with ``end`` the start of the next day."""
+    if not text:
+        return None
+    try:
+        day = dt.datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return None  # a malformed date filters nothing (the form only sends valid ones)
+    return (day + dt.timedelta(days=1) if end else day).timestamp()
+
+
 def runs_data(store: Store, query: dict[str, str]) -> dict[str, Any]:
     """One page of runs under the query's filters, with the counts by status and the paging."""
     flow, status, trigger = (query.get(k) or None for k in ("flow", "status", "trigger"))
-    counts = store.db.run_status_counts(flow=flow, trigger=trigger)
+    since, until = _day(query.get("since")), _day(query.get("until"), end=True)
+    counts = store.db.run_status_counts(flow=flow, trigger=trigger, since=since, until=until)
     total = counts.get(status, 0) if status else sum(counts.values())
     pages = max(math.ceil(total / PAGE_SIZE), 1)
     page = min(_int(query.get("page"), 1), pages)
-    runs = store.run_page(flow=flow, status=status, trigger=trigger, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    runs = store.run_page(flow=flow, status=status, trigger=trigger, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE,
+                          since=since, until=until)
     tasks = store.db.task_run_counts([r.id for r in runs])
     rows = []
     for r in runs:
@@ -133,6 +147,7 @@ def runs_data(store: Store, query: dict[str, str]) -> dict[str, Any]:
                      "ended": r.ended, "duration": r.duration, "tasks": n, "task_counts": by_status,
                      "cached_share": by_status.get("cached", 0) / n if n else None})
     filters = {k: v for k, v in (("flow", flow), ("status", status), ("trigger", trigger)) if v}
+    filters.update({k: query[k] for k, v in (("since", since), ("until", until)) if v is not None})
     return {"runs": rows, "counts": counts, "total": total, "page": page, "pages": pages, "filters": filters,
             "flows": store.db.run_flows()}
 
