@@ -1,7 +1,7 @@
 """``flowkit ui``: the pages and the JSON API over a real store, a real server process, a real browser.
 
 In-process tests drive the Starlette app with its TestClient against a store with
-real runs (completed, failed with markup in its error, cached, a map of 50 items, a
+real runs (completed, failed with markup in its error, cached, a map of 200 items, a
 model whose alias moved); one test starts ``python -m flowkit ui`` and stops it with
 SIGTERM; one renders the pages in headless Chromium when it is installed.
 """
@@ -80,7 +80,7 @@ def total(xs: list[int]) -> int:
 
 
 @fk.flow
-def fanout(n: int = 50) -> int:
+def fanout(n: int = 200) -> int:
     return total(square.map(items(n)))
 
 
@@ -91,7 +91,7 @@ class Model:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A store with a completed run, its cached rerun, a failed run, a map of 50, and a model moved twice."""
+    """A store with a completed run, its cached rerun, a failed run, a map of 200, and a model moved twice."""
     home = tmp_path_factory.mktemp("ui") / "home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLOWKIT_HOME", str(home))
@@ -183,12 +183,12 @@ def test_failed_run_escapes_the_error_the_log_and_the_params(client, world):
     assert api["tasks"][0]["error"].endswith(f"bad note {XSS}")  # JSON carries the text as it is
 
 
-def test_a_map_of_50_items_is_one_node_with_counts(client, world):
+def test_a_map_of_200_items_is_one_node_with_counts(client, world):
     html = client.get(f"/runs/{world['mapped'].id}").text
-    assert 'data-node="square[*]"' in html and "square[0..49]" in html and "50 completed" in html
+    assert 'data-node="square[*]"' in html and "square[0..199]" in html and "200 completed" in html
     assert 'data-node="square[7]"' not in html
     assert html.count('class="edge"') == 2  # items -> square[*] -> total
-    assert html.count('<tr id="task-square[') == 50  # every item still has its row
+    assert html.count('<tr id="task-square[') == 200  # every item still has its row
 
 
 def test_cached_run_links_each_task_to_the_run_that_computed_it(client, world):
@@ -299,7 +299,7 @@ def test_a_page_of_runs_is_one_indexed_query_for_10000_runs(tmp_path):
 def test_json_api_has_runs_a_run_and_models(client, world):
     runs = client.get("/api/runs").json()
     assert runs["total"] == 4 and runs["counts"] == {"completed": 3, "failed": 1}
-    assert runs["runs"][0]["id"] == world["mapped"].id and runs["runs"][0]["tasks"] == 52
+    assert runs["runs"][0]["id"] == world["mapped"].id and runs["runs"][0]["tasks"] == 202
     one = client.get(f"/api/runs/{world['done'].id}").json()
     assert one["params"] == {"n": 30} and one["status"] == "completed"
     assert {t["node"] for t in one["tasks"]} == {"make_table", "width"}
@@ -625,5 +625,46 @@ def test_headless_chromium_screenshots_the_pages_and_follows_the_links(learned, 
         compared = dom(compare)
         assert compared.count("<polyline") == 2 and 'class="differs"' in compared
     finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver), "
+                           "so no clicking through the pages in a real browser")
+def test_clicking_from_the_runs_page_to_a_run_its_artifact_and_the_model_in_chromium(learned, tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.common.by import By
+
+    store, a = learned["store"], learned["a"]
+    if not fk.registry.models(store=store):
+        fk.registry.register("learner", a.task_run("curve").artifact_id, metrics={"loss": 0.59}, store=store)
+        fk.registry.promote("learner", 1, to="production", store=store)
+    proc, url = _ui_process(store.home)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                f"--user-data-dir={tmp_path / 'driver-profile'}"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    try:
+        browser.get(url + "/")
+        browser.find_element(By.CSS_SELECTOR, f'a[href="/runs/{a.id}"]').click()
+        assert browser.current_url.endswith(f"/runs/{a.id}")
+        row = browser.find_element(By.ID, "task-curve")
+        assert "completed" in row.text
+        row.find_element(By.CSS_SELECTOR, 'a[href^="/artifacts/"]').click()
+        assert "/artifacts/" in browser.current_url
+        assert a.task_run("curve").artifact_id in browser.page_source
+        browser.find_element(By.CSS_SELECTOR, '#registered a[href^="/models/"]').click()
+        assert "Model learner" in browser.find_element(By.TAG_NAME, "h1").text
+        assert "production" in browser.page_source
+        browser.save_screenshot(str(tmp_path / "model.png"))
+        assert (tmp_path / "model.png").stat().st_size > 10_000
+    finally:
+        browser.quit()
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
