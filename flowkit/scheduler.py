@@ -257,6 +257,7 @@ class Scheduler:
         now = self.clock.time()
         if not self._take_lease(now):
             return []
+        self.store.reconcile()  # runs (and their fires) whose process died read as crashed, not running
         fired: list[Fire] = []
         for schedule in self.schedules():
             if schedule.paused:

@@ -226,7 +226,8 @@ class ScheduleRecord:
 @dataclass(frozen=True, slots=True)
 class FireRecord:
     """One (schedule, slot) claimed by a scheduler: ``pending``, ``running``, ``completed``,
-    ``failed``, ``missed`` or ``skipped``; ``holder`` is the scheduler that claimed it."""
+    ``failed``, ``crashed`` (its run's process died), ``missed`` or ``skipped``; ``holder`` is the
+    scheduler that claimed it."""
 
     schedule: str
     slot: float
@@ -410,7 +411,8 @@ class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, 
         """Record how a run ended (:meth:`flush` does it too, with ``batch.run_end``)."""
 
     def mark_crashed(self, run_ids: Sequence[str], when: float, error: str) -> int:
-        """End as ``crashed`` each of these runs that is still recorded ``running``; return how many."""
+        """End as ``crashed`` each of these runs that is still recorded ``running``, and the schedule fires
+        that launched them; return how many runs."""
 
     def runs(self, flow: str | None = None, status: str | None = None, limit: int | None = None) -> list[RunRecord]:
         """Runs, newest first (by ``started``, then by recording order)."""

@@ -253,8 +253,12 @@ class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predic
         rows = [(when, error, run_id) for run_id in run_ids]
 
         def end(c: sqlite3.Connection) -> int:  # a run that ended meanwhile keeps its own end
-            return sum(c.execute("UPDATE runs SET status = 'crashed', ended = COALESCE(heartbeat, started, ?), "
-                                 "error = ? WHERE id = ? AND status = 'running'", row).rowcount for row in rows)
+            ended = sum(c.execute("UPDATE runs SET status = 'crashed', ended = COALESCE(heartbeat, started, ?), "
+                                  "error = ? WHERE id = ? AND status = 'running'", row).rowcount for row in rows)
+            # The schedule fire that launched a dead run ended with it.
+            c.executemany("UPDATE fires SET status = 'crashed' WHERE run_id = ? AND status IN ('pending', 'running')",
+                          [(run_id,) for run_id in run_ids])
+            return ended
 
         return self.write(end) if rows else 0
 

@@ -319,3 +319,16 @@ def test_a_full_disk_under_the_artifacts_names_the_task_key_path_and_space_and_w
 
     monkeypatch.undo()
     assert results.run().value == 2  # space again: the rerun stores them
+
+
+def test_the_fire_of_a_scheduled_run_whose_process_died_reads_crashed_after_the_next_tick(home):
+    store = Store.open()
+    run = parts.run(n=2)
+    _pretend_running(store, run.id, _dead_pid(), None, run.started)
+    store.db.write(lambda c: c.execute(
+        "INSERT INTO fires (schedule, slot, status, run_id, holder, fired) VALUES ('nightly', 1.0, 'running', ?, "
+        "'gone', 1.0)", (run.id,)))
+    scheduler = fk.Scheduler(store.home, clock=fk.ManualClock(2_000_000_000.0))
+    scheduler.tick()
+    assert store.db.fire("nightly", 1.0).status == "crashed"
+    assert store.db.get_run(run.id).status == "crashed"
