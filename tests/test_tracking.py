@@ -198,3 +198,21 @@ def test_metrics_of_unknown_runs_are_a_clear_error(home):
     with pytest.raises(fk.TrackingError, match="no run in the store matches run id 'nope'"):
         fk.metrics("nope")
     assert isinstance(fk.metrics([]), pd.DataFrame)
+
+
+def test_compare_runs_keeps_an_integer_param_that_another_run_lacks_an_integer(home):
+    @fk.task(cache=False)
+    def p(n: int) -> int:
+        if n:
+            fk.log_param("layers", n)
+        fk.log_metric("m", float(n))
+        return n
+
+    @fk.flow
+    def f(n: int = 0) -> int:
+        return p(n)
+
+    a, b = f.run(n=3), f.run(n=0)
+    table = fk.compare_runs([a.id, b.id])
+    assert table.loc[0, "params.layers"] == 3 and type(table.loc[0, "params.layers"]) is int
+    assert table["metrics.m"].dtype == float and str(table["started"].dtype).startswith("datetime64")

@@ -240,7 +240,13 @@ def compare_runs(run_ids: Sequence[str | Run], *, home: str | os.PathLike[str] |
                 row[f"{t.kind}s.{t.name}"] = t.value
         row.update({f"metrics.{k}": v[1] for k, v in sorted(last.items())})
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, dtype=object)  # a param one run lacks stays 3, not 3.0, in the others
+    for column in frame.columns:
+        if column.startswith("metrics."):
+            frame[column] = frame[column].astype(float)
+    if "started" in frame.columns:
+        frame["started"] = pd.to_datetime(frame["started"], utc=True)
+    return frame
 
 
 def _loads(params: Any) -> dict[str, Any]:
