@@ -581,6 +581,27 @@ def bind(host: str, port: int, command: str = "flowkit serve") -> socket.socket:
     return sock
 
 
+def run_server(app: Any, host: str, port: int, *, command: str, banner: str, lifespan: str = "on",
+               log_level: str = "info", access_log: bool = False, graceful_seconds: float = 30) -> None:
+    """Run ``app`` with uvicorn on (host, port) until SIGTERM or Ctrl-C, printing where it listens.
+
+    The socket is bound here (:func:`bind`: a taken port is a :class:`ServeError` naming it);
+    ``banner`` is printed after ``command``'s name with the address it got (port 0 picks one).
+    """
+    import uvicorn
+
+    sock = bind(host, port, command)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"{command}: {banner.format(url=f'http://{shown}:{bound}')}", flush=True)
+    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan=lifespan,
+                            timeout_graceful_shutdown=graceful_seconds)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
 def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           home: str | os.PathLike[str] | None = None, *, store: Store | None = None, poll_interval: float = 2.0,
           max_body_bytes: int = MAX_BODY_BYTES, log_queue: int = 10_000, allow_anonymous: bool = False,
@@ -601,8 +622,6 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, token: str 
         ServeError: the port is in use, or a non-loopback host without a token.
         RegistryError: a malformed URI.
     """
-    import uvicorn
-
     if not _is_loopback(host) and not token:
         if not allow_anonymous:
             raise ServeError(f"refusing to serve on {host} without a token: anyone who can reach it could call "
@@ -611,14 +630,6 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, token: str 
         logger.warning("serving on %s WITHOUT A TOKEN: anyone who can reach this address can call the model", host)
     app = create_app(model_uri, store=store, home=home, token=token, poll_interval=poll_interval,
                      max_body_bytes=max_body_bytes, log_queue=log_queue)
-    sock = bind(host, port)
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"flowkit serve: {model_uri} on http://{shown}:{bound} (POST /predict, GET /health, GET /model)",
-          flush=True)
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
-                            timeout_graceful_shutdown=30)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
+    run_server(app, host, port, command="flowkit serve", log_level=log_level, access_log=access_log,
+               banner=model_uri.replace("{", "{{").replace("}", "}}")
+               + " on {url} (POST /predict, GET /health, GET /model)")

@@ -452,21 +452,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
     Raises:
         ServeError: the port is in use, or a non-loopback ``host`` without a ``token``.
     """
-    import uvicorn
-
-    from flowkit.ml.serve import ServeError, _is_loopback, bind
+    from flowkit.ml.serve import ServeError, _is_loopback, run_server
 
     if not _is_loopback(host) and not token:
         raise ServeError(f"refusing to serve the flowkit ui on {host} without a token: anyone who can reach it "
                          f"could read every run. Pass --token (or set FLOWKIT_UI_TOKEN), or keep 127.0.0.1")
     app = create_app(store, home=home, token=token)
-    sock = bind(host, port, "flowkit ui")
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"flowkit ui: http://{shown}:{bound}/ (stop with Ctrl-C or SIGTERM)", flush=True)
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="off",
-                            timeout_graceful_shutdown=10)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
+    run_server(app, host, port, command="flowkit ui", banner="{url}/ (stop with Ctrl-C or SIGTERM)", lifespan="off",
+               log_level=log_level, access_log=access_log, graceful_seconds=10)
