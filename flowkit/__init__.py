@@ -55,6 +55,7 @@ from flowkit.ml.trigger import trigger
 from flowkit.ml.tracking import compare_runs, log_metric, log_metrics, log_param, metrics, set_tag
 from flowkit.records import Run, TaskRun
 from flowkit.runner import run_flow
+from flowkit.secrets import Secret
 from flowkit.store import GCReport, Store
 from flowkit.task import Task, TaskOptions, task
 from flowkit.tracing import Ref
@@ -90,6 +91,7 @@ __all__ = [
     "RunListener",
     "ScheduleError",
     "Scheduler",
+    "Secret",
     "Store",
     "StoreError",
     "SystemClock",

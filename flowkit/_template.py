@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowkit.files import File
+from flowkit.secrets import Secret
 from flowkit.hashing import canonical
 from flowkit.ml.model import Model
 
@@ -144,6 +145,8 @@ def _fill_container(template: Any, values: Sequence[Any]) -> Any:
         return kind(_fill_container(v, values) for v in template)
     if kind is File:
         return template.path
+    if kind is Secret:
+        return template.reveal()  # tasks call APIs with the plain value
     if kind is Model:
         return template.value()  # the version its key was computed with
     return template

@@ -114,7 +114,9 @@ class FlowRunError(FlowkitError):
         task_runs: Sequence[TaskRun] = (),
         status: str = "failed",
     ) -> None:
-        super().__init__(message)
+        from flowkit.secrets import mask  # the message quotes task errors: no secret's value in it
+
+        super().__init__(mask(message))
         self.flow = flow
         self.run_id = run_id
         self.task_runs = list(task_runs)

@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
+from flowkit import secrets as _secrets
+
 __all__ = ["Capture", "capturing", "current_capture", "task_output"]
 
 #: At most this much output is kept per task run (the end of it, when longer).
@@ -51,6 +53,8 @@ class Capture:
                 self._emit(line)
 
     def _emit(self, line: str) -> None:
+        if _secrets._ordered:  # a secret's value never reaches the terminal
+            line = _secrets.mask(line)  # type: ignore[assignment]
         token = _CURRENT.set(None)  # what the sink prints goes to the real stream, not back here
         try:
             self.sink(self.node, line)  # type: ignore[misc]
@@ -66,6 +70,8 @@ class Capture:
         value = self.buffer.getvalue()
         if not value:
             return None
+        if _secrets._ordered:  # nor the store
+            value = _secrets.mask(value)  # type: ignore[assignment]
         return value if len(value) <= MAX_LOG else "[... earlier output dropped ...]\n" + value[-MAX_LOG:]
 
 

@@ -29,6 +29,7 @@ from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, 
 from flowkit.errors import StoreError
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
+from flowkit.secrets import mask
 from flowkit.store import Store, owner
 from flowkit.store.metadata import Batch, CacheHit
 
@@ -66,11 +67,12 @@ def _json_default(value: Any) -> Any:
 
 
 def _json_value(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=_json_default)
+    return None if value is None else mask(json.dumps(value, default=_json_default))
 
 
 def _json_params(params: dict[str, Any]) -> str:
-    return json.dumps(params, default=_json_default, sort_keys=True)
+    # An fk.Secret is its repr, Secret('***'); a known secret's value given as plain text is masked too.
+    return mask(json.dumps(params, default=_json_default, sort_keys=True))  # type: ignore[return-value]
 
 
 def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[tuple[str, str]]:
@@ -143,7 +145,7 @@ class Recorder:
             self.start(*event[1:])
         elif kind is RunFinished:
             run = event.run  # type: ignore[union-attr]
-            self.finish(run.status, run.ended or 0.0, str(run.error) if run.error is not None else None)
+            self.finish(run.status, run.ended or 0.0, mask(str(run.error)) if run.error is not None else None)
 
     def start(self, flow: str, params: dict[str, Any], started: float, trigger: str, salt: str,
               context: dict[str, Any]) -> None:
@@ -169,8 +171,8 @@ class Recorder:
         batch = self.batch
         self._seq += 1
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
-                                tr.ended, tr.cache_key, tr.artifact_id, tr.error, tr.traceback, tr.worker, tr.logs,
-                                tr.source))
+                                tr.ended, tr.cache_key, tr.artifact_id, mask(tr.error), mask(tr.traceback), tr.worker,
+                                mask(tr.logs), tr.source))
         if info is not None:
             desc = info.description
             columns = desc.get("columns")
@@ -182,7 +184,7 @@ class Recorder:
                 batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted, expires,
                                     content))
         if len(tr.history) > 1 or tr.status == "failed":
-            batch.attempts.extend((tr.run_id, tr.node, a.number, a.started, a.ended, a.error) for a in tr.history)
+            batch.attempts.extend((tr.run_id, tr.node, a.number, a.started, a.ended, mask(a.error)) for a in tr.history)
         if inputs:
             batch.inputs.extend(inputs)
         if tr.tracked:
@@ -210,7 +212,7 @@ class Recorder:
         rows = self.batch.checks
         for seq, c in enumerate(tr.checks):
             rows.append((tr.run_id, tr.node, seq, c.check, c.passed, c.severity, _json_value(c.observed),
-                         _json_value(c.threshold), c.baseline, c.message, _json_value(c.sample), tr.artifact_id))
+                         _json_value(c.threshold), c.baseline, mask(c.message), _json_value(c.sample), tr.artifact_id))
 
     def adopt(self, key: str, hit: CacheHit, content: str, task: str) -> None:
         """File an entry found by content under the node's own key too, so the next run finds it by key."""
@@ -231,6 +233,7 @@ class Recorder:
         self._last_flush = self.clock.monotonic()
 
     def finish(self, status: str, ended: float, error: str | None) -> None:
+        error = mask(error)
         self.batch.run_end = (status, ended, error, self.run_id)
         try:
             self.flush()

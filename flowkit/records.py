@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flowkit.errors import FlowRunError
+from flowkit.secrets import mask
 
 if TYPE_CHECKING:
     from flowkit.graph import FlowGraph
@@ -316,7 +317,7 @@ class Run:
             first_line = (tr.error or "").splitlines()[0] if tr.error else "unknown error"
             lines.append(f"  failed: {tr.node} after {tr.attempts} attempt{'s' if tr.attempts != 1 else ''}: "
                          f"{first_line}")
-        return "\n".join(lines)
+        return mask("\n".join(lines)) or ""  # task errors are quoted: no secret's value in them
 
     def metrics(self) -> Any:
         """The metrics its tasks logged, as a DataFrame (see :func:`flowkit.metrics`)."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit._template import Nested, Slot
 from flowkit.errors import ParameterError, RefUsageError
 from flowkit.files import File
+from flowkit.secrets import Secret
 from flowkit.ml.model import Model
 from flowkit.graph import FlowGraph, Node
 
@@ -239,8 +240,8 @@ class Trace:
         if kind is list or kind is tuple or kind is dict or kind is set or kind is frozenset:
             lifted, found = self._lift_container(value, deps)
             return Nested(lifted) if found else value
-        if kind is File:
-            return Nested(value)  # the task receives the path
+        if kind is File or kind is Secret:
+            return Nested(value)  # the task receives the path, the secret's value
         if kind is Model:
             return Nested(value.for_run())  # the task receives the model; this call's copy keeps what it resolved to
         return value
@@ -265,7 +266,7 @@ class Trace:
         kind = type(value)
         if kind is Ref:
             return self.lift(value, deps), True
-        if kind is File:
+        if kind is File or kind is Secret:
             return value, True
         if kind is Model:
             return value.for_run(), True

@@ -17,7 +17,7 @@ def test_public_names_are_pinned():
         "CacheCorruptionError", "CacheKeyError", "CheckFailedError", "Clock", "Cron", "DaskExecutor",
         "DefinitionError", "Executor", "File", "Flow", "FlowGraph", "FlowOptions", "FlowRunError", "FlowkitError",
         "GCReport", "LocalExecutor", "ManualClock", "Model", "ModelNotFoundError", "Node", "ParameterError", "Ref",
-        "RefUsageError", "RegistryError", "Run", "RunListener", "ScheduleError", "Scheduler", "Store", "StoreError",
+        "RefUsageError", "RegistryError", "Run", "RunListener", "ScheduleError", "Scheduler", "Secret", "Store", "StoreError",
         "SystemClock", "Task", "TaskOptions", "TaskRun", "TaskTimeoutError", "TrackingError", "checks",
         "compare_runs", "drift", "events", "flow", "lineage", "log_metric", "log_metrics", "log_param", "metrics",
         "registry", "run_flow", "runs", "serve", "set_tag", "task", "trigger",

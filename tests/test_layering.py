@@ -19,7 +19,7 @@ import flowkit
 PACKAGE = Path(flowkit.__file__).parent
 
 STORE_MUST_NOT_IMPORT = ("flowkit.engine", "flowkit.tracing", "flowkit.flow", "flowkit.runner", "flowkit._worker")
-DEFINITIONS = ("task", "flow", "graph", "tracing", "files", "ml/model")
+DEFINITIONS = ("task", "flow", "graph", "tracing", "files", "secrets", "ml/model")
 RUNTIME = ("flowkit.engine", "flowkit.runner", "flowkit.executors", "flowkit.store", "flowkit._worker",
            "flowkit.recording")
 # The engine's driver (flowkit/driver.py, the Loop beside the state) follows the engine's rules.

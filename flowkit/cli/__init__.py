@@ -22,6 +22,7 @@ from rich.tree import Tree
 
 from flowkit.errors import FlowkitError
 from flowkit.hashing import short_repr
+from flowkit.secrets import mask
 from flowkit.cli.params import UsageProblem, load_flow, parse_params
 from flowkit.cli.progress import Progress, duration, first_line, summary_table
 
@@ -52,7 +53,7 @@ class _Group(click.Group):
                 raise
             usage = isinstance(exc, (FlowkitError, KeyError, LookupError, FileNotFoundError, ConnectionError))
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            err_console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True)  # a command stays whole
+            err_console.print(f"[bold red]error:[/] {escape(mask(str(message)) or '')}", soft_wrap=True)  # a command stays whole
             err_console.print("[dim](run with --debug to see the traceback)[/dim]")
             ctx.exit(2 if usage else 1)
 

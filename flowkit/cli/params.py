@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from flowkit.files import File
+from flowkit.secrets import Secret
 from flowkit.flow import Flow, describe_params
 from flowkit.flowref import FlowLoadError
 from flowkit.flowref import load_flow as _load_flow
@@ -83,6 +84,8 @@ def convert(name: str, text: str, tp: Any) -> Any:
             return pathlib.Path(text)
         if tp is File:
             return File(text)
+        if tp is Secret:
+            return Secret(text)
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return tp[text] if text in tp.__members__ else tp(text)
         if tp in (list, dict, tuple) or origin in (list, dict, tuple, set, frozenset):

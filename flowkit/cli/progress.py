@@ -12,6 +12,7 @@ from rich.text import Text
 
 from flowkit import events
 from flowkit.records import Run, TaskRun
+from flowkit.secrets import mask
 
 __all__ = ["Progress", "duration", "first_line", "summary_table", "timing"]
 
@@ -110,7 +111,7 @@ class Progress:
                 self._line(task_run)
         elif task_run.status == "failed":
             self.console.print(f"[bold red]failed[/] {escape(task_run.node)}: "
-                               f"{escape((task_run.error or '').splitlines()[0] if task_run.error else '')}")
+                               f"{escape(first_line(task_run.error, 10**6))}")
 
     def _line(self, task_run: TaskRun) -> None:
         """One plain line per finished task, cached ones too: ``[k/N] completed node in 1.20s``."""
@@ -119,7 +120,7 @@ class Progress:
         number = f"{self.printed}/{self.total}" if self.known_total else str(self.printed)
         line = f"[{number}] {task_run.status} {task_run.node}{timing(task_run)}"
         if task_run.error:
-            line += f": {task_run.error.splitlines()[0]}"
+            line += f": {first_line(task_run.error, 10**6)}"
         self.console.print(Text(line), soft_wrap=True)
 
     def on_output(self, node: str, line: str) -> None:
@@ -147,7 +148,7 @@ def timing(task_run: TaskRun) -> str:
 def first_line(text: str | None, limit: int = 80) -> str:
     if not text:
         return ""
-    line = text.splitlines()[0]
+    line = mask(text.splitlines()[0]) or ""
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
