@@ -29,6 +29,7 @@ from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, 
 from flowkit.errors import StoreError
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
+from flowkit import secrets as _secrets
 from flowkit.secrets import mask
 from flowkit.store import Store, owner
 from flowkit.store.metadata import Batch, CacheHit
@@ -170,9 +171,12 @@ class Recorder:
         """
         batch = self.batch
         self._seq += 1
+        error, traceback = tr.error, tr.traceback
+        if _secrets._ordered:  # a known secret's value in an exception's text (the logs are masked as captured)
+            error, traceback = mask(error), mask(traceback)
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
-                                tr.ended, tr.cache_key, tr.artifact_id, mask(tr.error), mask(tr.traceback), tr.worker,
-                                mask(tr.logs), tr.source))
+                                tr.ended, tr.cache_key, tr.artifact_id, error, traceback, tr.worker, tr.logs,
+                                tr.source))
         if info is not None:
             desc = info.description
             columns = desc.get("columns")

@@ -36,7 +36,7 @@ from flowkit.store import sqlite_schema  # noqa: F401 - registers the core migra
 from flowkit.store.migrations import CORE, migrations, registered_names
 from flowkit.store.protocols import (ArtifactRecord, AttemptRecord, Batch, CacheEntry, CacheHit, FileRecord,
                                      InputRecord, LineageStep, RunRecord, TaskRunRow)
-from flowkit.store.sqlite_browse import BrowseTables
+from flowkit.store.sqlite_browse import BrowseTables, _where
 from flowkit.store.sqlite_predictions import PredictionTables
 from flowkit.store.sqlite_registry import RegistryTables
 from flowkit.store.sqlite_schedules import ScheduleTables
@@ -263,15 +263,8 @@ class SQLiteMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predic
         return self.write(end) if rows else 0
 
     def runs(self, flow: str | None = None, status: str | None = None, limit: int | None = None) -> list[RunRecord]:
-        where, params = [], []
-        if flow is not None:
-            where.append("flow = ?")
-            params.append(flow)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        sql = (f"SELECT {_RUN_COLUMNS} FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
-               + " ORDER BY started DESC, rowid DESC")
+        where, params = _where(flow=flow, status=status)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs{where} ORDER BY started DESC, rowid DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_run(r) for r in self.query(sql, params)]
