@@ -19,14 +19,15 @@ Credentials: anything libpq accepts (a password in the URL, ``PGPASSWORD``,
 ``~/.pgpass``, ``PGSSLMODE``...). A password never appears in an error,
 ``repr`` or record: :attr:`PostgresMetadataStore.display_url` is the URL with
 it masked. A server that does not answer fails within ``connect_timeout``
-seconds (10 unless the URL says otherwise).
+seconds (10 unless the URL says otherwise); a write waits at most 30 s for
+another's to finish (``lock_timeout``), as SQLite's busy timeout.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 try:
@@ -37,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from flowkit import store as _store
 from flowkit.errors import StoreError
-from flowkit.store.postgres_sql import ddl, dml
+from flowkit.store.postgres_sql import bulk, columns_as_text, ddl, dml, unique_rows
 from flowkit.store.sql import SQLMetadataStore
 
 __all__ = ["PostgresMetadataStore", "display_url"]
@@ -47,6 +48,8 @@ T = TypeVar("T")
 #: The advisory lock every write holds: "flowkit" in ASCII, one per database.
 WRITE_LOCK = 0x666C6F776B6974
 CONNECT_TIMEOUT = 10
+#: Seconds a write waits for another process's write to finish before it fails.
+LOCK_TIMEOUT = 30.0
 
 
 def display_url(url: str) -> str:
@@ -73,6 +76,12 @@ class _BoolDumper(Dumper):
         return b"1" if obj else b"0"
 
 
+class _Written(NamedTuple):
+    """What :meth:`_Connection.executemany` reports: the rows all its statements wrote."""
+
+    rowcount: int
+
+
 class _Connection:
     """What the tables' SQL is handed inside a write: ``execute``/``executemany`` in SQLite's spelling."""
 
@@ -80,16 +89,48 @@ class _Connection:
 
     def __init__(self, raw: psycopg.Connection[Any]) -> None:
         self.raw = raw
+        self._types: dict[str, dict[str, str]] = {}
+
+    def column_types(self, table: str) -> dict[str, str]:
+        """The type of each column of ``table`` (``bigint``, ``text``...), read once per connection."""
+        types = self._types.get(table)
+        if types is None:
+            rows = self.raw.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                                    (table,)).fetchall()
+            types = self._types[table] = dict(rows)
+        return types
+
+    def forget_types(self) -> None:
+        """After a migration: tables may have new columns."""
+        self._types.clear()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         cur = self.raw.cursor()
         cur.execute(dml(sql), tuple(params))
         return cur
 
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> psycopg.Cursor[Any]:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> _Written:
+        """Like ``executemany``; the rows of an ``INSERT`` go in statements of many rows each.
+
+        One statement with an array per column (:func:`~flowkit.store.postgres_sql.bulk`) instead
+        of one statement per row is most of what the run's records cost. Rows of an upsert that
+        name one key twice are resolved first, as SQLite's row-by-row writes would
+        (:func:`~flowkit.store.postgres_sql.unique_rows`), or else written one by one.
+        """
         cur = self.raw.cursor()
-        cur.executemany(dml(sql), rows)
-        return cur
+        rows = rows if isinstance(rows, list) else list(rows)
+        unique = unique_rows(sql, rows) if len(rows) > 1 else None
+        plan = bulk(sql) if unique is not None else None
+        if plan is None:
+            cur.executemany(dml(sql), rows)
+            return _Written(cur.rowcount)
+        table, statement, takes = plan
+        types = self.column_types(table)
+        typed = [types[c] for c in takes]
+        cur.execute(statement.format(*typed), columns_as_text(unique, len(takes), typed), prepare=False)
+        total = cur.rowcount
+        return _Written(total)
 
 
 class PostgresMetadataStore(SQLMetadataStore):
@@ -138,6 +179,8 @@ class PostgresMetadataStore(SQLMetadataStore):
         except psycopg.Error as exc:
             raise self._error(exc, "cannot connect to") from None
         raw.adapters.register_dumper(bool, _BoolDumper)
+        # A writer waits for the write lock as long as SQLite's busy timeout lets it, never forever.
+        raw.execute(f"SET lock_timeout = '{int(LOCK_TIMEOUT * 1000)}ms'")
         conn = self._local.conn = _Connection(raw)
         return conn
 
@@ -164,6 +207,9 @@ class PostgresMetadataStore(SQLMetadataStore):
             with conn.raw.transaction():
                 conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 return fn(conn)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise StoreError(f"cannot write to the metadata database {self.display_url}: another process held its "
+                             f"write lock for over {LOCK_TIMEOUT:g} s") from exc
         except psycopg.OperationalError as exc:
             # Not sent again: a commit may have landed before the connection broke.
             raise self._error(exc, "lost the connection to" if conn.raw.broken else "cannot write to") from exc
@@ -181,6 +227,7 @@ class PostgresMetadataStore(SQLMetadataStore):
                 with conn.raw.transaction():
                     return fn(conn)
             finally:
+                conn.forget_types()
                 conn.raw.execute("SELECT pg_advisory_unlock(%s)", (WRITE_LOCK,))
         except psycopg.OperationalError as exc:
             raise self._error(exc, "cannot migrate") from exc

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import re
 
-__all__ = ["ddl", "dml"]
+__all__ = ["bulk", "columns_as_text", "ddl", "dml", "unique_rows"]
 
 _DML = [
     (re.compile(r"\bjson_each\(\?\)"), "json_array_elements_text(?::json)"),
@@ -80,3 +80,109 @@ def ddl(statement: str) -> str:
     for pattern, replacement in _DML:
         text = pattern.sub(replacement, text)
     return text
+
+
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)\s*VALUES\s*\(([^()]*)\)(.*)$", re.I | re.S)
+
+
+@functools.lru_cache(maxsize=1024)
+def bulk(sql: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """``INSERT INTO t (a, b) VALUES (?, ?) ...`` as one statement for any number of rows: (table, statement, columns).
+
+    The rows go as one array per placeholder (``SELECT ... FROM unnest(%s::type[], ...)``),
+    so a thousand rows cost one statement with a few parameters instead of a thousand. The
+    statement holds ``{0}``, ``{1}``... where each array's type goes (see :func:`typed`).
+    ``None`` for a statement that is not such an ``INSERT``.
+    """
+    match = _INSERT.match(sql)
+    if match is None:
+        return None
+    table, columns, values, tail = match.groups()
+    names = [c.strip() for c in columns.split(",")]
+    items = [v.strip() for v in values.split(",")]
+    if len(items) != len(names):
+        return None
+    takes: list[str] = []
+    select = []
+    for name, item in zip(names, items):
+        if item == "?":
+            select.append(f"u.c{len(takes)}")
+            takes.append(name.strip('"'))
+        else:
+            select.append(item)
+    arrays = ", ".join(f"%s::{{{i}}}[]" for i in range(len(takes)))
+    aliases = ", ".join(f"c{i}" for i in range(len(takes)))
+    statement = (f"INSERT INTO {table} ({columns}) SELECT {', '.join(select)} FROM unnest({arrays}) AS u({aliases})"
+                 + dml(tail).replace("{", "{{").replace("}", "}}"))
+    return table, statement, tuple(takes)
+
+
+def _text(value: object) -> str | None:
+    """A Python value as PostgreSQL reads it from text, whatever the column's type (cast on the server)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back as the same double
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    return str(value)
+
+
+def columns_as_text(rows: list[tuple], count: int, types: list[str]) -> list[list[str | None]]:
+    """The rows' values, one list per column, as text (integers that came as floats rounded, as SQLite would)."""
+    out = []
+    for i, column in enumerate(zip(*rows) if rows else [()] * count):
+        if types[i] == "bigint":
+            out.append([None if v is None else str(round(v)) if isinstance(v, float) else _text(v) for v in column])
+        elif types[i] == "text":
+            out.append([v if v is None or type(v) is str else _text(v) for v in column])
+        else:
+            out.append([_text(v) for v in column])
+    return out
+
+
+_UPSERT = re.compile(r"\bON\s+CONFLICT\s*(?:\(([^)]*)\))?\s*DO\s+(NOTHING|UPDATE\s+SET\s+(.*?))(\s+WHERE\s+.*)?$",
+                     re.I | re.S)
+_COLUMNS = re.compile(r"^\s*INSERT\s+INTO\s+\w+\s*\(([^)]*)\)", re.I)
+_ONLY_EXCLUDED = re.compile(r"^\s*\w+\s*=\s*(excluded\.\w+|NULL|'[^']*'|\d+)\s*$", re.I)
+
+
+@functools.lru_cache(maxsize=1024)
+def _conflict(sql: str) -> tuple[tuple[int, ...], str] | None:
+    """The key columns' positions and how duplicates resolve (``"first"``, ``"last"``, ``"same"``) of an upsert."""
+    upsert, columns = _UPSERT.search(sql), _COLUMNS.match(sql)
+    if upsert is None or columns is None or upsert.group(1) is None:
+        return None
+    names = [c.strip().strip('"') for c in columns.group(1).split(",")]
+    key = tuple(names.index(c.strip().strip('"')) for c in upsert.group(1).split(","))
+    if upsert.group(2).upper() == "NOTHING":
+        return key, "first"  # the first row is inserted, the others do nothing
+    idempotent = all(_ONLY_EXCLUDED.match(part) for part in upsert.group(3).split(","))
+    if upsert.group(4) is None:
+        return key, "last"  # each row overwrites the one before: the last one stays
+    return key, "same" if idempotent else "none"
+
+
+def unique_rows(sql: str, rows: list[tuple]) -> list[tuple] | None:
+    """``rows`` without those an upsert would write over within one statement, where the result is the same.
+
+    PostgreSQL refuses a statement that updates one row twice; SQLite applies the rows one
+    after another. Duplicates of a key resolve as that would: ``DO NOTHING`` keeps the
+    first, an unconditional ``DO UPDATE`` the last, a conditional one drops exact copies
+    (its ``SET`` only assigns the new row's values, so a copy changes nothing). ``None``:
+    the rows cannot go in one statement (write them one by one).
+    """
+    conflict = _conflict(sql)
+    if conflict is None:  # a plain INSERT, or ON CONFLICT DO NOTHING without a target, is fine as it is
+        return None if re.search(r"\bDO\s+UPDATE\b", sql, re.I) else rows
+    key, keep = conflict
+    seen: dict[tuple, tuple] = {}
+    for row in rows:
+        k = tuple(row[i] for i in key)
+        if k not in seen or keep == "last":
+            seen[k] = row
+        elif keep == "none" or (keep == "same" and seen[k] != row):
+            return None
+    return list(seen.values()) if len(seen) != len(rows) else rows
