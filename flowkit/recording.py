@@ -20,13 +20,14 @@ import socket
 import subprocess
 from typing import Any
 
-from flowkit._template import Slot
+from flowkit._template import Nested, Slot
 from flowkit._worker import ArtifactInfo
 from flowkit.cache import value_token
 from flowkit.graph import Node
 from flowkit.clock import Clock
 from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, RunStarted, TaskFinished, TasksCached
 from flowkit.errors import StoreError
+from flowkit.files import File
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
 from flowkit import secrets as _secrets
@@ -85,13 +86,37 @@ def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str
     return [(node_id, artifact_id)] if artifact_id else []
 
 
+def _absolute(value: Any) -> tuple[Any, bool]:
+    """``value`` with each ``fk.File`` in it (in lists, tuples, dict values) made absolute; whether it had one."""
+    kind = type(value)
+    if kind is File:
+        return File(os.path.abspath(value.path)), True
+    if kind is list or kind is tuple or kind is dict:
+        pairs = value.items() if kind is dict else enumerate(value)
+        done = [(k, *_absolute(v)) for k, v in pairs]
+        if any(found for _, _, found in done):
+            items = [v for _, v, _ in done]
+            return ({k: v for k, v, _ in done} if kind is dict else kind(items)), True
+    return value, False
+
+
+def _shown(value: Any) -> str:
+    """A constant as lineage shows it; an ``fk.File`` by its absolute path, whatever the working folder was."""
+    if type(value) is Nested:
+        absolute, found = _absolute(value.value)
+        if found:  # whole, so that the paths can be read back (OpenLineage's file datasets)
+            return short_repr(Nested(absolute), 20_000)
+    return short_repr(value)
+
+
 def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dict[str, str],
                  inputs: Any = None) -> list[tuple[Any, ...]]:
     """What a task run consumed: the artifacts behind each upstream slot, and each constant argument.
 
     An artifact input names the node of this run that produced it (for a map, the item), so
     lineage follows this run's own task runs rather than whichever run first made those bytes.
-    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``, as in the key.
+    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``, as in the key; a
+    file is shown by its absolute path (``Nested(File('/data/raw.csv'))``).
     """
     rows: list[tuple[Any, ...]] = []
     for position, dep in enumerate(node.deps):
@@ -104,7 +129,7 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
         names = list(node.task.signature.parameters)
         for where, value in constants:
             name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
-            rows.append((run_id, node.id, None, "param", None, name, value_token(value, inputs), short_repr(value)))
+            rows.append((run_id, node.id, None, "param", None, name, value_token(value, inputs), _shown(value)))
     return rows
 
 
