@@ -6,6 +6,7 @@ task bodies really ran, so tests can tell a run from a skip.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -109,6 +110,13 @@ def _reset_calls():
     CALLS.clear()
     yield
     CALLS.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_openlineage(monkeypatch):
+    """No run sends OpenLineage events unless its test configures them (tests/test_openlineage.py)."""
+    for name in [n for n in os.environ if n.startswith("OPENLINEAGE")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(autouse=True)

@@ -38,11 +38,13 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
+from flowkit.errors import FlowkitError
 from flowkit.events import RunFinished, RunStarted, TaskFinished, TasksCached
 
-__all__ = ["OpenLineageListener", "configured", "flush", "listener"]
+__all__ = ["LineageExportError", "OpenLineageListener", "configured", "flush", "listener", "run_events", "send"]
 
 log = logging.getLogger("flowkit")
 
@@ -448,6 +450,63 @@ def _at_exit() -> None:
         if emitter.failed:
             log.warning("flowkit: %d OpenLineage event(s) could not be sent to %s", emitter.failed,
                         emitter.destination)
+
+
+# --- past runs --------------------------------------------------------------------------------
+
+class LineageExportError(FlowkitError, ConnectionError):
+    """OpenLineage events could not be sent: OpenLineage is not configured, or its backend failed."""
+
+
+def run_events(run_id: str, *, store: Any = None, namespace: str | None = None) -> list[Any]:
+    """The OpenLineage events of a recorded run, as its live export sent them.
+
+    Built from the store's records by the same code as a live run's events
+    (:mod:`flowkit.export.openlineage_events`), so the two agree: the same run ids, jobs,
+    datasets and facets (the client adds facets of its own when it sends, such as ``tags``).
+
+    Args:
+        run_id: the run (a unique prefix of its id is enough).
+        store: the store to read (default: ``$FLOWKIT_HOME``).
+        namespace: the jobs' namespace (default ``$OPENLINEAGE_NAMESPACE``, else ``"flowkit"``).
+
+    Raises:
+        KeyError: no such run in the store.
+    """
+    from flowkit.export.openlineage_events import past_run_events
+    from flowkit.store import Store
+
+    return past_run_events(run_id, store if store is not None else Store.open(),
+                           namespace or os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE)
+
+
+def send(events: Iterable[Any]) -> int:
+    """Send events through the configured OpenLineage client, now, in this thread; return how many.
+
+    Raises:
+        LineageExportError: OpenLineage is not configured, or an event could not be sent (the
+            message names where to, without credentials, and how many went before).
+    """
+    if not configured():
+        raise LineageExportError("OpenLineage is not configured: set OPENLINEAGE_URL (and OPENLINEAGE_API_KEY), "
+                                 "or OPENLINEAGE_CONFIG to an openlineage.yml, or write ./openlineage.yml; "
+                                 "OPENLINEAGE_DISABLED=true turns it off")
+    try:
+        client = make_client()
+    except Exception as exc:
+        raise LineageExportError(f"the OpenLineage client could not be set up: {_clean(error_line(exc))}") from None
+    count = 0
+    try:
+        for event in events:
+            try:
+                client.emit(event)
+            except Exception as exc:
+                raise LineageExportError(f"OpenLineage events could not be sent to {where(client.transport)} after "
+                                         f"{count} were: {_clean(error_line(exc))}") from None
+            count += 1
+    finally:
+        client.close(5.0)
+    return count
 
 
 # --- the listener -----------------------------------------------------------------------------

@@ -223,31 +223,41 @@ def _public_remote(url: str) -> str:
     return _CREDENTIALS.sub("", url.strip())
 
 
-@functools.lru_cache(maxsize=64)
 def flow_source(flow_file: str | None, commit: str | None) -> tuple[str | None, dict[str, Any] | None]:
-    """The flow file's text (at ``commit`` when it is in git) and where it lives (``None`` outside git).
+    """The flow file's text and, when it is in a git repository, where: its path there and the run's commit.
 
-    Read the same way for a live run and a past one, so both show the same code.
+    The text is the file as it is when the events are built: for a live run, the code that
+    ran; for a past run, the file now (the same, unless it was edited since: the commit says
+    which version the run had).
     """
     if not flow_file:
         return None, None
+    try:
+        stamp = os.stat(flow_file).st_mtime_ns
+    except OSError:
+        stamp = None
+    return _flow_source(flow_file, commit, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _flow_source(flow_file: str, commit: str | None, stamp: int | None) -> tuple[str | None, dict[str, Any] | None]:
+    try:
+        text: str | None = Path(flow_file).read_text(encoding="utf-8") if stamp is not None else None
+    except (OSError, UnicodeDecodeError):
+        text = None
     folder = os.path.dirname(os.path.abspath(flow_file))
     top = _git(folder, "rev-parse", "--show-toplevel") if commit else None
-    if top is not None:
-        top = top.strip()
-        path = os.path.relpath(os.path.realpath(flow_file), os.path.realpath(top)).replace(os.sep, "/")
-        text = _git(top, "show", f"{commit}:{path}")
-        remote = _git(top, "remote", "get-url", "origin")
-        repo = _public_remote(remote) if remote else None
-        url = Path(os.path.abspath(flow_file)).as_uri()
-        web = re.match(r"^(?:https://|git@)(github\.com)[/:](.+?)(?:\.git)?$", repo or "")
-        if web:
-            url = f"https://{web.group(1)}/{web.group(2)}/blob/{commit}/{path}"
-        return text, {"type": "git", "url": url, "repoUrl": repo, "path": path, "version": commit}
-    try:
-        return Path(flow_file).read_text(encoding="utf-8"), None
-    except (OSError, UnicodeDecodeError):
-        return None, None
+    if top is None:
+        return text, None
+    top = top.strip()
+    path = os.path.relpath(os.path.realpath(flow_file), os.path.realpath(top)).replace(os.sep, "/")
+    remote = _git(top, "remote", "get-url", "origin")
+    repo = _public_remote(remote) if remote else None
+    url = Path(os.path.abspath(flow_file)).as_uri()
+    web = re.match(r"^(?:https://|git@)(github\.com|gitlab\.com)[/:](.+?)(?:\.git)?$", repo or "")
+    if web:
+        url = f"https://{web.group(1)}/{web.group(2)}/blob/{commit}/{path}"
+    return text, {"type": "git", "url": url, "repoUrl": repo, "path": path, "version": commit}
 
 
 def file_paths(repr_text: str | None) -> list[str]:
