@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import flowkit as fk

@@ -35,7 +35,7 @@ from flowkit.secrets import mask
 from flowkit.store import Store, owner
 from flowkit.store.metadata import Batch, CacheHit
 
-__all__ = ["Recorder", "lineage_rows", "run_context", "short_repr"]
+__all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "run_context", "short_repr"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -58,7 +58,8 @@ def run_context(flow_file: str | None) -> dict[str, Any]:
             "git_commit": _git_commit(folder) if folder else None}
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """How a value that JSON has no type for is recorded (dates as ISO text, sets as lists, paths as text...)."""
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, (set, frozenset, tuple)):
@@ -69,12 +70,13 @@ def _json_default(value: Any) -> Any:
 
 
 def _json_value(value: Any) -> str | None:
-    return None if value is None else mask(json.dumps(value, default=_json_default))
+    return None if value is None else mask(json.dumps(value, default=json_default))
 
 
-def _json_params(params: dict[str, Any]) -> str:
+def json_params(params: dict[str, Any]) -> str:
+    """A run's parameters as the store keeps them: JSON text, secrets masked."""
     # An fk.Secret is its repr, Secret('***'); a known secret's value given as plain text is masked too.
-    return mask(json.dumps(params, default=_json_default, sort_keys=True))  # type: ignore[return-value]
+    return mask(json.dumps(params, default=json_default, sort_keys=True))  # type: ignore[return-value]
 
 
 def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[tuple[str, str]]:
@@ -176,7 +178,7 @@ class Recorder:
     def start(self, flow: str, params: dict[str, Any], started: float, trigger: str, salt: str,
               context: dict[str, Any]) -> None:
         me = owner.current()  # so that readers can tell this run from one whose process died
-        row = {"id": self.run_id, "flow": flow, "status": "running", "params": _json_params(params),
+        row = {"id": self.run_id, "flow": flow, "status": "running", "params": json_params(params),
                "started": started, "trigger": trigger, "cache_salt": salt, **context,
                "owner_pid": me.pid, "owner_start": me.start, "heartbeat": started}
         row.setdefault("host", me.host)

@@ -351,6 +351,14 @@ def test_a_full_queue_still_sends_one_start_and_one_end_per_task_run(receiver, m
     assert len(by_run(events)) == len(run.task_runs) + 1
 
 
+def test_a_run_without_a_store_sends_its_runs_without_artifacts(receiver):
+    run = failing.with_options(store=False).run()
+    events = delivered(receiver)
+    assert len(events) == 2 * (len(run.task_runs) + 1)
+    assert_one_start_and_one_end(events)
+    assert [e for e in events if e.get("inputs") or e.get("outputs")] == []
+
+
 def test_the_namespace_comes_from_openlineage_namespace(receiver, monkeypatch):
     monkeypatch.setenv("OPENLINEAGE_NAMESPACE", "analytics")
     failing.run()
@@ -478,6 +486,10 @@ def _plain_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}, **extra}
 
 
+def key(event: dict[str, Any]) -> tuple[str, str]:
+    return event["run"]["runId"], event["eventType"]
+
+
 def _without_client_facets(event: dict[str, Any]) -> dict[str, Any]:
     """An event less what the client adds when it sends (its ``tags`` run facet)."""
     event = json.loads(json.dumps(event))
@@ -501,7 +513,6 @@ def test_flowkit_run_delivers_before_it_exits_and_the_export_matches_what_was_se
     past = [json.loads(line) for line in exported.stdout.splitlines()]
     for event in past:
         validate(event)
-    key = lambda e: (e["run"]["runId"], e["eventType"])  # noqa: E731
     assert sorted(map(_without_client_facets, live), key=key) == sorted(past, key=key)
 
 
@@ -516,7 +527,6 @@ def test_the_export_of_a_run_in_process_matches_its_live_events(receiver, tmp_pa
         for event in past:
             validate(event)
         mine = [_without_client_facets(e) for e in live if e["run"]["runId"] in {p["run"]["runId"] for p in past}]
-        key = lambda e: (e["run"]["runId"], e["eventType"])  # noqa: E731
         assert sorted(mine, key=key) == sorted(past, key=key), run.flow
     assert Counter(e["eventType"] for e in live)["START"] == len(by_run(live))
     assert first.status == "completed"

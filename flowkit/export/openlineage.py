@@ -117,9 +117,11 @@ def where(transport: Any) -> str:
     """Where a transport sends events, for messages: a URL without credentials, a file, a kind."""
     kind = getattr(transport, "kind", None)
     if kind == "http":
-        from urllib.parse import urljoin
+        from urllib.parse import urljoin, urlsplit
 
-        return _CREDENTIALS.sub("", urljoin(transport.url, transport.endpoint))
+        parts = urlsplit(urljoin(transport.url, transport.endpoint))  # without user, password or query
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
     if kind == "file":
         return f"the file {transport.config.log_file_path}"
     if kind == "composite":
@@ -153,14 +155,13 @@ def make_client() -> Any:
 class _RunHandle:
     """One run's events on their way to the sending thread; the run's end waits on ``done``."""
 
-    __slots__ = ("store", "events", "live", "done", "ended")
+    __slots__ = ("store", "events", "live", "done")
 
     def __init__(self, store: Any) -> None:
         self.store = store
         self.events: collections.deque[Any] = collections.deque()  # appended by the run, taken by the thread
         self.live: Any = None  # a LiveRun, made in the sending thread (it imports the client)
         self.done = threading.Event()  # its RunFinished was handled
-        self.ended = False  # its RunFinished was handed over
 
 
 class _Flush:
@@ -215,7 +216,6 @@ class _Emitter:
         """Hand over a run's ``RunFinished``; wait for its events while that is likely to pay off."""
         with self.lock:
             self.going -= 1
-            handle.ended = True
         handle.events.append(finished)
         bound = min(self.timeout, END_SHARE * took)
         backlog = sum(len(h.events) for h in self.runs)
@@ -280,10 +280,12 @@ class _Emitter:
             handle = self._next()
             if handle is None:
                 if self.retired and not self.runs:
-                    with _LOCK:
-                        if _EMITTERS.get(self.config) is self:
-                            del _EMITTERS[self.config]
-                    return
+                    with _LOCK:  # with _emitter(), which takes a retired emitter back if its configuration returns
+                        if self.retired and not self.runs:
+                            if _EMITTERS.get(self.config) is self:
+                                del _EMITTERS[self.config]
+                            return
+                    continue
                 self.idle = True
                 if self._next() is None:
                     self.wake.wait()
@@ -358,13 +360,13 @@ class _Emitter:
             if status is not None and 400 <= status < 500:  # the backend refused this event: others may pass
                 self.rejected += 1
                 self.say("rejected", logging.ERROR, "flowkit: %s refused an OpenLineage event (%s); it was dropped",
-                         self.destination, _clean(error_line(exc)))
+                         self.destination, self._clean(error_line(exc)))
                 return
             self.failed += 1
             self.down_until = time.monotonic() + COOLDOWN
             self.say("down", logging.ERROR, "flowkit: OpenLineage events could not be sent to %s (%s); runs go on, "
-                     "and their events are dropped until it answers again (tried every %gs)", self.destination,
-                     _clean(error_line(exc)), COOLDOWN)
+                     "their events are dropped for %gs, then sent again if it answers", self.destination,
+                     self._clean(error_line(exc)), COOLDOWN)
             return
         self.sent += 1
         if self.down_until:
@@ -372,17 +374,23 @@ class _Emitter:
             self._said.discard("down")
             log.info("flowkit: OpenLineage events reach %s again (%d were dropped)", self.destination, self.failed)
 
+    def _clean(self, text: str) -> str:
+        return _clean(text, self.client.transport)
+
 
 def error_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _clean(text: str) -> str:
+def _clean(text: str, transport: Any = None) -> str:
     """A message without credentials: URL user info and the configured API key are masked."""
     text = _CREDENTIALS.sub("***@", text)
-    key = os.environ.get("OPENLINEAGE_API_KEY")
-    return text.replace(key, "***") if key else text
+    auth = getattr(getattr(transport, "config", None), "auth", None)
+    for key in (os.environ.get("OPENLINEAGE_API_KEY"), getattr(auth, "api_key", None)):
+        if key:
+            text = text.replace(key, "***")
+    return text
 
 
 _EMITTERS: dict[tuple[Any, ...], _Emitter] = {}
@@ -401,6 +409,8 @@ def _client_installed() -> bool:
 def _emitter(config: tuple[Any, ...]) -> _Emitter | None:
     with _LOCK:
         emitter = _EMITTERS.get(config)
+        if emitter is not None and emitter.retired:  # its configuration is back before it ended
+            emitter.retired = False
         if emitter is None:
             if config in _NO_CLIENT:
                 return None
@@ -493,16 +503,16 @@ def send(events: Iterable[Any]) -> int:
                                  "OPENLINEAGE_DISABLED=true turns it off")
     try:
         client = make_client()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the client refuses in its configuration
         raise LineageExportError(f"the OpenLineage client could not be set up: {_clean(error_line(exc))}") from None
     count = 0
     try:
         for event in events:
             try:
                 client.emit(event)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any transport's failure, said with where it was going
                 raise LineageExportError(f"OpenLineage events could not be sent to {where(client.transport)} after "
-                                         f"{count} were: {_clean(error_line(exc))}") from None
+                                         f"{count} were: {_clean(error_line(exc), client.transport)}") from None
             count += 1
     finally:
         client.close(5.0)
@@ -533,6 +543,10 @@ class OpenLineageListener:
                 if len(events) < QUEUE_SIZE:
                     append(event)
                 else:  # sent from its final record at the run's end, without its inputs
+                    if not emitter.folded:
+                        log.warning("flowkit: %d OpenLineage events of run %s wait to be sent; the next tasks' "
+                                    "events are sent at the run's end, without their inputs", QUEUE_SIZE,
+                                    event[0].run_id)
                     emitter.folded += 1
                 if emitter.idle:
                     emitter.wake.set()

@@ -57,7 +57,7 @@ from openlineage.client.serde import Serde
 from flowkit import __version__
 from flowkit.events import RunFinished, RunStarted, TaskFinished
 from flowkit.records import CheckResult, TaskRun
-from flowkit.recording import _json_default, _json_params
+from flowkit.recording import json_default, json_params
 from flowkit.secrets import mask
 from flowkit.store.protocols import InputRecord
 
@@ -163,7 +163,7 @@ class FlowRecord(NamedTuple):
     @classmethod
     def starting(cls, event: RunStarted) -> FlowRecord:
         """The record a run's ``RunStarted`` makes: parameters as the store keeps them (JSON, masked)."""
-        return cls(event.run_id, event.flow, "running", json.loads(_json_params(event.params)), event.started, None,
+        return cls(event.run_id, event.flow, "running", json.loads(json_params(event.params)), event.started, None,
                    event.trigger, None, dict(event.context))
 
     @classmethod
@@ -197,7 +197,7 @@ def _iso(ts: float) -> str:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=_json_default)
+    return value if isinstance(value, str) else json.dumps(value, default=json_default)
 
 
 def to_json(event: RunEvent) -> str:
@@ -209,7 +209,7 @@ def to_json(event: RunEvent) -> str:
 
 def _git(folder: str, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout if out.returncode == 0 else None
@@ -317,24 +317,27 @@ class EventBuilder:
         run = self.run
         info = run.info
         facets: dict[str, Any] = {
-            "processing_engine": _facet(processing_engine_run.ProcessingEngineRunFacet, 
-                version=__version__, name="flowkit", openlineageAdapterVersion=__version__),
+            "processing_engine": _facet(processing_engine_run.ProcessingEngineRunFacet, version=__version__,
+                                        name="flowkit", openlineageAdapterVersion=__version__),
             "flowkit_run": _facet(FlowkitRunFacet, runId=run.id, trigger=run.trigger, host=info.get("host"),
-                                           user=info.get("user"), triggeredBy=info.get("triggered_by"),
-                                           reason=info.get("trigger_reason")),
+                                  user=info.get("user"), triggeredBy=info.get("triggered_by"),
+                                  reason=info.get("trigger_reason")),
         }
         if run.params:
-            facets["executionParameters"] = _facet(execution_parameters_run.ExecutionParametersRunFacet, parameters=[
-                execution_parameters_run.ExecutionParameter(key=k, value=_text(v)) for k, v in run.params.items()])
+            facets["executionParameters"] = _facet(
+                execution_parameters_run.ExecutionParametersRunFacet,
+                parameters=[execution_parameters_run.ExecutionParameter(key=k, value=_text(v))
+                            for k, v in run.params.items()])
         if info.get("scheduled") is not None:
-            facets["nominalTime"] = _facet(nominal_time_run.NominalTimeRunFacet, nominalStartTime=_iso(info["scheduled"]))
+            facets["nominalTime"] = _facet(nominal_time_run.NominalTimeRunFacet,
+                                           nominalStartTime=_iso(info["scheduled"]))
         parent = info.get("triggered_by")
         parent_flow = self.flow_of(parent) if parent else None
         if parent and parent_flow:
             facets["parent"] = self._parent(run_uuid(parent), parent_flow)
         if kind is not RunState.START and run.error:
             facets["errorMessage"] = _facet(error_message_run.ErrorMessageRunFacet, message=run.error,
-                                                                            programmingLanguage="python")
+                                            programmingLanguage="python")
         return RunEvent(eventType=kind, eventTime=_iso(when), producer=PRODUCER,
                         run=Run(runId=self.run_id, facets=facets),
                         job=Job(namespace=self.namespace, name=run.flow, facets=self._flow_job_facets()))
@@ -344,7 +347,8 @@ class EventBuilder:
             facets: dict[str, Any] = {"jobType": _job_type("FLOW")}
             source, location = flow_source(self.run.info.get("flow_file"), self.run.info.get("git_commit"))
             if source is not None:
-                facets["sourceCode"] = _facet(source_code_job.SourceCodeJobFacet, language="python", sourceCode=source)
+                facets["sourceCode"] = _facet(source_code_job.SourceCodeJobFacet, language="python",
+                                              sourceCode=source)
             if location is not None:
                 facets["sourceCodeLocation"] = _facet(source_code_location_job.SourceCodeLocationJobFacet, **location)
             self._flow_job = facets
@@ -373,8 +377,8 @@ class EventBuilder:
         ended = tr.ended if tr.ended is not None else started
         facets: dict[str, Any] = {
             "parent": self._parent(self.run_id, run.flow),
-            "flowkit_task": _facet(FlowkitTaskRunFacet, task=tr.name, node=tr.node, status=tr.status, attempts=tr.attempts,
-                                                cacheKey=tr.cache_key),
+            "flowkit_task": _facet(FlowkitTaskRunFacet, task=tr.name, node=tr.node, status=tr.status,
+                                   attempts=tr.attempts, cacheKey=tr.cache_key),
         }
         job = Job(namespace=self.namespace, name=f"{run.flow}.{tr.node}", facets={"jobType": _job_type("TASK")})
         run_id = task_run_uuid(tr.id)
@@ -384,15 +388,14 @@ class EventBuilder:
         outputs: list[OutputDataset] = []
         if tr.status == "cached":
             facets["flowkit_cache"] = _facet(
-                FlowkitCacheRunFacet,
-                artifactId=tr.artifact_id, sourceTaskRun=tr.source,
+                FlowkitCacheRunFacet, artifactId=tr.artifact_id, sourceTaskRun=tr.source,
                 sourceRunId=task_run_uuid(tr.source) if tr.source else None, foundBy="content" if inputs else "key")
         elif tr.artifact_id is not None and self.datasets is not None:
             outputs.append(self._output(tr.artifact_id, tr.checks))
         if tr.status == "failed":
             facets["errorMessage"] = _facet(
-                error_message_run.ErrorMessageRunFacet,
-                message=mask(tr.error) or "failed", programmingLanguage="python", stackTrace=mask(tr.traceback))
+                error_message_run.ErrorMessageRunFacet, message=mask(tr.error) or "failed",
+                programmingLanguage="python", stackTrace=mask(tr.traceback))
         if tr.checks and not outputs:  # checks that failed the task: there is no stored value to attach them to
             facets["test"] = _facet(test_run.TestRunFacet, tests=[
                 test_run.TestExecution(name=c.check, status="pass" if c.passed else "fail", severity=c.severity,
@@ -443,8 +446,7 @@ class EventBuilder:
         output_facets = {}
         if d is not None and (d.rows is not None or d.size is not None):
             output_facets["outputStatistics"] = _facet(
-                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet,
-                rowCount=d.rows, size=d.size)
+                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet, rowCount=d.rows, size=d.size)
         return OutputDataset(namespace=self.datasets, name=artifact_id, facets=facets, outputFacets=output_facets)
 
 
