@@ -22,16 +22,17 @@ Python (``except TypeError``) keeps working::
     ├── TrackingError (ValueError)        log_metric & co outside a task, or a value that is not a number
     ├── CheckFailedError                  a check on a task's output failed; the output was not committed
     ├── ServeError                        flowkit serve cannot start: a port in use, a public host without a token
+    ├── LineageExportError (ConnectionError)   OpenLineage events not sent: not configured, or its backend failed
     └── RegistryError                     a bad model name, or a registry change that cannot be made
         └── ModelNotFoundError (LookupError)   no such model, version or alias
 
 ``FlowLoadError`` lives beside the flow loader, ``DaskConnectionError`` in the
-Dask executor, ``ArtifactWriteError`` in the artifact store and ``ServeError`` in
-:mod:`flowkit.ml.serve`; the others here. Two exceptions stay inside flowkit and are not
-part of the tree: the store's ``DamagedArtifact`` (bytes that no longer match
-their digest: the engine recomputes the value, ``Store.load`` raises
-``CacheCorruptionError``) and the CLI's ``UsageProblem`` (a ``click.UsageError``,
-shown as a usage message).
+Dask executor, ``ArtifactWriteError`` in the artifact store, ``ServeError`` in
+:mod:`flowkit.ml.serve` and ``LineageExportError`` in :mod:`flowkit.export.openlineage`;
+the others here. Two exceptions stay inside flowkit and are not part of the tree:
+the store's ``DamagedArtifact`` (bytes that no longer match their digest: the
+engine recomputes the value, ``Store.load`` raises ``CacheCorruptionError``) and
+the CLI's ``UsageProblem`` (a ``click.UsageError``, shown as a usage message).
 
 Messages name the task, parameter or file at fault and say what to do next.
 """

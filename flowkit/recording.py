@@ -20,13 +20,14 @@ import socket
 import subprocess
 from typing import Any
 
-from flowkit._template import Slot
+from flowkit._template import Nested, Slot
 from flowkit._worker import ArtifactInfo
 from flowkit.cache import value_token
 from flowkit.graph import Node
 from flowkit.clock import Clock
 from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, RunStarted, TaskFinished, TasksCached
 from flowkit.errors import StoreError
+from flowkit.files import File
 from flowkit.hashing import short_repr
 from flowkit.records import TaskRun
 from flowkit import secrets as _secrets
@@ -34,7 +35,7 @@ from flowkit.secrets import mask
 from flowkit.store import Store, owner
 from flowkit.store.metadata import Batch, CacheHit
 
-__all__ = ["Recorder", "lineage_rows", "run_context", "short_repr"]
+__all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "run_context", "short_repr"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,7 +58,8 @@ def run_context(flow_file: str | None) -> dict[str, Any]:
             "git_commit": _git_commit(folder) if folder else None}
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """How a value that JSON has no type for is recorded (dates as ISO text, sets as lists, paths as text...)."""
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, (set, frozenset, tuple)):
@@ -68,12 +70,13 @@ def _json_default(value: Any) -> Any:
 
 
 def _json_value(value: Any) -> str | None:
-    return None if value is None else mask(json.dumps(value, default=_json_default))
+    return None if value is None else mask(json.dumps(value, default=json_default))
 
 
-def _json_params(params: dict[str, Any]) -> str:
+def json_params(params: dict[str, Any]) -> str:
+    """A run's parameters as the store keeps them: JSON text, secrets masked."""
     # An fk.Secret is its repr, Secret('***'); a known secret's value given as plain text is masked too.
-    return mask(json.dumps(params, default=_json_default, sort_keys=True))  # type: ignore[return-value]
+    return mask(json.dumps(params, default=json_default, sort_keys=True))  # type: ignore[return-value]
 
 
 def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str]) -> list[tuple[str, str]]:
@@ -85,13 +88,37 @@ def _artifacts_of(node_id: str, nodes: dict[str, Node], artifacts: dict[str, str
     return [(node_id, artifact_id)] if artifact_id else []
 
 
+def _absolute(value: Any) -> tuple[Any, bool]:
+    """``value`` with each ``fk.File`` in it (in lists, tuples, dict values) made absolute; whether it had one."""
+    kind = type(value)
+    if kind is File:
+        return File(os.path.abspath(value.path)), True
+    if kind is list or kind is tuple or kind is dict:
+        pairs = value.items() if kind is dict else enumerate(value)
+        done = [(k, *_absolute(v)) for k, v in pairs]
+        if any(found for _, _, found in done):
+            items = [v for _, v, _ in done]
+            return ({k: v for k, v, _ in done} if kind is dict else kind(items)), True
+    return value, False
+
+
+def _shown(value: Any) -> str:
+    """A constant as lineage shows it; an ``fk.File`` by its absolute path, whatever the working folder was."""
+    if type(value) is Nested:
+        absolute, found = _absolute(value.value)
+        if found:  # whole, so that the paths can be read back (OpenLineage's file datasets)
+            return short_repr(Nested(absolute), 20_000)
+    return short_repr(value)
+
+
 def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dict[str, str],
                  inputs: Any = None) -> list[tuple[Any, ...]]:
     """What a task run consumed: the artifacts behind each upstream slot, and each constant argument.
 
     An artifact input names the node of this run that produced it (for a map, the item), so
     lineage follows this run's own task runs rather than whichever run first made those bytes.
-    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``, as in the key.
+    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``, as in the key; a
+    file is shown by its absolute path (``Nested(File('/data/raw.csv'))``).
     """
     rows: list[tuple[Any, ...]] = []
     for position, dep in enumerate(node.deps):
@@ -104,7 +131,7 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
         names = list(node.task.signature.parameters)
         for where, value in constants:
             name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
-            rows.append((run_id, node.id, None, "param", None, name, value_token(value, inputs), short_repr(value)))
+            rows.append((run_id, node.id, None, "param", None, name, value_token(value, inputs), _shown(value)))
     return rows
 
 
@@ -151,7 +178,7 @@ class Recorder:
     def start(self, flow: str, params: dict[str, Any], started: float, trigger: str, salt: str,
               context: dict[str, Any]) -> None:
         me = owner.current()  # so that readers can tell this run from one whose process died
-        row = {"id": self.run_id, "flow": flow, "status": "running", "params": _json_params(params),
+        row = {"id": self.run_id, "flow": flow, "status": "running", "params": json_params(params),
                "started": started, "trigger": trigger, "cache_salt": salt, **context,
                "owner_pid": me.pid, "owner_start": me.start, "heartbeat": started}
         row.setdefault("host", me.host)

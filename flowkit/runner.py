@@ -4,7 +4,8 @@
 :func:`run_flow` does a run's setup in one place: bind and trace the flow,
 choose its executor, clock and store, resolve ``refresh=`` and ``resume=``,
 then :func:`run_graph` computes every node's cache key, starts the listeners
-(the store's :class:`~flowkit.recording.Recorder` first), opens an executor
+(:func:`run_listeners`: the store's :class:`~flowkit.recording.Recorder`, the
+OpenLineage exporter when configured, then the caller's), opens an executor
 session, lets the engine's :class:`~flowkit.engine.Loop` plan and run the
 graph, fetches the flow's return value and announces the final record.
 What happens to each node is the engine's business (:mod:`flowkit.engine`).
@@ -30,6 +31,7 @@ from flowkit.clock import Clock, SystemClock
 from flowkit.engine import Loop, RunState, error_text
 from flowkit.errors import FlowRunError, ParameterError, StoreError
 from flowkit.events import RunFinished, RunListener, RunStarted, broadcast
+from flowkit.export import openlineage
 from flowkit.executors import Executor
 from flowkit.graph import FlowGraph
 from flowkit.logs import capturing
@@ -40,7 +42,7 @@ from flowkit.store import Store
 if TYPE_CHECKING:
     from flowkit.flow import Flow
 
-__all__ = ["run_flow", "run_graph"]
+__all__ = ["run_flow", "run_graph", "run_listeners"]
 
 
 def _graph_of(state: RunState, graph: FlowGraph) -> FlowGraph:
@@ -239,8 +241,7 @@ def run_graph(
             forced = set(refresh)
             for node_id in list(forced):
                 forced |= nx.descendants(graph.nx, node_id)
-    recorder = Recorder(store, run_id, clock) if store is not None else None
-    everyone: list[RunListener] = ([recorder] if recorder is not None else []) + list(listeners)
+    everyone = run_listeners(store, run_id, clock) + list(listeners)
     emit = broadcast(everyone) if everyone else None
     if emit is not None:
         emit(RunStarted(run_id, graph.flow, graph.params, started, trigger, salt, context or {}))
@@ -285,6 +286,21 @@ def run_graph(
     if emit is not None:
         emit(RunFinished(run))
     return run
+
+
+def run_listeners(store: Store | None, run_id: str, clock: Clock) -> list[RunListener]:
+    """The listeners every run has, before the caller's: the one place that decides them.
+
+    The store's :class:`~flowkit.recording.Recorder` first (a run with a store), then the
+    OpenLineage exporter while OpenLineage is configured (:mod:`flowkit.export.openlineage`;
+    deciding that imports nothing of the client). They do not make the run stream task
+    output and starts, as a caller's listeners do (``Loop(stream_output=...)``).
+    """
+    found: list[RunListener] = [Recorder(store, run_id, clock)] if store is not None else []
+    lineage = openlineage.listener(store)
+    if lineage is not None:
+        found.append(lineage)
+    return found
 
 
 def _record(graph: FlowGraph, state: RunState, status: str, started: float, ended: float, trigger: str,

@@ -117,6 +117,13 @@ METADATA = os.environ.get("FLOWKIT_TEST_METADATA", "sqlite")
 
 
 @pytest.fixture(autouse=True)
+def _no_openlineage(monkeypatch):
+    """No run sends OpenLineage events unless its test configures them (tests/test_openlineage.py)."""
+    for name in [n for n in os.environ if n.startswith("OPENLINEAGE")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch, request):
     """Every test gets its own store (FLOWKIT_HOME) and working directory."""
     path = tmp_path / "flowkit-home"

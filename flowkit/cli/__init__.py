@@ -331,12 +331,21 @@ def show(run_id: str, task: str | None, show_traceback: bool, logs_of: str | Non
 @click.argument("target", metavar="RUN_ID/NODE|ARTIFACT_ID")
 @click.option("--format", "fmt", type=click.Choice(["tree", "mermaid", "json"]), default="tree",
               show_default=True)
-def lineage(target: str, fmt: str) -> None:
+@click.option("--openlineage", "as_openlineage", is_flag=True,
+              help="TARGET is a run id: print the run's OpenLineage events, one JSON object a line.")
+@click.option("--emit", "send_events", is_flag=True,
+              help="With --openlineage: send the events through the configured OpenLineage client instead.")
+def lineage(target: str, fmt: str, as_openlineage: bool, send_events: bool) -> None:
     """Show what produced a value: task runs, input artifacts, parameters.
 
     RUN_ID/NODE (e.g. 3f2a9c/train) follows that run's own value; an ARTIFACT_ID
-    shows every task run that computed those bytes, newest first.
+    shows every task run that computed those bytes, newest first. With
+    --openlineage, TARGET is a run (a prefix of its id will do) and its
+    OpenLineage run events are built from the store, as its live export sent them.
     """
+    if as_openlineage or send_events:
+        _openlineage(target, send_events)
+        return
     import networkx as nx
 
     from flowkit.lineage import lineage as lineage_of
@@ -357,6 +366,24 @@ def lineage(target: str, fmt: str) -> None:
         tree = Tree(_label(root, g.nodes[root]))
         _grow(tree, g, root, set())
         emit(tree)
+
+
+def _openlineage(run_id: str, send_events: bool) -> None:
+    if "/" in run_id:
+        raise UsageProblem(f"--openlineage exports a whole run: give a run id, not the task run {run_id!r}")
+    try:
+        from flowkit.export import openlineage
+        from flowkit.export.openlineage_events import to_json
+    except ImportError as exc:
+        raise UsageProblem(f"--openlineage needs openlineage-python ({exc}): pip install 'flowkit[openlineage]'") \
+            from None
+    events = openlineage.run_events(run_id, store=_store())
+    if send_events:
+        sent = openlineage.send(events)
+        err_console.print(f"sent {sent} OpenLineage event{'s' if sent != 1 else ''}")
+    else:
+        for event in events:
+            click.echo(to_json(event))
 
 
 def _label(node: str, data: dict[str, Any]) -> str:
