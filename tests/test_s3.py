@@ -256,6 +256,24 @@ def test_gc_removes_unreferenced_objects_and_old_temporary_objects_in_the_bucket
     assert store.artifact(dropped).removed_by == "gc"
 
 
+@pytest.mark.dask
+def test_dask_workers_write_and_read_the_bucket(tmp_path, s3_server, s3_url):
+    store = fk.Store(tmp_path / "home", artifacts=s3_url)
+    # started after s3_url set the environment: the worker processes inherit the endpoint and credentials
+    with fk.DaskExecutor(n_workers=1, threads_per_worker=1, processes=True) as executor:
+        @fk.flow(store=store, executor=executor)
+        def f():
+            return rows_of(frame(40_000))
+
+        first = f.run()
+        assert first.result() == 40_000 and first.task_run("frame").worker.startswith("tcp://127.0.0.1:")
+        d = first.artifact_id("frame")
+        assert store.artifact(d)["uri"] == f"{s3_url}/{d[:2]}/{d}" and list(objects(s3_server, s3_url)) == [
+            f"{d[:2]}/{d}"]
+        again = f.run(refresh=["rows_of"])  # the worker loads the frame from the bucket
+        assert again.result() == 40_000 and again.task_run("frame").status == "cached"
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 def test_an_unknown_url_scheme_is_a_store_error_naming_the_url(tmp_path, monkeypatch):
@@ -361,7 +379,7 @@ def test_a_server_that_never_answers_is_given_up_on_within_the_configured_timeou
         silent.listen(64)
         env = {**s3_server.env, "FLOWKIT_HOME": str(tmp_path / "home"),
                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
-               "FSSPEC_S3_CONFIG_KWARGS": json.dumps({"read_timeout": 1, "connect_timeout": 1})}
+               "FSSPEC_S3_CONFIG_KWARGS": json.dumps({"read_timeout": 0.5, "connect_timeout": 0.5})}
         out = run_script(tmp_path, SILENT_SCRIPT.replace("URL", repr(s3_url)), env, timeout=60)
     assert out.returncode == 0, out.stderr
     said = json.loads(out.stdout)
