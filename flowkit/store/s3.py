@@ -16,17 +16,20 @@ A write publishes the object whole, and only once what landed is checked:
    its upload is completed, so the pending upload is the temporary.
 3. ``UploadPart`` for each slice of :func:`part_size` bytes, several at once, each
    with its ``Content-MD5`` (S3 refuses a part whose bytes differ: ``BadDigest``);
-   the ETag the server answers must be that MD5.
-4. ``ListParts``: the server's own account of the parts, whose sizes and ETags must
-   be those sent.
+   the ETag the server answers, the MD5 of what it received, must be that MD5.
+4. Only where an ETag is no MD5 (SSE-KMS, SSE-C): ``ListParts``, the server's own
+   account of the parts, whose sizes must be those sent.
 5. ``CompleteMultipartUpload``: the object appears under its key, whole, at once.
+
+Four requests for an object of one part (``HEAD``, create, one part, complete), as
+many as a temporary key would take (``PUT``, ``HEAD``, copy, delete).
 
 Any failure aborts the upload, so nothing stays behind; an upload a killed process
 left pending is aborted by ``Store.gc`` once it is older than the grace period
 (:meth:`S3ArtifactFiles.temporaries`). Publishing by a temporary key would need a
 server-side copy to reach the final key, which rewrites every byte and takes as long
 as the upload itself. With SSE-KMS or SSE-C the ETag is no MD5; the server still
-checks each part's ``Content-MD5`` and the sizes are still compared.
+checks each part's ``Content-MD5``, and the sizes are compared.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import botocore.exceptions
@@ -46,9 +49,13 @@ from fsspec.asyn import sync
 
 from flowkit.errors import StoreError
 from flowkit.faults import FAULTS, fault
+from flowkit.hashing import digest as _digest
 from flowkit.store.artifacts import FsspecArtifactFiles
+from flowkit.store.protocols import DamagedArtifact
 
-__all__ = ["CLIENT_CONFIG", "PART_SIZE", "S3ArtifactFiles", "part_size"]
+__all__ = ["CLIENT_CONFIG", "PART_SIZE", "RANGE_SIZE", "S3ArtifactFiles", "part_size"]
+
+T = TypeVar("T")
 
 #: botocore client settings: seconds to connect and between bytes read, and attempts per call.
 CLIENT_CONFIG: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 15,
@@ -57,7 +64,12 @@ CLIENT_CONFIG: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 15,
 S3FS_RETRIES = 2
 #: Bytes per uploaded part (S3: at least 5 MiB except the last, at most 10,000 parts).
 PART_SIZE = 16 << 20
+#: Bytes per ranged GET of a large object.
+RANGE_SIZE = 50 << 20
 _MAX_PARTS = 10_000
+#: What cuts a ranged read short, to resume it.
+_CUT_SHORT = (botocore.exceptions.HTTPClientError, botocore.exceptions.IncompleteReadError, asyncio.TimeoutError,
+              ConnectionError)
 _UPLOAD = "?uploadId="  # a pending upload's name among the temporaries: <key relative to the root>?uploadId=<id>
 _ETAG_NOT_MD5 = ("aws:kms", "aws:kms:dsse")
 
@@ -87,11 +99,23 @@ def _codes(exc: BaseException) -> Iterator[tuple[BaseException, str | None]]:
         cur = cur.__cause__ or cur.__context__
 
 
+async def _all(coroutines: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run the coroutines at once; at the first failure, cancel the others, wait for them, and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:  # nothing goes on behind the failure (no part lands after an abort)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 class S3ArtifactFiles(FsspecArtifactFiles):
     """The artifact folder at ``s3://bucket/prefix``: published by a verified multipart upload.
 
-    Reads are the fsspec ones (s3fs fetches a large object in ranges, several at once),
-    checked against the digest before anything is deserialized.
+    A read fetches the object into one buffer, a large one in ranges of :data:`RANGE_SIZE`,
+    several at once, and checks it against the digest before anything is deserialized.
     """
 
     def __init__(self, url: str) -> None:
@@ -129,6 +153,55 @@ class S3ArtifactFiles(FsspecArtifactFiles):
         url = getattr(getattr(client, "meta", None), "endpoint_url", None)
         return f" {url}" if url else ""
 
+    # --- reading -------------------------------------------------------------------------------
+
+    def read(self, digest: str) -> memoryview:
+        """The bytes of an artifact, fetched into one buffer (large ones in ranges, several at once),
+        then checked against the digest."""
+        with self._failing(f"reading {self.path(digest)}"):
+            try:
+                data = sync(self.fs.loop, self._download, self._key(digest))
+            except FileNotFoundError:
+                raise DamagedArtifact(self.path(digest), digest, None) from None
+        actual = _digest(data)
+        if actual != digest:
+            raise DamagedArtifact(self.path(digest), digest, actual)
+        return data
+
+    async def _download(self, key: str) -> memoryview:
+        bucket, name = key.split("/", 1)
+        size = (await self.fs._call_s3("head_object", Bucket=bucket, Key=name))["ContentLength"]
+        view = memoryview(bytearray(size))  # the one copy: each range is read straight into its place
+        ranges = [(start, min(start + RANGE_SIZE, size)) for start in range(0, size, RANGE_SIZE)]
+        gate = asyncio.Semaphore(self.fs.max_concurrency)
+
+        async def fetch(start: int, end: int) -> None:
+            async with gate:
+                for attempt in range(S3FS_RETRIES):
+                    try:
+                        await self._fetch_into(view, bucket, name, start, end)
+                        return
+                    except _CUT_SHORT:  # the connection dropped mid-range: read the range again
+                        if attempt + 1 == S3FS_RETRIES:
+                            raise
+
+        await _all(fetch(start, end) for start, end in ranges)
+        return view
+
+    async def _fetch_into(self, view: memoryview, bucket: str, name: str, start: int, end: int) -> None:
+        """Read bytes ``start`` to ``end`` (exclusive) of the object into their place in ``view``."""
+        answer = await self.fs._call_s3("get_object", Bucket=bucket, Key=name, Range=f"bytes={start}-{end - 1}")
+        body = answer["Body"]
+        try:
+            while start < end:
+                chunk = await body.read(min(end - start, 1 << 20))
+                if not chunk:
+                    raise botocore.exceptions.IncompleteReadError(actual_bytes=start, expected_bytes=end)
+                view[start:start + len(chunk)] = chunk
+                start += len(chunk)
+        finally:
+            body.close()
+
     # --- writing -------------------------------------------------------------------------------
 
     def _publish(self, final: str, data: memoryview) -> None:
@@ -140,10 +213,11 @@ class S3ArtifactFiles(FsspecArtifactFiles):
         upload = (await call("create_multipart_upload", Bucket=bucket, Key=key))["UploadId"]
         where = {"Bucket": bucket, "Key": key, "UploadId": upload}
         try:
-            sent = await self._send_parts(where, data)
+            sent, all_md5 = await self._send_parts(where, data)
             if FAULTS:
                 fault("cache.after_temp_write")
-            await self._check_parts(where, sent)
+            if not all_md5:  # an ETag that is no MD5 said nothing of the bytes: ask what landed
+                await self._check_parts(where, sent)
             if FAULTS:
                 fault("cache.after_fsync")
             parts = [{"PartNumber": number, "ETag": etag} for number, _, etag in sent]
@@ -153,35 +227,30 @@ class S3ArtifactFiles(FsspecArtifactFiles):
                 await call("abort_multipart_upload", **where)
             raise
 
-    async def _send_parts(self, where: dict[str, str], data: memoryview) -> list[tuple[int, int, str]]:
-        """Upload ``data`` in parts, several at once; ``(number, size, ETag)`` of each, checked against its MD5."""
+    async def _send_parts(self, where: dict[str, str], data: memoryview) -> tuple[list[tuple[int, int, str]], bool]:
+        """Upload ``data`` in parts, several at once: ``(number, size, ETag)`` of each, and whether every
+        ETag was an MD5, and so was checked against the MD5 of the bytes sent."""
         loop = asyncio.get_running_loop()
         step = part_size(data.nbytes)
         gate = asyncio.Semaphore(self.fs.max_concurrency)  # bounds the parts held in memory too
 
-        async def send(number: int, start: int) -> tuple[int, int, str]:
+        async def send(number: int, start: int) -> tuple[int, int, str, bool]:
             async with gate:
                 body = bytes(data[start:start + step])
                 md5 = await loop.run_in_executor(None, _md5, body)  # hashlib lets go of the GIL
                 answer = await self.fs._call_s3("upload_part", **where, PartNumber=number, Body=body,
                                                 ContentMD5=base64.b64encode(md5).decode())
-                etag = answer["ETag"]
-                if _etag_is_md5(answer) and etag.strip('"') != md5.hex():
+                etag, checked = answer["ETag"], _etag_is_md5(answer)
+                if checked and etag.strip('"') != md5.hex():
                     raise OSError(f"part {number} of the upload landed with ETag {etag}, but the MD5 of the "
                                   f"{len(body)} bytes sent is {md5.hex()}: the bytes were changed on the way")
-                return number, len(body), etag
+                return number, len(body), etag, checked
 
-        tasks = [asyncio.ensure_future(send(i + 1, start)) for i, start in enumerate(range(0, data.nbytes or 1, step))]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:  # no part lands after the upload is aborted
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        done = await _all(send(i + 1, start) for i, start in enumerate(range(0, data.nbytes or 1, step)))
+        return [(number, size, etag) for number, size, etag, _ in done], all(c for *_, c in done)
 
     async def _check_parts(self, where: dict[str, str], sent: list[tuple[int, int, str]]) -> None:
-        """Compare the server's list of the upload's parts with what was sent, before publishing."""
+        """Compare the server's list of the upload's parts (sizes, ETags) with what was sent, before publishing."""
         landed: dict[int, tuple[int, str]] = {}
         marker = 0
         while True:
