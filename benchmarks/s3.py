@@ -1,6 +1,6 @@
 """Artifacts on S3: a large DataFrame stored through flowkit and loaded back, against raw s3fs.
 
-Starts moto's S3 server (``python -m moto.server``, in its own process) on
+Starts moto's S3 server (in its own process, as the tests do) on
 127.0.0.1, makes a bucket, and times in the same process, alternating which goes
 first, the best of ``--repeat`` runs of each (``gc.collect()`` before each):
 
@@ -29,8 +29,8 @@ import argparse
 import os
 import platform
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -38,14 +38,15 @@ import s3fs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' moto server
 
-import flowkit as fk  # noqa: E402
-from cache import make_frame, timed  # noqa: E402
-from flowkit._worker import store_value  # noqa: E402
-from flowkit.store.artifacts import artifact_files  # noqa: E402
-from flowkit.store.s3 import S3ArtifactFiles, part_size  # noqa: E402
-from flowkit.store.serializers import load_artifact  # noqa: E402
-from s3_server import MotoServer  # noqa: E402
-from shapes import verdict  # noqa: E402
+from cache import make_frame, timed
+from s3_server import MotoServer
+from shapes import verdict
+
+import flowkit as fk
+from flowkit._worker import store_value
+from flowkit.store.artifacts import artifact_files
+from flowkit.store.s3 import S3ArtifactFiles, part_size
+from flowkit.store.serializers import load_artifact
 
 SPEED_TARGET = 0.80  # flowkit's speed over s3fs's, write + read
 

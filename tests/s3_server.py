@@ -1,7 +1,7 @@
 """A real S3-compatible server for the tests: moto's server mode in a subprocess on 127.0.0.1.
 
-``s3_server`` (one per session) starts ``python -m moto.server`` on a port the
-server picks itself, and waits for its banner; when moto is not installed or the
+``s3_server`` (one per session) starts moto's server (``moto.server.main``) on a
+port the server picks itself, and waits for its banner; when moto is not installed or the
 server does not come up, the tests that need it are skipped with the reason.
 ``s3_url`` points this process's environment at it (the standard variables:
 ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
@@ -17,7 +17,6 @@ import importlib.util
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -30,17 +29,18 @@ _BANNER = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 START_TIMEOUT = 60.0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+#: moto's server, ended when its standard input closes: so it ends with the process that started it,
+#: even one that was killed and could not stop it.
+_SERVE = """
+import os, sys, threading
+threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", "0"])
+"""
 
 
 class MotoServer:
-    """``python -m moto.server`` on 127.0.0.1: its endpoint, the environment that reaches it, a client."""
+    """moto's S3 server on 127.0.0.1: its endpoint, the environment that reaches it, a client."""
 
     def __init__(self) -> None:
         self.secret = "flowkit-test-secret-" + secrets.token_hex(8)  # tests check it never shows up
@@ -48,10 +48,8 @@ class MotoServer:
         self._tail: collections.deque[str] = collections.deque(maxlen=40)
         self._port: int | None = None
         self._ready = threading.Event()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._drain, daemon=True).start()
         if not self._ready.wait(START_TIMEOUT) or self._port is None:
             self.stop()
@@ -91,6 +89,8 @@ class MotoServer:
         return name
 
     def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -126,8 +126,9 @@ class S3ArtifactFiles(FsspecArtifactFiles):
         self.fs.retries = S3FS_RETRIES  # this instance is the store's own (skip_instance_cache)
 
     def _options(self) -> dict[str, Any]:
-        # A filesystem of its own: the environment it sees (endpoint, credentials) is the one of
-        # when the store was opened, and it never answers from a listing another process outdated.
+        # A filesystem of its own: it reads the environment (endpoint, credentials) when it first
+        # calls S3, not when some other s3fs user made a cached one, and it never answers from a
+        # listing that another process outdated.
         configured = fsspec.config.conf.get("s3", {}).get("config_kwargs") or {}
         return {"skip_instance_cache": True, "use_listings_cache": False,
                 "config_kwargs": {**CLIENT_CONFIG, **configured}}
