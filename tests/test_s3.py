@@ -147,6 +147,9 @@ def test_a_flow_keeps_its_large_values_in_the_bucket_and_another_process_loads_t
     expected = wide_frame(2_500_000)
     assert (loaded["checksum"], loaded["k"]) == (float(expected["x"].sum()), int(expected["k"].sum()))
     assert objects(s3_server, s3_url) == stored
+    for out in (first, again):  # nothing of the credentials in what the processes said
+        assert s3_server.secret not in out.stdout + out.stderr and s3_server.access_key not in out.stdout + out.stderr
+    assert s3_server.secret not in db_text(tmp_path / "home") and s3_server.access_key not in db_text(tmp_path / "home")
 
 
 @pytest.mark.parametrize("damage", ["deleted", "corrupted", "truncated"])
