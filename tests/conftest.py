@@ -6,6 +6,7 @@ task bodies really ran, so tests can tell a run from a skip.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -112,13 +113,30 @@ def _reset_calls():
     CALLS.clear()
 
 
+#: ``FLOWKIT_TEST_METADATA=postgresql`` runs every test's store on PostgreSQL (a fresh database each).
+METADATA = os.environ.get("FLOWKIT_TEST_METADATA", "sqlite")
+
+
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
+def home(tmp_path, monkeypatch, request):
     """Every test gets its own store (FLOWKIT_HOME) and working directory."""
     path = tmp_path / "flowkit-home"
     monkeypatch.setenv("FLOWKIT_HOME", str(path))
     monkeypatch.chdir(tmp_path)
-    return path
+    if METADATA == "postgresql" and "sqlite_only" not in request.keywords:
+        import pg_server
+
+        server = pg_server.server()
+        url = server.database()
+        monkeypatch.setenv("FLOWKIT_DB", url)
+        yield path
+        from flowkit import store
+
+        with store._OPEN_LOCK:
+            store._OPEN.clear()
+        server.drop(url)  # each test's database is its own: its connections go with it
+        return
+    yield path
 
 
 EXECUTORS = {

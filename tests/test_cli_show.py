@@ -111,6 +111,7 @@ def test_cache_gc_help_mentions_only_what_exists():
     assert "model" not in out.stdout.lower()
 
 
+@pytest.mark.sqlite_only
 def test_a_damaged_database_says_to_move_it_aside_and_keep_the_artifacts(home, flows):
     import subprocess
 

@@ -8,6 +8,7 @@ import pytest
 
 import flowkit as fk
 from conftest import linear
+from flowkit import store
 from flowkit.store import Store, open_store, register_backend
 from flowkit.store.sqlite import SQLiteMetadataStore
 
@@ -23,7 +24,18 @@ def test_a_plain_folder_or_a_sqlite_url_opens_sqlite(tmp_path):
 def test_an_unknown_scheme_names_itself_and_the_known_ones():
     with pytest.raises(fk.StoreError, match=r"scheme 'mongodb'.*known schemes are: .*sqlite://"):
         open_store("mongodb://db.example/flowkit")
-    with pytest.raises(fk.StoreError, match="flowkit\\[postgres\\]"):
+    with pytest.raises(fk.StoreError, match="names a file"):
+        open_store("sqlite://host/flowkit.db")
+
+
+def test_a_postgresql_url_without_its_driver_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "flowkit.store.postgres", raising=False)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # not installed
+    monkeypatch.setattr("flowkit.store._BACKENDS", {k: v for k, v in store._BACKENDS.items()
+                                                     if not k.startswith("postgres")})
+    with pytest.raises(fk.StoreError, match=r"postgresql://.*flowkit\[postgres\]"):
         open_store("postgresql://user@db.example/flowkit")
     with pytest.raises(fk.StoreError, match="names a file"):
         open_store("sqlite://host/flowkit.db")

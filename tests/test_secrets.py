@@ -66,11 +66,19 @@ def _load(flows):
 
 def _assert_nowhere(home, value: str = VALUE) -> None:
     files = [p for p in home.rglob("*") if p.is_file()]
-    assert any(p.name.startswith("flowkit.db") for p in files)
+    metadata = fk.Store.open().db
+    assert metadata.dialect != "sqlite" or any(p.name.startswith("flowkit.db") for p in files)
     for path in files:
         data = path.read_bytes()
         assert value.encode() not in data, path
         assert value.encode("utf-16-le") not in data, path
+    if metadata.dialect == "postgresql":  # every row of every table, as text and bytes
+        tables = [r[0] for r in metadata.query("SELECT table_name FROM information_schema.tables "
+                                               "WHERE table_schema = 'public'")]
+        assert "runs" in tables
+        for table in tables:
+            rows = metadata.query(f'SELECT * FROM "{table}"')
+            assert value not in repr(rows) and value.encode() not in repr(rows).encode(), table
 
 
 def test_a_secret_shows_as_stars_and_pickles_its_value():

@@ -14,7 +14,6 @@ import os
 import selectors
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -429,8 +428,15 @@ def test_the_poller_follows_the_alias_on_its_own(store):
 # --- the prediction log under pressure ---------------------------------------------------------
 
 def test_a_full_log_drops_and_counts_instead_of_blocking_then_writes_the_rest_on_close(store):
-    lock = sqlite3.connect(store.db.path, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock: the writer waits on it
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn):  # another writer holds the store's write lock: the log's writer waits on it
+        holding.set()
+        release.wait(30)
+
+    holder = threading.Thread(target=store.db.write, args=(hold,))
+    holder.start()
+    assert holding.wait(10)
     log = PredictionLog(store, max_queue=3)
     try:
         started = time.monotonic()
@@ -438,8 +444,8 @@ def test_a_full_log_drops_and_counts_instead_of_blocking_then_writes_the_rest_on
         assert time.monotonic() - started < 1  # appending never waited for the store
         assert log.dropped == accepted.count(False) >= 40 and log.stats()["dropped"] == log.dropped
     finally:
-        lock.execute("ROLLBACK")
-        lock.close()
+        release.set()
+        holder.join()
     log.close()
     logged = fk.registry.predictions("churn", store=store)
     assert len(logged) == accepted.count(True) == log.written

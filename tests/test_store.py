@@ -132,12 +132,15 @@ def test_damaged_artifact_file_is_reported_removed_and_recomputed(home, caplog):
     assert f() == 60_000 and CALLS == []
 
 
+def damage_inline_values() -> None:
+    """Overwrite every value kept in the metadata store with one byte (on any backend)."""
+    fk.Store.open().db.write(lambda c: c.execute("UPDATE artifacts SET data = ? WHERE data IS NOT NULL",
+                                                       (b"\0",)))
+
+
 def test_damaged_inline_artifact_is_recomputed_too(home):
     linear.run(1)
-    db = sqlite3.connect(home / "flowkit.db")
-    db.execute("UPDATE artifacts SET data = X'00'")
-    db.commit()
-    db.close()
+    damage_inline_values()
     CALLS.clear()
     assert linear(1) == 2  # the output is loaded, found damaged, and recomputed
     assert "inc" in CALLS
@@ -145,10 +148,7 @@ def test_damaged_inline_artifact_is_recomputed_too(home):
 
 def test_load_of_a_damaged_artifact_by_id_raises_cache_corruption_error(home):
     run = linear.run(1)
-    db = sqlite3.connect(home / "flowkit.db")
-    db.execute("UPDATE artifacts SET data = X'00'")
-    db.commit()
-    db.close()
+    damage_inline_values()
     with pytest.raises(fk.CacheCorruptionError, match="is damaged"):
         fk.Store.open().load(run.artifact_id("inc"))
 
@@ -343,10 +343,7 @@ def test_a_cached_value_that_no_longer_loads_is_recomputed_not_fatal(tmp_path, h
 
 def test_a_damaged_inline_value_is_repaired_once(home, caplog):
     linear.run(1)
-    db = sqlite3.connect(home / "flowkit.db")
-    db.execute("UPDATE artifacts SET data = X'00'")
-    db.commit()
-    db.close()
+    damage_inline_values()
     with caplog.at_level(logging.WARNING, logger="flowkit"):
         assert linear(1) == 2
     assert "damaged" in caplog.text
@@ -374,10 +371,7 @@ def test_array_and_frame_subclasses_keep_their_type():
 
 def test_a_task_is_recorded_once_when_a_damaged_chain_is_recomputed(home):
     linear.run(2)
-    db = sqlite3.connect(home / "flowkit.db")
-    db.execute("UPDATE artifacts SET data = X'00'")
-    db.commit()
-    db.close()
+    damage_inline_values()
     run = linear.run(2)
     nodes = [tr.node for tr in run.task_runs]
     assert run.result() == 3 and sorted(nodes) == sorted(set(nodes)) == ["inc", "inc#2", "one"]

@@ -14,17 +14,20 @@ holds policy (what gc removes, how a run record is assembled) and leaves every
 query to its metadata store. It pickles as its home, metadata URL and artifact
 root, so it can travel to a worker.
 
-A metadata backend plugs in by URL scheme::
+SQLite and PostgreSQL (``postgresql://``, :mod:`flowkit.store.postgres`, with
+``flowkit[postgres]``) come with flowkit. Another metadata backend plugs in by
+URL scheme::
 
-    def open_postgres(url: str) -> MetadataStore:
-        return PostgresMetadataStore(url)
+    def open_mine(url: str) -> MetadataStore:
+        return MyMetadataStore(url)
 
-    register_backend("postgresql", open_postgres)
+    register_backend("mine", open_mine)
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import threading
@@ -76,6 +79,9 @@ def _open_sqlite(url: str) -> MetadataStore:
 
 register_backend("sqlite", _open_sqlite)
 
+#: Backends that come with flowkit, imported when a URL first names them (their drivers are extras).
+_BUILT_IN = {"postgresql": "flowkit.store.postgres", "postgres": "flowkit.store.postgres"}
+
 
 def open_store(url: str | os.PathLike[str]) -> MetadataStore:
     """The metadata store at ``url``: a registered scheme (``sqlite:///path/flowkit.db``), or a folder.
@@ -91,11 +97,15 @@ def open_store(url: str | os.PathLike[str]) -> MetadataStore:
     if "://" not in text and not text.lower().startswith("sqlite:"):
         return _open_sqlite("sqlite:" + os.fspath(Path(text) / "flowkit.db"))
     scheme = text.split(":", 1)[0].lower()
+    if scheme not in _BACKENDS and scheme in _BUILT_IN:
+        try:
+            importlib.import_module(_BUILT_IN[scheme])  # registers the scheme
+        except ImportError as exc:
+            raise StoreError(f"cannot open {scheme}:// metadata stores: {exc}") from None
     factory = _BACKENDS.get(scheme)
     if factory is None:
-        known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
-        hint = " (install flowkit[postgres] and import its backend)" if scheme.startswith("postgres") else ""
-        raise StoreError(f"no metadata store for URL scheme {scheme!r}{hint}; the known schemes are: {known}, "
+        known = ", ".join(f"{name}://" for name in sorted({*_BACKENDS, *_BUILT_IN}))
+        raise StoreError(f"no metadata store for URL scheme {scheme!r}; the known schemes are: {known}, "
                          f"or a plain folder path")
     return factory(text)
 

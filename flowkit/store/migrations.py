@@ -61,11 +61,17 @@ def register_migrations(name: str, steps: Sequence[Step], *, dialect: str = "sql
 
 
 def migrations(name: str, dialect: str = "sqlite") -> tuple[Step, ...]:
-    """The steps registered under ``name`` for ``dialect`` (empty if none)."""
-    return _LISTS.get((dialect, name), ())
+    """The steps registered under ``name`` for ``dialect`` (empty if none).
+
+    A list registered for SQLite serves every dialect that has none of its own:
+    steps are written in SQLite's spelling, and the PostgreSQL backend translates
+    them (:mod:`flowkit.store.postgres_sql`); a callable step gets that backend's
+    connection, whose ``dialect`` attribute says which it is.
+    """
+    return _LISTS.get((dialect, name)) or _LISTS.get(("sqlite", name), ())
 
 
 def registered_names(dialect: str = "sqlite") -> list[str]:
-    """The names with steps for ``dialect``: ``"core"`` first, then the others by name."""
-    names = sorted(n for d, n in _LISTS if d == dialect and n != CORE)
-    return ([CORE] if (dialect, CORE) in _LISTS else []) + names
+    """The names with steps for ``dialect`` (or for SQLite): ``"core"`` first, then the others by name."""
+    names = sorted({n for d, n in _LISTS if d in (dialect, "sqlite") and n != CORE})
+    return ([CORE] if migrations(CORE, dialect) else []) + names

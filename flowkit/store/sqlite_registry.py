@@ -5,7 +5,7 @@ as ``MAX(version) + 1`` inside the ``BEGIN IMMEDIATE`` transaction that inserts
 it, so two processes registering at once serialize on the write lock and get
 consecutive versions; (name, version) is the primary key and (name, cache key)
 unique, so a duplicate could not be written even by a faulty caller. The alias
-history refuses updates and deletes (triggers): it is append-only.
+history refuses updates and deletes (triggers, in both backends): it is append-only.
 """
 
 from __future__ import annotations
@@ -21,8 +21,15 @@ from flowkit.store.registry import ANY, AliasRecord, ModelSummary, ModelVersionR
 __all__ = ["RegistryTables"]
 
 
-def _append_only(conn: sqlite3.Connection) -> None:
+def _append_only(conn: Any) -> None:
     # A trigger body holds ';', so it cannot go in a text step (split on ';').
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        conn.execute("CREATE FUNCTION alias_history_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN RAISE EXCEPTION 'the alias history is append-only'; END $$")
+        for event in ("UPDATE", "DELETE"):
+            conn.execute(f"CREATE TRIGGER alias_history_no_{event.lower()} BEFORE {event} ON alias_history "
+                         "FOR EACH ROW EXECUTE FUNCTION alias_history_append_only()")
+        return
     for event in ("UPDATE", "DELETE"):
         conn.execute(f"CREATE TRIGGER alias_history_no_{event.lower()} BEFORE {event} ON alias_history "
                      "BEGIN SELECT RAISE(ABORT, 'the alias history is append-only'); END")
@@ -51,13 +58,13 @@ register_migrations("registry", [
 ])
 
 _VERSION_COLUMNS = ("v.name, v.version, v.artifact_id, v.run_id, v.task_run_id, v.cache_key, v.metrics, v.params, "
-                    "v.tags, v.signature, v.library_versions, v.created, v.user, "
+                    'v.tags, v.signature, v.library_versions, v.created, v."user", '
                     "(SELECT json_group_array(a.alias) FROM (SELECT alias FROM model_aliases "
                     " WHERE name = v.name AND version = v.version ORDER BY alias) a), "
                     "art.serializer, art.data, art.removed")
 # The artifact's serializer and inline bytes come along, so loading a resolved model needs no second query.
 _SELECT = f"SELECT {_VERSION_COLUMNS} FROM model_versions v LEFT JOIN artifacts art ON art.id = v.artifact_id "
-_HISTORY_COLUMNS = "name, alias, version, previous, time, user, run_id, reason, action, seq"
+_HISTORY_COLUMNS = 'name, alias, version, previous, time, "user", run_id, reason, action, seq'
 _INSERT_ARTIFACT = ("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, created, data) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET uri = excluded.uri, "
                     "serializer = excluded.serializer, data = excluded.data, removed = NULL, removed_by = NULL "
@@ -99,7 +106,7 @@ class RegistryTables:
             version = c.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE name = ?",
                                 (record.name,)).fetchone()[0]
             c.execute("INSERT INTO model_versions (name, version, artifact_id, run_id, task_run_id, cache_key, "
-                      "metrics, params, tags, signature, library_versions, created, user) "
+                      'metrics, params, tags, signature, library_versions, created, "user") '
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (record.name, version, record.artifact_id, record.run_id, record.task_run_id, record.cache_key,
                        _dumps(record.metrics), _dumps(record.params), _dumps(record.tags), _dumps(record.signature),
@@ -177,11 +184,11 @@ class RegistryTables:
         if version is None:
             c.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", (name, alias))
         else:
-            c.execute("INSERT OR REPLACE INTO model_aliases (name, alias, version) VALUES (?, ?, ?)",
-                      (name, alias, version))
-        seq = c.execute("INSERT INTO alias_history (name, alias, version, previous, time, user, run_id, reason, "
-                        "action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (name, alias, version, previous, when, user, run_id, reason, action)).lastrowid
+            c.execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?) "
+                      "ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version", (name, alias, version))
+        seq = c.execute('INSERT INTO alias_history (name, alias, version, previous, time, "user", run_id, reason, '
+                        "action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+                        (name, alias, version, previous, when, user, run_id, reason, action)).fetchone()[0]
         return AliasRecord(name, alias, version, previous, when, user, run_id, reason, action, int(seq or 0))
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasRecord]:

@@ -2,7 +2,7 @@
 
 A fire's primary key is (schedule, slot) and a claim is ``INSERT OR IGNORE``
 inside one ``BEGIN IMMEDIATE`` transaction, so of two schedulers claiming the
-same slot exactly one inserts it. The lease is one row (``id = 1``) read and
+same slot exactly one inserts it (``INSERT ... ON CONFLICT DO NOTHING``). The lease is one row (``id = 1``) read and
 replaced in one transaction.
 """
 
@@ -65,11 +65,11 @@ class ScheduleTables:
                     now: float, skip: bool = False, skip_if_other_running: bool = False) -> list[float]:
         def claim(c: sqlite3.Connection) -> list[float]:
             busy = skip or (skip_if_other_running and _other_running(c, schedule, holder, now))
-            c.executemany(f"INSERT OR IGNORE INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, 'missed', NULL, ?, ?)",
+            c.executemany(f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, 'missed', NULL, ?, ?) ON CONFLICT DO NOTHING",
                           [(schedule, slot, holder, now) for slot in missed])
             got = []
             for slot in due:
-                cur = c.execute(f"INSERT OR IGNORE INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, ?, NULL, ?, ?)",
+                cur = c.execute(f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT DO NOTHING",
                                 (schedule, slot, "skipped" if busy else "pending", holder, now))
                 if cur.rowcount == 1 and not busy:
                     got.append(slot)
@@ -106,7 +106,8 @@ class ScheduleTables:
             row = c.execute("SELECT holder, expires FROM lease WHERE id = 1").fetchone()
             if row is not None and row[0] != holder and row[1] > now:
                 return False
-            c.execute("INSERT OR REPLACE INTO lease (id, holder, expires) VALUES (1, ?, ?)", (holder, now + seconds))
+            c.execute("INSERT INTO lease (id, holder, expires) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                      "holder = excluded.holder, expires = excluded.expires", (holder, now + seconds))
             return True
 
         return bool(self.write(take))

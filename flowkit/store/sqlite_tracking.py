@@ -53,11 +53,11 @@ _TAGGED = """
     SELECT tr.run_id, tr.node, tr.task, tr.status, r.started, tr.artifact_id
     FROM task_runs tr
     JOIN runs r ON r.id = tr.run_id
-    JOIN tracked t
-      ON t.run_id = CASE WHEN tr.source IS NULL THEN tr.run_id ELSE substr(tr.source, 1, instr(tr.source, '/') - 1) END
-     AND t.node = CASE WHEN tr.source IS NULL THEN tr.node ELSE substr(tr.source, instr(tr.source, '/') + 1) END
-    WHERE t.kind = 'tag' AND t.name = ? AND json_extract(t.text, '$') = ?
-    GROUP BY tr.run_id, tr.node
+    WHERE EXISTS (
+      SELECT 1 FROM tracked t
+      WHERE t.run_id = CASE WHEN tr.source IS NULL THEN tr.run_id ELSE substr(tr.source, 1, instr(tr.source, '/') - 1) END
+        AND t.node = CASE WHEN tr.source IS NULL THEN tr.node ELSE substr(tr.source, instr(tr.source, '/') + 1) END
+        AND t.kind = 'tag' AND t.name = ? AND json_extract(t.text, '$') = ?)
     ORDER BY r.started, tr.run_id, tr.seq
 """
 

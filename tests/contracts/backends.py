@@ -2,9 +2,9 @@
 
 A metadata backend is a name and a function from a fresh temporary folder to the
 URL of an empty store (what ``open_store`` takes, so other processes can open it
-too); it may also build a store as an older flowkit left it (``legacy``). A new
-backend adds one entry to ``METADATA`` (the PostgreSQL one: a URL to a fresh
-database on a server the tests start, skipped with the reason when none can be).
+too); it may also build a store as an older flowkit left it (``legacy``). PostgreSQL's
+entry is a fresh database on a server the tests start (tests/pg_server.py),
+skipped with the reason when none can be.
 """
 
 from __future__ import annotations
@@ -55,7 +55,17 @@ def _sqlite_legacy(folder: Path, steps: list[str]) -> str:
     return _sqlite_url(folder)
 
 
-METADATA = [MetadataBackend("sqlite", _sqlite_url, _sqlite_legacy)]
+def _postgres_url(folder: Path) -> str:
+    """A fresh database on the test server (tests/pg_server.py); the test is skipped, saying why, without one."""
+    import pg_server
+
+    try:
+        return pg_server.server().database()
+    except pg_server.Unavailable as exc:
+        pytest.skip(f"PostgreSQL: {exc}")
+
+
+METADATA = [MetadataBackend("sqlite", _sqlite_url, _sqlite_legacy), MetadataBackend("postgresql", _postgres_url)]
 
 
 @pytest.fixture(params=METADATA, ids=lambda b: b.name)

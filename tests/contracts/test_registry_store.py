@@ -111,17 +111,14 @@ def test_alias_moves_are_appended_to_a_history_that_never_changes(metadata_url):
     assert len(db.alias_history("churn")) == 4
 
 
-def test_the_sqlite_alias_history_refuses_updates_and_deletes(metadata_url):
+def test_the_alias_history_refuses_updates_and_deletes(metadata_url):
     db = open_store(metadata_url)
-    if db.dialect != "sqlite":
-        pytest.skip("SQLite's triggers")
-    import sqlite3
-
     db.add_model_version(version())
     db.move_alias("churn", "production", 1, when=10.0, user="ada", action="promote")
     for sql in ("UPDATE alias_history SET version = 7", "DELETE FROM alias_history"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(Exception, match="append-only") as raised:  # the database's own error: a trigger
             db.write(lambda c, sql=sql: c.execute(sql))
+        assert type(raised.value).__module__.split(".")[0] in ("sqlite3", "psycopg")
     assert [h.version for h in db.alias_history("churn")] == [1]
 
 

@@ -224,6 +224,7 @@ def count(xs: list[bytes]) -> int:
     return len(xs)
 
 
+@pytest.mark.sqlite_only
 def test_a_full_disk_under_the_database_raises_store_error_and_the_run_still_ends(home, monkeypatch):
     monkeypatch.setenv("FILL_AT", "3")
     with pytest.raises(fk.StoreError, match="disk full at .*flowkit.db") as caught:
