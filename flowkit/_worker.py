@@ -146,9 +146,8 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
 
 def _not_stored(node: str | None, key: str | None, exc: ArtifactWriteError) -> StoreError:
     what = f" (cache key {key})" if key else ""
-    return StoreError(f"storing the result of task {node or '?'!r}{what} failed: {exc}. Free some space (or "
-                      f"point FLOWKIT_HOME / FLOWKIT_ARTIFACTS elsewhere) and run the flow again: what was "
-                      f"stored before is kept")
+    return StoreError(f"storing the result of task {node or '?'!r}{what} failed: {exc}. {exc.hint} and run the "
+                      f"flow again: what was stored before is kept")
 
 
 def run_task(node: str, sink: Any, files: Any, serializer: str | None, fn: Callable[..., Any],

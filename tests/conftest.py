@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import flowkit as fk
+from s3_server import s3_server, s3_url  # noqa: F401 - fixtures: a real S3 server (moto) for the tests
 
 CALLS: list[str] = []
 _lock = threading.Lock()

@@ -5,9 +5,9 @@
   default SQLite in ``<home>/flowkit.db``, :mod:`flowkit.store.sqlite`);
 - ``artifacts/``: content-addressed files (:mod:`flowkit.store.artifacts`);
   small values (up to 32 KiB) are kept in the metadata store instead. The
-  artifact root may be moved elsewhere, an fsspec URL included, with
-  ``Store(home, artifacts=...)`` or ``$FLOWKIT_ARTIFACTS``, so that the workers
-  of a remote Dask cluster can write and read it.
+  artifact root may be moved elsewhere, an fsspec URL included (``s3://bucket/prefix``:
+  :mod:`flowkit.store.s3`), with ``Store(home, artifacts=...)`` or ``$FLOWKIT_ARTIFACTS``,
+  so that the workers of a remote Dask cluster can write and read it.
 
 :class:`Store` is what the engine, the lineage queries and the CLI use; it
 holds policy (what gc removes, how a run record is assembled) and leaves every
@@ -351,8 +351,8 @@ class Store:
         produced or consumed it. Files younger than ``grace_seconds`` are kept
         too: a running flow may have written them without recording them yet.
         What is removed keeps its record, marked ``removed_by="gc"``. A temporary
-        file (``.tmp-*``: a write a killed process never finished) older than
-        ``grace_seconds`` is removed. Runs whose process died are recorded
+        file (``.tmp-*``: a write a killed process never finished; on S3 also a pending
+        multipart upload, aborted) older than ``grace_seconds`` is removed. Runs whose process died are recorded
         ``crashed`` first (:meth:`reconcile`, with ``dry_run`` too), so they pin nothing.
         """
         now = time.time() if now is None else now

@@ -11,6 +11,8 @@ checks the digest before anything is deserialized.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import mmap
 import os
 import shutil
@@ -19,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from flowkit.errors import StoreError
 from flowkit.faults import FAULTS, fault
@@ -26,28 +29,34 @@ from flowkit.hashing import Hasher, file_digest
 from flowkit.hashing import digest as _digest
 from flowkit.store.protocols import DamagedArtifact
 
-__all__ = ["ArtifactFiles", "ArtifactWriteError", "DamagedArtifact", "FsspecArtifactFiles", "artifact_files"]
+__all__ = ["ArtifactFiles", "ArtifactWriteError", "DamagedArtifact", "FsspecArtifactFiles", "artifact_files",
+           "check_url", "describe_error"]
 
 _TMP = ".tmp-"
 
 
 class ArtifactWriteError(StoreError, OSError):
-    """Bytes could not be written to the artifact store: a full disk, a read-only or lost mount.
+    """Bytes could not be written to the artifact store: a full disk, a read-only or lost mount,
+    an object store that refused or could not be reached.
 
     An :class:`OSError` too, as it was before it said where and how much space is left.
 
-    Nothing half-written is left behind (the temporary file is removed). ``path``
-    is where the bytes were going, ``errno`` the operating system's error number
-    (``errno.ENOSPC`` for a full disk) and ``free`` the bytes free there, when known.
+    Nothing half-written is left under the artifact's name. ``path`` is where the
+    bytes were going, ``errno`` the operating system's error number (``errno.ENOSPC``
+    for a full disk; ``None`` when the cause is no OS error), ``free`` the bytes free
+    there when known, and ``hint`` what to do about it.
     """
 
-    def __init__(self, path: Path | str, cause: OSError) -> None:
+    def __init__(self, path: Path | str, cause: BaseException, hint: str = "") -> None:
         available = _free_bytes(path)
         free = f"; {_size(available)} free there" if available is not None else ""
-        super().__init__(f"cannot write {path}: {cause.strerror or cause}{free}")
+        reason = (cause.strerror if isinstance(cause, OSError) else None) or describe_error(cause)
+        super().__init__(f"cannot write {path}: {reason}{free}")
         self.path = path
-        self.errno = cause.errno
+        self.errno = getattr(cause, "errno", None)
         self.free = available
+        self.hint = hint or ("Free some space (or point FLOWKIT_HOME / FLOWKIT_ARTIFACTS elsewhere)"
+                             if isinstance(path, Path) else "Check FLOWKIT_ARTIFACTS and the store it names")
 
 
 def _free_bytes(path: Path | str) -> int | None:
@@ -303,23 +312,42 @@ class ArtifactFiles:
 
 
 class FsspecArtifactFiles:
-    """The artifact folder at an fsspec URL (``s3://bucket/flowkit``, ``gcs://...``, ``file:///shared``).
+    """The artifact folder at an fsspec URL (``gcs://bucket/flowkit``, ``file:///shared``, ``memory://x``).
 
     Used when the workers of a remote cluster cannot see the client's disk.
     The same layout and rules apply: the name is the digest, a write goes to a
-    temporary name first and is moved into place, a read is checked against
-    the digest before anything is deserialized.
+    temporary name first, its size is checked, and then it is moved into place;
+    a read is checked against the digest before anything is deserialized.
+    ``s3://`` URLs get :class:`flowkit.store.s3.S3ArtifactFiles`, which publishes
+    without a server-side copy (:func:`artifact_files` picks it).
+
+    Raises:
+        StoreError: the URL is not one fsspec can open (``s4://x``), it carries credentials
+            (they belong in the environment, never in a URL that is recorded), or the backend's
+            package is not installed; later, any operation the backend refuses (naming the URL).
     """
 
     def __init__(self, url: str) -> None:
         import fsspec
 
-        self.url = url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        self.root = self.root.rstrip("/")
+        self.url = check_url(url).rstrip("/")
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.url, **self._options())
+        except (ImportError, ValueError) as exc:  # an unknown protocol, or its package is missing
+            raise StoreError(f"cannot open the artifact store at {self.url}: {exc}. Set FLOWKIT_ARTIFACTS (or "
+                             f"Store(artifacts=...)) to a folder or a URL fsspec can open, e.g. "
+                             f"s3://bucket/prefix (pip install 'flowkit[s3]')") from exc
+        self.root = root.rstrip("/")
+
+    def _options(self) -> dict[str, Any]:
+        """Storage options for the filesystem (backends that need some override this)."""
+        return {}
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (FsspecArtifactFiles, (self.url,))
+        return (type(self), (self.url,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
 
     def _key(self, digest: str) -> str:
         return f"{self.root}/{digest[:2]}/{digest}"
@@ -328,51 +356,98 @@ class FsspecArtifactFiles:
         """The URL of the artifact with this digest."""
         return f"{self.url}/{digest[:2]}/{digest}"
 
-    def _put(self, digest: str, write: Callable[[Any], None]) -> str:
-        final = self._key(digest)
-        if self.fs.exists(final):
-            return self.path(digest)
-        self.fs.makedirs(f"{self.root}/{digest[:2]}", exist_ok=True)
-        tmp = f"{self.root}/{digest[:2]}/.tmp-{uuid.uuid4().hex}"
+    @contextlib.contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        """Turn what the backend raises while ``doing`` into a :class:`StoreError` naming the URL."""
         try:
-            with self.fs.open(tmp, "wb") as f:
-                write(f)
-            self.fs.mv(tmp, final)
-        except BaseException as exc:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-            if isinstance(exc, OSError):
-                raise ArtifactWriteError(self.path(digest), exc) from exc
+            yield
+        except (DamagedArtifact, StoreError):
             raise
-        return self.path(digest)
+        except Exception as exc:  # noqa: BLE001 - each backend raises its own kinds; all read the same here
+            hint = self._hint(exc)
+            raise StoreError(f"the artifact store at {self.url} failed while {doing}: {describe_error(exc)}"
+                             f"{'. ' + hint if hint else ''}") from exc
+
+    def _hint(self, exc: BaseException) -> str:
+        """What to do about an error of this backend: a phrase to follow the error, or nothing."""
+        return ""
 
     def write(self, digest: str, data: bytes | memoryview) -> str:
-        return self._put(digest, lambda f: f.write(data))
+        """Store ``data`` under ``digest`` (nothing is written if it is already there).
+
+        Raises:
+            ArtifactWriteError: the backend refused or failed; nothing is left under the final name.
+        """
+        return self._store(digest, memoryview(data).cast("B"))
 
     def write_stream(self, produce: Callable[[Any], None]) -> tuple[str, int, str]:
-        import io
+        """Store what ``produce(file)`` writes, digesting on the way: ``(digest, size, url)``.
 
+        The bytes are gathered in memory first: the final name is their digest, and moving
+        a temporary object into place is a copy on object stores, which costs as much as the
+        upload. An error of ``produce``'s own is raised as is, and nothing is written.
+        """
         buffer = io.BytesIO()
         writer = _HashingWriter(buffer)
         writer.sync_every = 1 << 62  # a memory buffer has nothing to sync
         produce(writer)
         digest = writer.hasher.hexdigest()
-        return digest, writer.size, self._put(digest, lambda f: f.write(buffer.getbuffer()))
+        return digest, writer.size, self._store(digest, buffer.getbuffer())
+
+    def _store(self, digest: str, data: memoryview) -> str:
+        final = self._key(digest)
+        try:
+            if self.fs.exists(final):
+                return self.path(digest)
+            self._publish(final, data)
+        except ArtifactWriteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the backend's own errors, whatever their kind
+            raise ArtifactWriteError(self.path(digest), exc, self._hint(exc)) from exc
+        if FAULTS:
+            fault("cache.after_rename")
+        return self.path(digest)
+
+    def _publish(self, final: str, data: memoryview) -> None:
+        """Write ``data`` to a temporary name beside ``final``, check its size there, move it into place."""
+        folder = final.rsplit("/", 1)[0]
+        self.fs.makedirs(folder, exist_ok=True)
+        tmp = f"{folder}/{_TMP}{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            if FAULTS:
+                fault("cache.after_temp_write")
+            landed = self.fs.info(tmp)["size"]
+            if landed != data.nbytes:
+                raise OSError(f"{landed} bytes landed in {tmp}, {data.nbytes} were written")
+            if FAULTS:
+                fault("cache.after_fsync")
+            self.fs.mv(tmp, final)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.fs.rm(tmp)
+            raise
 
     def read(self, digest: str) -> bytes:
-        try:
-            data = self.fs.cat_file(self._key(digest))
-        except FileNotFoundError:
-            raise DamagedArtifact(self.path(digest), digest, None) from None
+        """The bytes of an artifact, after checking them against the digest."""
+        with self._failing(f"reading {self.path(digest)}"):
+            try:
+                data = self.fs.cat_file(self._key(digest))
+            except FileNotFoundError:
+                raise DamagedArtifact(self.path(digest), digest, None) from None
         actual = _digest(data)
         if actual != digest:
             raise DamagedArtifact(self.path(digest), digest, actual)
         return data
 
     def exists(self, digest: str) -> bool:
-        return bool(self.fs.exists(self._key(digest)))
+        """Whether an object is stored under this digest (its bytes unchecked)."""
+        with self._failing(f"looking for {self.path(digest)}"):
+            return bool(self.fs.exists(self._key(digest)))
 
     def verify(self, digest: str) -> bool:
+        """Whether the object of this digest is there and its bytes match it."""
         try:
             self.read(digest)
         except DamagedArtifact:
@@ -380,32 +455,41 @@ class FsspecArtifactFiles:
         return True
 
     def delete(self, digest: str) -> None:
-        if self.fs.exists(self._key(digest)):
-            self.fs.rm(self._key(digest))
+        """Remove an artifact (no error if it is gone)."""
+        with self._failing(f"removing {self.path(digest)}"):
+            try:
+                self.fs.rm(self._key(digest))
+            except FileNotFoundError:
+                pass
+
+    def _listing(self) -> list[dict[str, Any]]:
+        with self._failing("listing its objects"):
+            if not self.fs.exists(self.root):
+                return []
+            return list(self.fs.find(self.root, detail=True).values())
 
     def digests(self) -> Iterator[tuple[str, float]]:
-        if not self.fs.exists(self.root):
-            return
-        for info in self.fs.find(self.root, detail=True).values():
+        """Every stored digest with its object's modification time."""
+        for info in self._listing():
             name = info["name"].rsplit("/", 1)[-1]
-            if name.startswith(_TMP):
-                continue
-            yield name, _mtime(info)
+            if not name.startswith(_TMP):
+                yield name, _mtime(info)
 
     def temporaries(self) -> Iterator[tuple[str, float]]:
-        """The temporary files of writes that never finished, relative to the root, with their times."""
-        if not self.fs.exists(self.root):
-            return
-        for info in self.fs.find(self.root, detail=True).values():
+        """The temporary objects of writes that never finished, relative to the root, with their times."""
+        for info in self._listing():
             if info["name"].rsplit("/", 1)[-1].startswith(_TMP):
                 yield info["name"][len(self.root):].lstrip("/"), _mtime(info)
 
     def remove_temporary(self, name: str) -> None:
+        """Remove a temporary object :meth:`temporaries` listed (no error if it is gone)."""
         if not name.rsplit("/", 1)[-1].startswith(_TMP):
             raise ValueError(f"{name!r} is not a temporary file of the artifact store")
-        key = f"{self.root}/{name}"
-        if self.fs.exists(key):
-            self.fs.rm(key)
+        with self._failing(f"removing the temporary {name}"):
+            try:
+                self.fs.rm(f"{self.root}/{name}")
+            except FileNotFoundError:
+                pass
 
 
 def _mtime(info: dict[str, Any]) -> float:
@@ -415,7 +499,42 @@ def _mtime(info: dict[str, Any]) -> float:
     return mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime)
 
 
+def check_url(url: str) -> str:
+    """``url``, if it is one to record: no credentials in it (``s3://key:secret@bucket``).
+
+    Raises:
+        StoreError: naming the URL with its credentials masked.
+    """
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        shown = urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+        raise StoreError(f"the artifact store URL {shown} carries credentials: every artifact's URL is recorded, "
+                         f"so give them the backend's usual way instead (for S3: AWS_ACCESS_KEY_ID and "
+                         f"AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and drop them from the URL")
+    return url
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error's class and text, one line."""
+    text = str(exc).strip() or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
 def artifact_files(root: str | os.PathLike[str]) -> ArtifactFiles | FsspecArtifactFiles:
-    """The artifact folder for a local path or an fsspec URL."""
+    """The artifact folder for a local path or an fsspec URL (``s3://`` and ``s3a://`` on S3).
+
+    Raises:
+        StoreError: a URL that cannot be used (see :class:`FsspecArtifactFiles`); for S3
+            without s3fs installed, the extra to install.
+    """
     text = os.fspath(root)
-    return FsspecArtifactFiles(text) if "://" in text else ArtifactFiles(text)
+    if "://" not in text:
+        return ArtifactFiles(text)
+    if text.split("://", 1)[0].lower() in ("s3", "s3a"):
+        check_url(text)
+        try:
+            from flowkit.store.s3 import S3ArtifactFiles
+        except ImportError as exc:
+            raise StoreError(f"the artifact store at {text} needs s3fs: pip install 'flowkit[s3]' ({exc})") from exc
+        return S3ArtifactFiles(text)
+    return FsspecArtifactFiles(text)

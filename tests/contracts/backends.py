@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import flowkit
-from flowkit.store.artifacts import ArtifactFiles, FsspecArtifactFiles
+from flowkit.store.artifacts import ArtifactFiles, FsspecArtifactFiles, artifact_files
 from flowkit.store.protocols import ArtifactStore
 
 ROOT = Path(flowkit.__file__).parent.parent
@@ -78,16 +78,19 @@ def metadata_url(metadata_backend: MetadataBackend, tmp_path: Path) -> str:
     return metadata_backend.url(tmp_path)
 
 
-ARTIFACTS: dict[str, Callable[[Path], ArtifactStore]] = {
-    "local": lambda folder: ArtifactFiles(folder / "artifacts"),
-    "fsspec-file": lambda folder: FsspecArtifactFiles(f"file://{folder}/artifacts"),
-    "fsspec-memory": lambda folder: FsspecArtifactFiles(f"memory://{folder.name}/artifacts"),
+#: An artifact backend: a function of a fresh temporary folder and the test's request (for server fixtures).
+ARTIFACTS: dict[str, Callable[[Path, pytest.FixtureRequest], ArtifactStore]] = {
+    "local": lambda folder, _: ArtifactFiles(folder / "artifacts"),
+    "fsspec-file": lambda folder, _: FsspecArtifactFiles(f"file://{folder}/artifacts"),
+    "fsspec-memory": lambda folder, _: FsspecArtifactFiles(f"memory://{folder.name}/artifacts"),
+    # a fresh bucket on moto's S3 server (tests/s3_server.py), skipped with the reason when it cannot start
+    "s3": lambda _, request: artifact_files(request.getfixturevalue("s3_url")),
 }
 
 
 @pytest.fixture(params=sorted(ARTIFACTS))
 def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
-    return ARTIFACTS[request.param](tmp_path)
+    return ARTIFACTS[request.param](tmp_path, request)
 
 
 def run_processes(tmp_path: Path, body: str, args: list[list[str]], timeout: float = 120) -> list[str]:
