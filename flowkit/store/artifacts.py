@@ -429,11 +429,15 @@ class FsspecArtifactFiles:
                 self.fs.rm(tmp)
             raise
 
-    def read(self, digest: str) -> bytes:
+    def _fetch(self, key: str) -> bytes | memoryview:
+        """The stored bytes under ``key`` (a backend may fetch them its own way)."""
+        return self.fs.cat_file(key)
+
+    def read(self, digest: str) -> bytes | memoryview:
         """The bytes of an artifact, after checking them against the digest."""
         with self._failing(f"reading {self.path(digest)}"):
             try:
-                data = self.fs.cat_file(self._key(digest))
+                data = self._fetch(self._key(digest))
             except FileNotFoundError:
                 raise DamagedArtifact(self.path(digest), digest, None) from None
         actual = _digest(data)

@@ -49,9 +49,7 @@ from fsspec.asyn import sync
 
 from flowkit.errors import StoreError
 from flowkit.faults import FAULTS, fault
-from flowkit.hashing import digest as _digest
 from flowkit.store.artifacts import FsspecArtifactFiles
-from flowkit.store.protocols import DamagedArtifact
 
 __all__ = ["CLIENT_CONFIG", "PART_SIZE", "RANGE_SIZE", "S3ArtifactFiles", "part_size"]
 
@@ -156,18 +154,9 @@ class S3ArtifactFiles(FsspecArtifactFiles):
 
     # --- reading -------------------------------------------------------------------------------
 
-    def read(self, digest: str) -> memoryview:
-        """The bytes of an artifact, fetched into one buffer (large ones in ranges, several at once),
-        then checked against the digest."""
-        with self._failing(f"reading {self.path(digest)}"):
-            try:
-                data = sync(self.fs.loop, self._download, self._key(digest))
-            except FileNotFoundError:
-                raise DamagedArtifact(self.path(digest), digest, None) from None
-        actual = _digest(data)
-        if actual != digest:
-            raise DamagedArtifact(self.path(digest), digest, actual)
-        return data
+    def _fetch(self, key: str) -> memoryview:
+        """The object's bytes in one buffer (large ones in ranges, several at once); :meth:`read` checks them."""
+        return sync(self.fs.loop, self._download, key)
 
     async def _download(self, key: str) -> memoryview:
         bucket, name = key.split("/", 1)
