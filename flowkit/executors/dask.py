@@ -25,7 +25,6 @@ import logging
 import queue
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -38,8 +37,9 @@ from flowkit._worker import Output, on_dask, unpack_report
 from flowkit.clock import Clock
 from flowkit.errors import FlowkitError
 from flowkit.executors import Completion
-from flowkit.executors._dask_deaths import LOST_TOPIC, LostAttempts
-from flowkit.hashing import user_modules
+from flowkit.executors._dask_client import CLIENTS as _CLIENTS  # noqa: F401 - read by the tests
+from flowkit.executors._dask_client import client_state as _client_state
+from flowkit.executors._dask_client import forget_topic as _forget_topic
 
 __all__ = ["DaskClusterError", "DaskConnectionError", "DaskExecutor", "KilledWorkersError"]
 
@@ -181,84 +181,6 @@ class DaskExecutor:
                 yield session
             finally:
                 session.close()
-
-
-class _ClientState:
-    """What flowkit keeps per client: the lost-attempt subscription and which code it has shipped.
-
-    Held in a ``WeakKeyDictionary`` keyed by the client, so it goes with the
-    client, and a new client (a new cluster) subscribes and ships afresh.
-    """
-
-    def __init__(self, client: Client) -> None:
-        self.sessions: dict[str, _DaskSession] = {}  # dask key -> the session that submitted it
-        self.modules: set[str] = set()  # user modules registered to pickle by value
-        self.fns: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # task code already looked at
-        client.register_plugin(LostAttempts(), name=LostAttempts.name)
-        client.subscribe_topic(LOST_TOPIC, self._on_event)
-
-    def _on_event(self, event: tuple[float, Any]) -> None:
-        key, worker, *blamed = event[1]
-        session = self.sessions.get(key)
-        if session is not None:
-            session._queue.put(("lost", key, worker, bool(blamed[0]) if blamed else True))
-
-    def ship_by_value(self, fn: Callable[..., Any]) -> None:
-        """Let workers run user code that is not installed on them (a script, a notebook, a local module).
-
-        cloudpickle pickles ``__main__`` by value already; this does the same for
-        the user modules a task's code comes from or uses, so a remote cluster
-        needs only flowkit and the libraries, not the user's files.
-        """
-        import sys
-
-        import cloudpickle
-
-        try:
-            if fn in self.fns:
-                return
-            self.fns.add(fn)
-        except TypeError:  # not weakly referenceable: looked at again next time, which is only slower
-            pass
-        for name in user_modules(fn):
-            if name in self.modules or name == "__main__" or name not in sys.modules:
-                continue
-            self.modules.add(name)
-            module = sys.modules[name]
-            cloudpickle.register_pickle_by_value(module)
-            try:
-                cloudpickle.dumps(fn)
-            except Exception as exc:  # noqa: BLE001 - e.g. a global lock: fall back to importing it by name
-                cloudpickle.unregister_pickle_by_value(module)
-                log.info("flowkit: module %r cannot be shipped by value (%s); workers must be able to import it",
-                         name, exc)
-
-
-_CLIENTS: weakref.WeakKeyDictionary[Client, _ClientState] = weakref.WeakKeyDictionary()
-
-
-def _client_state(client: Client) -> _ClientState:
-    state = _CLIENTS.get(client)
-    if state is None:
-        state = _CLIENTS[client] = _ClientState(client)
-    return state
-
-
-def _forget_topic(topic: str, dask_scheduler: Any = None) -> None:
-    """Runs on the scheduler: drop the events of a finished run's topic.
-
-    The scheduler keeps every topic and its recent events for its lifetime, and
-    distributed has no public call that drops one (``Client.unsubscribe_topic``
-    only stops the delivery), so on a shared cluster each run would leave its
-    topic behind. This is the one place that reaches into the scheduler's
-    private event broker; on a version without it, the events stay (memory,
-    not correctness).
-    """
-    broker = getattr(dask_scheduler, "_broker", None)
-    if broker is None:
-        return
-    broker.truncate(topic)
-    getattr(broker, "_topics", {}).pop(topic, None)
 
 
 def _label(name: str | None, tags: Sequence[str]) -> str:

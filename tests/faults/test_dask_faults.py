@@ -47,7 +47,7 @@ def test_random_worker_kills_lose_tear_and_duplicate_nothing_and_a_rerun_is_cach
     with fk.DaskExecutor(n_workers=2, threads_per_worker=1, no_workers_timeout=60) as executor:
         for seed in (1, 2):
             home = str(tmp_path / f"home-{seed}")
-            run, kills, seconds = dask_chaos.run_under_kills(executor, home, seed, kills=8)
+            run, kills, seconds = dask_chaos.run_under_kills(executor, home, seed, kills=5)
             assert run.status == "completed", run.error
             assert seconds < 60
             audit = dask_chaos.audit(home, run)
@@ -64,7 +64,7 @@ def test_random_worker_kills_lose_tear_and_duplicate_nothing_and_a_rerun_is_cach
             assert not [tr.node for tr in rerun.task_runs if tr.status not in ("cached", "unneeded")]
             executor.client.wait_for_workers(2, timeout=60)
     assert values == [dask_chaos.expected()["total"]] * 2
-    assert killed >= 8  # the kills did happen, during the runs
+    assert killed >= 6  # the kills did happen, during the runs
 
 
 # --- 2. a task that kills its worker every time -----------------------------------------------------
@@ -80,13 +80,18 @@ def test_a_task_killing_every_worker_is_named_with_its_attempts_and_workers_and_
         return 0
 
     @fk.task
-    def steady(i: int) -> int:
+    def base() -> int:
+        return 0
+
+    @fk.task
+    def steady(i: int, b: int) -> int:
         time.sleep(0.1)
-        return i
+        return i + b
 
     @fk.flow
     def mixed():
-        return poison(), [steady(i) for i in range(8)]
+        b = base()  # the steady tasks wait for it, then are handed to the workers at once: bystanders
+        return poison(), [steady(i, b) for i in range(8)]
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), _cluster(2) as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
@@ -102,7 +107,7 @@ def test_a_task_killing_every_worker_is_named_with_its_attempts_and_workers_and_
         assert tr.worker == workers[-1]
         stored = {t.node: t for t in flow.store().task_runs(run.id)}["poison"]
         assert stored.attempts == tr.attempts and stored.error == tr.error
-        # The bystanders queued on the dying workers were not blamed: every steady task finished.
+        # The tasks beside it were not blamed: every steady task finished.
         steadies = [t for t in run.task_runs if t.name == "steady"]
         assert len(steadies) == 8 and {t.status for t in steadies} == {"completed"}
         keys = {e["key"] for e in flow.store().cache_entries()}

@@ -1,0 +1,101 @@
+"""What flowkit keeps per Dask client: the lost-attempt subscription, and the user code it has shipped.
+
+One :class:`_ClientState` per ``distributed.Client``, shared by every run on it
+(:func:`client_state`); the sessions of :mod:`flowkit.executors.dask` register
+the Dask keys they submit in it, so the lost attempts the scheduler plugin
+reports reach the run they belong to.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from distributed import Client
+
+from flowkit.executors._dask_deaths import LOST_TOPIC, LostAttempts
+from flowkit.hashing import user_modules
+
+__all__ = ["CLIENTS", "client_state", "forget_topic"]
+
+log = logging.getLogger("flowkit")
+
+
+class _ClientState:
+    """What flowkit keeps per client: the lost-attempt subscription and which code it has shipped.
+
+    Held in a ``WeakKeyDictionary`` keyed by the client, so it goes with the
+    client, and a new client (a new cluster) subscribes and ships afresh.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.sessions: dict[str, Any] = {}  # dask key -> the session that submitted it
+        self.modules: set[str] = set()  # user modules registered to pickle by value
+        self.fns: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # task code already looked at
+        client.register_plugin(LostAttempts(), name=LostAttempts.name)
+        client.subscribe_topic(LOST_TOPIC, self._on_event)
+
+    def _on_event(self, event: tuple[float, Any]) -> None:
+        key, worker, *blamed = event[1]
+        session = self.sessions.get(key)
+        if session is not None:
+            session._queue.put(("lost", key, worker, bool(blamed[0]) if blamed else True))
+
+    def ship_by_value(self, fn: Callable[..., Any]) -> None:
+        """Let workers run user code that is not installed on them (a script, a notebook, a local module).
+
+        cloudpickle pickles ``__main__`` by value already; this does the same for
+        the user modules a task's code comes from or uses, so a remote cluster
+        needs only flowkit and the libraries, not the user's files.
+        """
+        import sys
+
+        import cloudpickle
+
+        try:
+            if fn in self.fns:
+                return
+            self.fns.add(fn)
+        except TypeError:  # not weakly referenceable: looked at again next time, which is only slower
+            pass
+        for name in user_modules(fn):
+            if name in self.modules or name == "__main__" or name not in sys.modules:
+                continue
+            self.modules.add(name)
+            module = sys.modules[name]
+            cloudpickle.register_pickle_by_value(module)
+            try:
+                cloudpickle.dumps(fn)
+            except Exception as exc:  # noqa: BLE001 - e.g. a global lock: fall back to importing it by name
+                cloudpickle.unregister_pickle_by_value(module)
+                log.info("flowkit: module %r cannot be shipped by value (%s); workers must be able to import it",
+                         name, exc)
+
+
+CLIENTS: weakref.WeakKeyDictionary[Client, _ClientState] = weakref.WeakKeyDictionary()
+
+
+def client_state(client: Client) -> _ClientState:
+    state = CLIENTS.get(client)
+    if state is None:
+        state = CLIENTS[client] = _ClientState(client)
+    return state
+
+
+def forget_topic(topic: str, dask_scheduler: Any = None) -> None:
+    """Runs on the scheduler: drop the events of a finished run's topic.
+
+    The scheduler keeps every topic and its recent events for its lifetime, and
+    distributed has no public call that drops one (``Client.unsubscribe_topic``
+    only stops the delivery), so on a shared cluster each run would leave its
+    topic behind. This is the one place that reaches into the scheduler's
+    private event broker; on a version without it, the events stay (memory,
+    not correctness).
+    """
+    broker = getattr(dask_scheduler, "_broker", None)
+    if broker is None:
+        return
+    broker.truncate(topic)
+    getattr(broker, "_topics", {}).pop(topic, None)
