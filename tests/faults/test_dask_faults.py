@@ -4,7 +4,8 @@
    the run ends, nothing committed is lost, torn or duplicated, two seeds give the same value,
    and a rerun is fully cached;
 2. a task that kills its worker every time fails naming itself, its attempts and the workers
-   that died, while bystanders and independent branches finish and are committed;
+   that died, while independent branches finish and are committed; a death is blamed on the
+   task running, not on those queued beside it;
 3. no worker ever, or every worker gone for good: the run ends within ``no_workers_timeout``
    with a ``DaskClusterError`` naming the scheduler, never hangs;
 4. a result lost with its worker after it finished is waited for, not reported as a timeout
@@ -19,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import dask
@@ -118,6 +120,54 @@ def test_a_task_killing_every_worker_is_named_with_its_attempts_and_workers_and_
     assert rerun.value == (0, list(range(8)))
     assert rerun.task_run("poison").status == "completed"
     assert {t.status for t in rerun.task_runs if t.name == "steady"} == {"cached"}
+
+
+def test_a_death_is_blamed_on_the_task_running_not_on_those_queued_beside_it(tmp_path):
+    """Dask counts a death against every task the worker held; only the running one should pay."""
+    started = tmp_path / "started"
+
+    @fk.task
+    def base() -> int:
+        return 1
+
+    @fk.task
+    def hold(b: int) -> int:
+        with open(started, "a") as f:
+            f.write("x")
+        time.sleep(30)  # killed long before
+        return b
+
+    @fk.task
+    def queued(i: int, b: int) -> int:
+        return i + b
+
+    @fk.flow
+    def crowded():
+        b = base()
+        return hold(b), [queued(i, b) for i in range(4)]  # one thread: the queued ones wait behind hold
+
+    def kill_when_hold_runs(cluster, times: int) -> None:
+        for n in range(1, times + 1):
+            deadline = time.monotonic() + 60
+            while (not started.exists() or len(started.read_text()) < n) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)  # hold's start has reached the scheduler
+            (nanny,) = cluster.workers.values()
+            os.kill(nanny.pid, signal.SIGKILL)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), _cluster(1) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        killer = threading.Thread(target=kill_when_hold_runs, args=(cluster, 2), daemon=True)
+        killer.start()
+        run = crowded.with_options(executor=fk.DaskExecutor(client=client)).run()
+        killer.join()
+    tr = run.task_run("hold")
+    assert tr.status == "failed" and isinstance(tr.exception, KilledWorkersError) and tr.attempts == 2
+    for t in run.task_runs:
+        if t.name == "queued":  # held by both dead workers, blamed for neither
+            assert t.status == "completed", t.error
+            assert t.attempts == len(t.history) and all("was lost" in a.error for a in t.history[:-1])
+    assert any(t.attempts > 1 for t in run.task_runs if t.name == "queued")
 
 
 # --- 3. no worker, or none left ---------------------------------------------------------------------
