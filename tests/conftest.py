@@ -14,6 +14,8 @@ import pytest
 
 import flowkit as fk
 from s3_server import s3_server, s3_url  # noqa: F401 - fixtures: a real S3 server (moto) for the tests
+from services import (  # noqa: F401 - hooks: the run ends saying which backends and services ran
+    pytest_collection_modifyitems, pytest_runtest_logreport, pytest_terminal_summary)
 
 CALLS: list[str] = []
 _lock = threading.Lock()
