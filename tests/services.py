@@ -26,7 +26,8 @@ def _groups(item: pytest.Item) -> tuple[str, ...]:
         found.append("dask")
     if "s3_server" in fixtures or "s3_url" in fixtures:
         found.append("s3")
-    if "postgresql" in item.nodeid or "team" in fixtures or os.environ.get("FLOWKIT_TEST_METADATA") == "postgresql":
+    if ("postgres" in item.nodeid or "team" in fixtures
+            or os.environ.get("FLOWKIT_TEST_METADATA") == "postgresql"):
         found.append("postgresql")
     if "chromium" in item.name:
         found.append("chromium")
