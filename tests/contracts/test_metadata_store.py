@@ -105,7 +105,7 @@ def test_a_prefix_is_matched_literally(metadata_url):
 
 
 def test_concurrent_writer_processes_lose_no_records(metadata_url, tmp_path):
-    per_process, tasks = 15, 5
+    processes, per_process, tasks = 8, 10, 5
     outs = run_processes(tmp_path, f"""
         from flowkit.store import open_store
         from flowkit.store.protocols import Batch, TaskRunRow
@@ -120,11 +120,11 @@ def test_concurrent_writer_processes_lose_no_records(metadata_url, tmp_path):
             batch.run_end = ("completed", time.time(), None, run_id)
             db.flush(batch)
         print("ok")
-    """, [[metadata_url, f"p{i}"] for i in range(4)])
-    assert [o.strip() for o in outs] == ["ok"] * 4
+    """, [[metadata_url, f"p{i}"] for i in range(processes)])
+    assert [o.strip() for o in outs] == ["ok"] * processes
     db = open_store(metadata_url)
     runs = db.runs()
-    assert len(runs) == 4 * per_process and {r.status for r in runs} == {"completed"}
+    assert len(runs) == processes * per_process and {r.status for r in runs} == {"completed"}
     assert all(len(db.task_runs(r.id)) == tasks for r in runs)
 
 
