@@ -41,6 +41,13 @@ def tally(scenario: str, **counts: int) -> None:
     FIGURES.setdefault(scenario, Counter()).update(counts)
 
 
+def peak(scenario: str, **values: int) -> None:
+    """Keep the largest of each value in the figures of ``scenario``."""
+    counts = FIGURES.setdefault(scenario, Counter())
+    for name, value in values.items():
+        counts[name] = max(counts[name], value)
+
+
 def env(home: Path, **extra: str) -> dict[str, str]:
     """The environment of a subprocess on the store at ``home``: this checkout's flowkit, SQLite, no crash points."""
     out = {**os.environ, "FLOWKIT_HOME": str(home),
