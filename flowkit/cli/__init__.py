@@ -46,8 +46,16 @@ class _Group(click.Group):
 
                 traceback.print_exception(exc.__cause__, file=sys.stderr)
             raise
-        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what became of the run, exit as a signal would
+            notes = getattr(exc, "__notes__", None)
+            for note in notes or ():
+                err_console.print(escape(note), soft_wrap=True)
+            if notes is None:
+                raise
+            err_console.print("run the flow again to resume from what was kept", soft_wrap=True)
+            ctx.exit(143 if exc.args == ("SIGTERM",) else 130)
         except Exception as exc:  # noqa: BLE001 - shown as a message; --debug shows the traceback
             if ctx.obj and ctx.obj.get("debug"):
                 raise

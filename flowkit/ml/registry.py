@@ -162,6 +162,8 @@ def _check_name(what: str, name: Any) -> str:
     if not isinstance(name, str) or not name:
         raise RegistryError(f"a {what} name must be a non-empty string, not {name!r}")
     bad = next((s for s in ("/", "\\", "..", "\x00", "@", ":") if s in name), None)
+    if bad is None and not name.strip("."):
+        bad = name  # "." names nothing a person would recognise, and reads as a folder
     if bad is not None or name != name.strip() or len(name) > _MAX_NAME or not name.isprintable():
         shown = repr(bad) if bad is not None else "spaces around it, control characters or over 200 characters"
         raise RegistryError(f"{what} name {name[:60]!r} is not allowed ({shown}); use letters, digits, '-', '_' "

@@ -42,7 +42,7 @@ from flowkit.errors import CacheCorruptionError, StoreError
 from flowkit.hashing import file_digest
 from flowkit.records import Attempt, Run, TaskRun
 from flowkit.store import owner
-from flowkit.store.artifacts import DamagedArtifact, artifact_files
+from flowkit.store.artifacts import BadArtifactId, DamagedArtifact, artifact_files
 from flowkit.store.protocols import ArtifactRecord, FileRecord, MetadataStore, RunRecord
 from flowkit.store.serializers import load_artifact
 
@@ -375,7 +375,8 @@ class Store:
         if report.artifacts:
             self.db.mark_removed(report.artifacts, now, "gc")  # the records stay, so lineage can say what was there
             for a in report.artifacts:
-                self.files.delete(a)
+                with contextlib.suppress(BadArtifactId):  # a record whose id is no digest has no file to remove
+                    self.files.delete(a)
         for name in report.temporaries:
             self.files.remove_temporary(name)
         return report

@@ -544,14 +544,20 @@ class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, 
 
 
 class DamagedArtifact(Exception):
-    """The bytes of an artifact no longer match their digest (or they are gone)."""
+    """The bytes of an artifact no longer match their digest (or they are gone).
 
-    def __init__(self, path: Path | str, expected: str, actual: str | None) -> None:
+    ``inline`` says the bytes were those kept in the metadata database (a small value), not a
+    file; ``path`` is then where a file of that digest would be, and the message does not name it.
+    """
+
+    def __init__(self, path: Path | str, expected: str, actual: str | None, *, inline: bool = False) -> None:
         what = "is missing" if actual is None else f"has digest {actual}"
-        super().__init__(f"artifact file {path} {what}, expected {expected}")
+        where = "its inline value in the metadata database" if inline else f"artifact file {path}"
+        super().__init__(f"{where} {what}, expected {expected}")
         self.path = path
         self.expected = expected
         self.actual = actual
+        self.inline = inline
 
 
 @runtime_checkable

@@ -186,7 +186,7 @@ def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None
     if inline is not None:
         actual = _digest(inline)
         if actual != digest:
-            raise DamagedArtifact(files.path(digest), digest, actual)
+            raise DamagedArtifact(files.path(digest), digest, actual, inline=True)
         data: bytes = inline
     else:
         data = files.read(digest)
