@@ -124,12 +124,19 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
     file is shown by its absolute path (``Nested(File('/data/raw.csv'))``).
     """
     rows: list[tuple[Any, ...]] = []
+    node_id = node.id
     for position, dep in enumerate(node.deps):
+        if nodes[dep].kind != "map":  # `_artifacts_of`, inlined for the common case
+            artifact_id = artifacts.get(dep)
+            if artifact_id:
+                rows.append((run_id, node_id, position, "artifact", artifact_id, dep, None, None))
+            continue
         for producer, artifact_id in _artifacts_of(dep, nodes, artifacts):
-            rows.append((run_id, node.id, position, "artifact", artifact_id, producer, None, None))
-    args, kwargs = node.spelling()  # defaults a call left out count, as in its key
+            rows.append((run_id, node_id, position, "artifact", artifact_id, producer, None, None))
+    args, kwargs = node.canon if node.canon is not None else (node.args, node.kwargs)  # as in its key
     constants = [(i, v) for i, v in enumerate(args) if type(v) is not Slot]
-    constants += [(k, v) for k, v in (kwargs or {}).items() if type(v) is not Slot]
+    if kwargs:
+        constants += [(k, v) for k, v in kwargs.items() if type(v) is not Slot]
     if constants:
         names = list(node.task.signature.parameters)
         for where, value in constants:
