@@ -21,6 +21,8 @@ weighs on each alike. Sections:
    task-run-like table (WAL, ``synchronous = NORMAL``, one transaction, as the
    store writes), times the rows the cold run wrote per task; plus the engine
    alone. ``dask.get`` below their sum cannot be met by writing those rows.
+   For a cached rerun: the trace, the keys, the one batched lookup (the store's
+   ``cache_lookup`` of every key) and one row per task run.
 
 It ends with one PASS/FAIL line per target (issue 18). Exit code 0 whatever
 the numbers: this is a benchmark, not a test.
@@ -150,6 +152,22 @@ def sqlite_row_floor(rows: int, repeat: int) -> float:
     return best
 
 
+def cached_parts(shape: Shape, n: int, repeat: int) -> tuple[float, float]:
+    """Seconds per task of what a cached rerun cannot skip besides the trace: (the keys, the one lookup)."""
+    from flowkit.cache import KeyMaker
+
+    with tempfile.TemporaryDirectory() as home:
+        shape.flow.with_options(store=home).run(*shape.args(n)).result()
+        store = fk.Store(home)
+        graph = shape.trace(n)
+        keys = min(timed(lambda: KeyMaker("salt", store).keys(graph.nodes)) for _ in range(repeat))
+        wanted = set(KeyMaker("salt", store).keys(graph.nodes).values())
+        lookup = min(timed(lambda: store.db.cache_lookup(wanted)) for _ in range(repeat))
+        store.db.close()
+    tasks = shape.tasks(n)
+    return keys / tasks, lookup / tasks
+
+
 def run_memory(n: int) -> float:
     """Peak bytes per task that tracemalloc sees during a cold run of an n-task chain."""
     with tempfile.TemporaryDirectory() as home:
@@ -247,6 +265,13 @@ def main() -> int:
         print(f"   {name:<8} {rows[name]:.2f} rows/task x {row_us:.2f} = {sql:.2f} µs of SQL; engine alone "
               f"{us['engine']:.2f}; sum {sql + us['engine']:.2f} vs dask.get {us['dask.get']:.2f} "
               f"(cold {us['cold']:.2f})")
+
+    for name in ("chain", "fan-out"):
+        us = at_n[name]
+        keys, lookup = (x * 1e6 for x in cached_parts(SHAPES[name], n, repeat))
+        floor = us["trace"] + keys + lookup + row_us
+        print(f"   {name:<8} cached: trace {us['trace']:.2f} + keys {keys:.2f} + the lookup {lookup:.2f} + one "
+              f"row {row_us:.2f} = {floor:.2f} µs ({floor / us['trace']:.2f}x the trace; cached {us['cached']:.2f})")
 
     print("\ntargets")
     for name in ("chain", "fan-out"):
