@@ -56,7 +56,7 @@ from flowkit.events import (
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.planning import CachePlan
-from flowkit.records import TaskRun, cached_task_run
+from flowkit.records import TaskRun, cached_task_run, completed_task_run
 from flowkit.recording import lineage_rows
 from flowkit.retry import should_retry
 from flowkit.store import Store
@@ -238,7 +238,11 @@ class Loop:
                 cache.forced = set(cache.forced) | set(children)
             state.hits.update(cache.lookup(children))
             cache.item_contents(node, old_deps, children, elements)
+        loads = state.plan.loads
+        before = len(loads)
         self.record_skipped(materialize(state, node.id))
+        if len(loads) != before:  # hits among the items: their small values in one query
+            self.cache.prefetch(c for c in children if c in loads)
         if self.live:  # the run has more tasks than planned
             self.planned()
 
@@ -268,11 +272,13 @@ class Loop:
                         self.cache.opaque.add(key)
                 history = attempted(state, done)
                 tracked, checks = done.extras if done.extras is not None else ((), ())
-                self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
-                                    len(history), history[0].started, done.ended, state.keys.get(key),
-                                    info.digest if info is not None else None, worker=done.worker,
-                                    history=history, logs=self.output_of(done, done.logs), tracked=tracked,
-                                    checks=checks), info, node)
+                logs = done.logs
+                if logs and self.live:
+                    logs = self.output_of(done, logs)
+                self.record(completed_task_run(f"{state.run_id}/{key}", state.run_id, key, node.task.name,
+                                               len(history), history[0].started, done.ended, state.keys.get(key),
+                                               info.digest if info is not None else None, done.worker, history,
+                                               logs, tracked, checks), info, node)
             else:  # a map's list goes stale with its first stale item
                 self.cache.computed(key, node, done.ended)
             if eager.enabled:

@@ -72,6 +72,7 @@ class CachePlan:
         self.contents: dict[str, str | None] = {}  # node -> its content key, once known
         self.tried: set[str] = set()  # nodes looked up by content already
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
+        self.uses: dict[str, int] = {}  # artifact id -> how many loads planned will take its prefetched bytes
         self.opaque: set[str] = set()  # nodes whose value's bytes do not say all of it (see `digest_of`)
         self.by_content: set[str] = set()  # nodes found by content in this run
 
@@ -118,16 +119,39 @@ class CachePlan:
         """After planning: prefetch the small values to load (one query); enable cutoff in a rerun."""
         if self.store is None:
             return
-        hits = self.state.hits
-        self.inline = self.store.db.inline_many(hits[n].artifact_id for n in loads if not hits[n].uri)
+        self.prefetch(loads)
         self.cutoff = self.keymaker is not None and self.store.db.has_other_runs(flow, self.state.run_id)
+
+    def prefetch(self, loads: Iterable[str]) -> None:
+        """Fetch the bytes of the small values these hits will load, in one query (a map's items, after it expands)."""
+        if self.store is None:
+            return
+        hits, uses = self.state.hits, self.uses
+        wanted = []
+        for node_id in loads:
+            hit = hits[node_id]
+            if not hit.uri:
+                artifact_id = hit.artifact_id
+                count = uses.get(artifact_id, 0)
+                uses[artifact_id] = count + 1
+                if not count and artifact_id not in self.inline:
+                    wanted.append(artifact_id)
+        if wanted:
+            self.inline.update(self.store.db.inline_many(wanted))
 
     def inline_bytes(self, hit: CacheHit) -> bytes | None:
         """The bytes of a small cached value kept in the database (``None`` for one in a file)."""
         if hit.uri or self.store is None:
             return None
-        data = self.inline.pop(hit.artifact_id, None)
-        return data if data is not None else self.store.db.inline_data(hit.artifact_id)
+        artifact_id = hit.artifact_id
+        left = self.uses.get(artifact_id, 0) - 1  # many nodes may load the same bytes: kept for the last one
+        if left > 0:
+            self.uses[artifact_id] = left
+            data = self.inline.get(artifact_id)
+        else:
+            self.uses.pop(artifact_id, None)
+            data = self.inline.pop(artifact_id, None)
+        return data if data is not None else self.store.db.inline_data(artifact_id)
 
     def fresh_hit(self, node_id: str, node: Node, hit: CacheHit, now: float) -> bool:
         """Whether a cache entry is still fresh for this node (its ``cache_ttl``, and its inputs')."""
