@@ -6,7 +6,10 @@ and tells it one thing:
 - :meth:`CachePlan.lookup`: which of these nodes are in the cache, by key (one
   query)? Refreshed nodes are not; an entry past its ``cache_ttl`` (its own or
   an input's) is not, and neither is anything downstream of it; nor is an
-  entry whose value is an ``fk.File`` that no longer exists.
+  entry whose value is an ``fk.File`` that no longer exists. A hit whose value
+  must be loaded is first checked (:meth:`CachePlan.refusal`): its entry must be
+  bound to the task run it names and, with signing on, signed with the store's
+  key; if not, the engine recomputes it as it does a value that does not load.
 - :meth:`CachePlan.cut_off`: a node is about to run because it missed by key;
   is it in the cache by the *content* of its inputs (early cutoff, see
   :mod:`flowkit.cache`)? Then it becomes a hit found by content, filed under
@@ -38,8 +41,11 @@ if TYPE_CHECKING:
     from flowkit.engine import RunState
     from flowkit.store import Store
 
-__all__ = ["CachePlan"]
+__all__ = ["CachePlan", "RefusedEntry"]
 
+
+class RefusedEntry(Exception):
+    """A cache entry whose value is not loaded because it cannot be trusted (see :meth:`CachePlan.refusal`)."""
 
 
 def _soonest(*times: float | None) -> float | None:
@@ -74,6 +80,8 @@ class CachePlan:
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
         self.opaque: set[str] = set()  # nodes whose value's bytes do not say all of it (see `digest_of`)
         self.by_content: set[str] = set()  # nodes found by content in this run
+        self.unbound: set[str] = set()  # entry keys refused: not bound to the task run they name
+        self.checked: set[str] = set()  # entry keys whose binding was looked up
 
     # --- by key --------------------------------------------------------------------------------
 
@@ -121,6 +129,28 @@ class CachePlan:
         hits = self.state.hits
         self.inline = self.store.db.inline_many(hits[n].artifact_id for n in loads if not hits[n].uri)
         self.cutoff = self.keymaker is not None and self.store.db.has_other_runs(flow, self.state.run_id)
+        entries = [hits[n].key for n in loads]
+        self.unbound, self.checked = self.store.db.unbound_entries(entries), set(entries)
+
+    def refusal(self, hit: CacheHit) -> RefusedEntry | None:
+        """Why the value of a hit about to be loaded must not be (``None``: it may), decided before a byte of
+        it is read: its entry is not bound to the task run it names (a row re-pointed to another artifact),
+        or, with signing on, the entry or its artifact is not signed with the store's key."""
+        if self.store is None or not hit.key:
+            return None
+        if hit.key not in self.checked:  # a hit found after planning (a dynamic map's item, early cutoff)
+            self.unbound |= self.store.db.unbound_entries([hit.key])
+            self.checked.add(hit.key)
+        if hit.key in self.unbound:
+            return RefusedEntry(f"its cache entry names artifact {hit.artifact_id}, which the task run it names "
+                                f"({hit.task_run_id}) did not record as its value: the entry was changed outside "
+                                f"flowkit; nothing of that artifact was read")
+        signer = self.store.signer
+        if signer is not None and not signer.valid_hit(hit):
+            return RefusedEntry(f"its cache entry (artifact {hit.artifact_id}) is not signed with this store's key "
+                                f"({signer.source}): it was written without that key, or changed outside flowkit "
+                                f"since; nothing of that artifact was read")
+        return None
 
     def inline_bytes(self, hit: CacheHit) -> bytes | None:
         """The bytes of a small cached value kept in the database (``None`` for one in a file)."""

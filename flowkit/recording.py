@@ -210,7 +210,7 @@ class Recorder:
             batch.artifacts.append((info.digest, info.uri, info.serializer, desc["type"], info.size,
                                     json.dumps(columns) if columns is not None else None,
                                     json.dumps(desc["dtypes"]) if columns is not None else None,
-                                    desc.get("rows"), tr.ended, info.inline))
+                                    desc.get("rows"), tr.ended, info.inline, desc.get("versions")))
             if cache and tr.cache_key is not None:
                 batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted, expires,
                                     content))
@@ -260,6 +260,9 @@ class Recorder:
     def flush(self) -> None:
         batch = self.batch
         batch.heartbeat = (self.clock.time(), self.run_id)
+        signer = self.store.signer
+        if signer is not None:
+            signer.sign(batch)
         self.store.db.flush(batch)
         self._last_flush = self.clock.monotonic()
 
