@@ -26,6 +26,7 @@ Everything it reads or writes goes through the store's interface; it changes
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from flowkit.store import Store
 
 __all__ = ["CachePlan", "RefusedEntry"]
+
+log = logging.getLogger("flowkit")
 
 
 class RefusedEntry(Exception):
@@ -132,6 +135,14 @@ class CachePlan:
         entries = [hits[n].key for n in loads]
         self.unbound, self.checked = self.store.db.unbound_entries(entries), set(entries)
 
+    def check(self, entries: Iterable[str]) -> None:
+        """Look up which of these entry keys are bound to their task run (one query), for :meth:`refusal`."""
+        assert self.store is not None
+        todo = [k for k in entries if k not in self.checked]
+        if todo:
+            self.unbound |= self.store.db.unbound_entries(todo)
+            self.checked.update(todo)
+
     def refusal(self, hit: CacheHit) -> RefusedEntry | None:
         """Why the value of a hit about to be loaded must not be (``None``: it may), decided before a byte of
         it is read: its entry is not bound to the task run it names (a row re-pointed to another artifact),
@@ -139,8 +150,7 @@ class CachePlan:
         if self.store is None or not hit.key:
             return None
         if hit.key not in self.checked:  # a hit found after planning (a dynamic map's item, early cutoff)
-            self.unbound |= self.store.db.unbound_entries([hit.key])
-            self.checked.add(hit.key)
+            self.check([hit.key])
         if hit.key in self.unbound:
             return RefusedEntry(f"its cache entry names artifact {hit.artifact_id}, which the task run it names "
                                 f"({hit.task_run_id}) did not record as its value: the entry was changed outside "
@@ -173,8 +183,11 @@ class CachePlan:
         return True
 
     def file_exists(self, hit: CacheHit) -> bool:
-        """Whether the ``fk.File`` a task returned is still there (a value that will not load is not)."""
+        """Whether the ``fk.File`` a task returned is still there (a value that will not load, or that
+        may not be loaded, is not)."""
         assert self.store is not None
+        if self.refusal(hit) is not None:
+            return False
         try:
             return bool(self.store.load(hit.artifact_id).path.exists())
         except Exception:  # noqa: BLE001 - damaged or unloadable: recompute it
@@ -291,7 +304,13 @@ class CachePlan:
         return True
 
     def usable(self, key: str, node: Node, hit: CacheHit, now: float) -> bool:
-        """Whether an entry found by content may serve ``key``: fresh, and not a file that is gone."""
+        """Whether an entry found by content may serve ``key``: trusted (it is filed under ``key`` too, and
+        signed so with signing on), fresh, and not a file that is gone."""
+        refused = self.refusal(hit)
+        if refused is not None:
+            log.warning("flowkit: task %r: the cache entry found by the content of its inputs is not used: %s",
+                        node.task.name, refused)
+            return False
         return self.fresh_hit(key, node, hit, now) and (not hit.file or self.file_exists(hit))
 
     def adopt(self, key: str, node: Node, hit: CacheHit, content: str) -> None:
@@ -325,6 +344,7 @@ class CachePlan:
         wanted = {c: contents[c] for c in children if c not in hits and c not in self.forced and contents[c]}
         self.tried.update(children)
         found = self.store.db.content_lookup(wanted.values())  # type: ignore[arg-type]
+        self.check(hit.key for hit in found.values())
         now = self.clock.time()
         for child, content in wanted.items():
             hit = found.get(content)  # type: ignore[arg-type]

@@ -114,6 +114,48 @@ def test_with_signing_a_row_re_pointed_with_its_task_run_too_is_refused(tmp_path
     assert any("not signed with this store's key" in r.getMessage() for r in caplog.records)
 
 
+@fk.task
+def ints(rows: int) -> list[int]:
+    return list(range(rows))
+
+
+@fk.task
+def triple(x: int) -> int:
+    CALLS.append(f"triple({x})")
+    return 3 * x
+
+
+@fk.task
+def sum_of(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@fk.flow
+def tripled(rows: int = 4) -> int:
+    return sum_of(triple.map(ints(rows)))
+
+
+@pytest.mark.parametrize("sign", [False, True])
+def test_an_entry_found_by_content_is_refused_when_re_pointed_and_not_filed_under_a_new_key(tmp_path, sign, caplog):
+    home = tmp_path / "store"
+    flow = tripled.with_options(store=store_at(home, sign))
+    first = flow.run(4)
+    con = db(home)
+    two, three = first.task_run("triple[2]"), first.task_run("triple[3]")
+    columns = "artifact_id = ?, task_run_id = ?" + (", signature = (SELECT signature FROM cache WHERE key = ?)"
+                                                     if sign else "")
+    values = (three.artifact_id, three.id, three.cache_key) if sign else (three.artifact_id, two.id)
+    con.execute(f"UPDATE cache SET {columns} WHERE key = ?", (*values, two.cache_key))
+    CALLS.clear()
+    with caplog.at_level(logging.WARNING, logger="flowkit"):
+        grown = flow.run(5)  # a longer list: its items are found by their elements' content
+    assert grown.result() == 3 * (0 + 1 + 2 + 3 + 4)
+    assert sorted(CALLS) == ["triple(2)", "triple(4)"]
+    assert any("found by the content of its inputs is not used" in r.getMessage() for r in caplog.records)
+    CALLS.clear()
+    assert flow.run(5).result() == 30 and CALLS == []
+
+
 # --- artifacts signed with the project's key -----------------------------------------------------
 
 def _plant_evil(home, con: sqlite3.Connection, marker, *, in_place: bool) -> str:
