@@ -11,8 +11,10 @@ import sqlite3
 import textwrap
 
 import pytest
+from click.testing import CliRunner
 
 import flowkit as fk
+from flowkit.cli import main
 from flowkit.errors import ArtifactSignatureError, IncompatibleArtifactError
 from flowkit.hashing import digest
 from flowkit.scheduler import Scheduler
@@ -298,6 +300,9 @@ def test_a_tampered_schedule_is_refused_and_the_others_still_fire(flows, tmp_pat
     assert flows.CALLS == ["b"]  # nothing of 'a' ran: not its flow, nor 'other'
     assert not marker.exists()
     assert any("schedule 'a'" in r.getMessage() and "not signed" in r.getMessage() for r in caplog.records)
+    listed = {s["name"]: s for s in json.loads(CliRunner().invoke(main, ["schedule", "ls", "--json"]).output)}
+    assert "not signed" in listed["a"]["refused"] and listed["b"]["refused"] is None
+    assert "refused" in CliRunner().invoke(main, ["schedule", "ls"]).output
     scheduler.add(flows.job, "0 3 * * *", params={"tag": "a"}, name="a")  # adding it again trusts it again
     assert scheduler.get("a").refused is None and scheduler.get("a").params == {"tag": "a"}
 
@@ -380,3 +385,19 @@ def test_a_load_failure_under_the_same_versions_is_the_original_error(tmp_path):
     db(home).execute("UPDATE artifacts SET data = ?, id = ? WHERE id = ?", (broken, digest(broken), artifact_id))
     with pytest.raises(ModuleNotFoundError):
         fk.Store(home).load(digest(broken))
+
+
+# --- models --------------------------------------------------------------------------------------
+
+def test_with_signing_models_registered_with_the_key_load_and_others_are_refused(tmp_path):
+    from flowkit.ml import registry
+
+    home = tmp_path / "store"
+    unsigned = fk.registry.register("old", {"weights": [1, 2]}, store=fk.Store(home, sign=False))
+    signed_store = fk.Store(home, sign=True)
+    fk.registry.register("new", {"weights": [3, 4]}, store=signed_store)
+    registry._MEMO.clear()  # loaded models are memoized per process: read them from the store
+    assert fk.registry.load("new", store=signed_store) == {"weights": [3, 4]}
+    with pytest.raises(ArtifactSignatureError, match=f"artifact {unsigned.artifact_id} .*not signed"):
+        fk.registry.load("old", store=signed_store)
+    assert fk.registry.load("old", store=fk.Store(home, sign=False)) == {"weights": [1, 2]}
