@@ -401,3 +401,16 @@ def test_with_signing_models_registered_with_the_key_load_and_others_are_refused
     with pytest.raises(ArtifactSignatureError, match=f"artifact {unsigned.artifact_id} .*not signed"):
         fk.registry.load("old", store=signed_store)
     assert fk.registry.load("old", store=fk.Store(home, sign=False)) == {"weights": [1, 2]}
+
+
+def test_the_web_view_never_unpickles_a_table_to_preview_it(tmp_path):
+    from flowkit.ui.app import artifact_data
+
+    home, marker = tmp_path / "store", tmp_path / "unpickled.txt"
+    evil = pickle.dumps(Evil(str(marker)))
+    db_ = fk.Store(home).db
+    db(home).execute("INSERT INTO artifacts (id, uri, serializer, type, size, created, data) VALUES "
+                     "(?, NULL, 'pickle', 'pandas.core.frame.DataFrame', ?, 0, ?)", (digest(evil), len(evil), evil))
+    assert db_.artifact(digest(evil)) is not None
+    shown = artifact_data(fk.Store(home), digest(evil))
+    assert shown["preview"] is None and "stored as pickle" in shown["preview_note"] and not marker.exists()
