@@ -55,12 +55,13 @@ from flowkit.events import (
 )
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
-from flowkit.planning import CachePlan
+from flowkit.planning import CachePlan, RefusedEntry
 from flowkit.records import TaskRun, cached_task_run, completed_task_run
 from flowkit.recording import lineage_rows
 from flowkit.retry import should_retry
 from flowkit.store import Store
 from flowkit.store.artifacts import DamagedArtifact
+from flowkit.store.serializers import incompatible
 from flowkit.store.metadata import CacheHit
 from flowkit.task import Task, TaskOptions, effective_options
 
@@ -177,6 +178,10 @@ class Loop:
             loads.add(key)  # early cutoff: found by the content of its inputs
         if key in loads:
             hit = state.hits[key]
+            refused = cache.refusal(hit)
+            if refused is not None:  # as for a value that does not load: it runs instead
+                self.recompute(key, refused)
+                return
             self.session.submit(key, load_artifact, (self.files, hit.artifact_id, hit.serializer,
                                                      cache.inline_bytes(hit)), (), name=node.task.name)
         else:
@@ -332,8 +337,11 @@ class Loop:
             if self.files is not None:
                 self.files.delete(error.expected)
         else:
+            record = self.store.artifact(artifact_id) if self.store is not None and \
+                not isinstance(error, RefusedEntry) else None
+            problem = incompatible(artifact_id, record.versions, error, node.task.name) if record else None
             log.warning("flowkit: the cached result of task %r (node %r, key %s) could not be loaded (%s); it "
-                        "will be recomputed", node.task.name, key, state.keys.get(key), error_text(error))
+                        "will be recomputed", node.task.name, key, state.keys.get(key), error_text(problem or error))
         if self.emit is not None and key in state.keys:
             self.emit(CacheForgotten(state.run_id, key, state.keys[key],
                                      artifact_id if isinstance(error, DamagedArtifact) else None))

@@ -227,7 +227,7 @@ class Recorder:
                 batch.artifacts.append((digest, info.uri, info.serializer, desc["type"], info.size,
                                         json.dumps(columns) if columns is not None else None,
                                         json.dumps(desc["dtypes"]) if columns is not None else None,
-                                        desc.get("rows"), tr.ended, info.inline))
+                                        desc.get("rows"), tr.ended, info.inline, desc.get("versions")))
             if cache and tr.cache_key is not None:
                 batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted, expires,
                                     content))
@@ -283,6 +283,7 @@ class Recorder:
         """Give the rows gathered so far to the writer's thread (see :mod:`flowkit.store.writer`)."""
         batch = self.batch
         batch.heartbeat = (self.clock.time(), self.run_id)
+        self._sign(batch)
         self.batch = Batch()
         self._handed = self._seq
         self._last_flush = self.clock.monotonic()
@@ -301,9 +302,16 @@ class Recorder:
             self._take_back(batch)
             raise
         batch.heartbeat = (self.clock.time(), self.run_id)
+        self._sign(batch)
         self.store.db.flush(batch)
         self._handed = self._seq
         self._last_flush = self.clock.monotonic()
+
+    def _sign(self, batch: Batch) -> None:
+        """With signing on, add the signatures of the batch's artifacts and cache entries, as it leaves."""
+        signer = self.store.signer
+        if signer is not None:
+            signer.sign(batch)  # a batch taken back after a failed write is signed again: the same values
 
     def _take_back(self, batch: Batch) -> None:
         """After a failed write: the rows it could not write come back, before ``batch``'s, to be tried again."""

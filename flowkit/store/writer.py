@@ -35,7 +35,7 @@ __all__ = ["BatchWriter", "merge"]
 IDLE_SECONDS = 5.0
 
 _LISTS = ("forget_artifacts", "artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache",
-          "tracked", "checks")
+          "tracked", "checks", "signed_artifacts", "signed_entries")
 
 
 def merge(batches: list[Batch]) -> Batch:
