@@ -17,6 +17,7 @@ Python (``except TypeError``) keeps working::
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
     ├── StoreError                        the store at FLOWKIT_HOME cannot be used (a full disk, too)
     │   ├── ArtifactWriteError (OSError)  an artifact's bytes could not be written; nothing half-written stays
+    │   ├── BadArtifactId (ValueError)    a name given as an artifact id that is no digest; it never becomes a path
     │   ├── ArtifactSignatureError        signing is on and an artifact is not signed with the store's key
     │   └── IncompatibleArtifactError     an artifact that does not load, written under other library versions
     ├── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost

@@ -34,7 +34,8 @@ def _groups(item: pytest.Item) -> tuple[str, ...]:
     return tuple(found)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def note_groups(items: list[pytest.Item]) -> None:
+    """Remember which service each collected test uses (called from the conftest's collection hook)."""
     for item in items:
         if groups := _groups(item):
             _GROUPS[item.nodeid] = groups
