@@ -61,8 +61,8 @@ from flowkit.recording import lineage_rows
 from flowkit.retry import should_retry
 from flowkit.store import Store
 from flowkit.store.artifacts import DamagedArtifact
-from flowkit.store.serializers import incompatible
 from flowkit.store.metadata import CacheHit
+from flowkit.store.serializers import incompatible
 from flowkit.task import Task, TaskOptions, effective_options
 
 _NOTHING_MORE = (None, (), False, False, None, None)  # TaskFinished's fields after the task run

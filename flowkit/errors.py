@@ -153,13 +153,13 @@ class StoreError(FlowkitError):
 
 
 class ArtifactSignatureError(StoreError):
-    """With signing on, an artifact (or a stored schedule's parameters) lacks a valid signature under the
-    store's key: flowkit did not write it with that key, or it was changed since. Nothing of it was unpickled.
+    """With signing on, an artifact lacks a valid signature under the store's key: flowkit did not write
+    it with that key, or its record was changed since. Nothing of it was read or unpickled.
 
-    ``artifact_id`` names the artifact (``None`` for a schedule).
+    ``artifact_id`` names the artifact.
     """
 
-    def __init__(self, message: str, artifact_id: str | None = None) -> None:
+    def __init__(self, message: str, artifact_id: str) -> None:
         super().__init__(message)
         self.artifact_id = artifact_id
 

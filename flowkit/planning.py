@@ -148,9 +148,9 @@ class CachePlan:
         """Why the value of a hit about to be loaded must not be (``None``: it may), decided before a byte of
         it is read: its entry is not bound to the task run it names (a row re-pointed to another artifact),
         or, with signing on, the entry or its artifact is not signed with the store's key."""
-        if self.store is None or not hit.key:
+        if self.store is None:
             return None
-        if hit.key not in self.checked:  # a hit found after planning (a dynamic map's item, early cutoff)
+        if hit.key and hit.key not in self.checked:  # found after planning (a dynamic map's item, early cutoff)
             self.check([hit.key])
         if hit.key in self.unbound:
             return RefusedEntry(f"its cache entry names artifact {hit.artifact_id}, which the task run it names "

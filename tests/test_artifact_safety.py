@@ -260,6 +260,10 @@ FLOWS = textwrap.dedent('''
     @fk.flow
     def other(tag: str = "other"):
         return work("other:" + tag)
+
+    @fk.flow(schedule=fk.Cron("0 3 * * *"))
+    def nightly():
+        return work("nightly")
 ''')
 
 
@@ -305,6 +309,16 @@ def test_a_tampered_schedule_is_refused_and_the_others_still_fire(flows, tmp_pat
     assert "refused" in CliRunner().invoke(main, ["schedule", "ls"]).output
     scheduler.add(flows.job, "0 3 * * *", params={"tag": "a"}, name="a")  # adding it again trusts it again
     assert scheduler.get("a").refused is None and scheduler.get("a").params == {"tag": "a"}
+
+
+def test_a_declared_schedule_that_was_refused_is_stored_again_from_its_code(flows):
+    scheduler = Scheduler(clock=fk.ManualClock(start=_at("2026-06-01T02:59:00+00:00")))
+    scheduler.ensure(flows.nightly)
+    sqlite3.connect(scheduler.store.home / "flowkit.db", isolation_level=None).execute(
+        "UPDATE schedules SET params_pickle = ? WHERE name = 'nightly'", (pickle.dumps({"x": 1}),))
+    assert scheduler.get("nightly").refused is not None
+    scheduler.ensure(flows.nightly)  # what `flowkit scheduler flows.py` does at start
+    assert scheduler.get("nightly").refused is None and scheduler.get("nightly").params == {}
 
 
 def test_schedule_parameters_keep_their_types_through_the_signature(flows):
