@@ -216,15 +216,15 @@ def unpack_report(report: bytes | None) -> tuple[Any, str | None, Any]:
     return pickle.loads(report)  # noqa: S301 - written by on_dask in a worker of this same run
 
 
-def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any,
-            report_start: bool = False) -> Any:
+def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:
     """What a Dask worker runs for one node: ``fn(*args, *deps)``, reporting to the client.
 
     Upstream values arrive as ``deps`` (Dask resolves the futures on the
     worker); an upstream :class:`Output` is unwrapped to its value. Small
     events go to the client through the scheduler: ``start`` as the call
-    begins (only with ``report_start``), and ``done``, with the timings and
-    the artifact record. The value itself stays on the worker.
+    begins (the scheduler's plugin also reads it, to tell who was running when
+    a worker died: :mod:`flowkit.executors._dask_deaths`), and ``done``, with
+    the timings and the artifact record. The value itself stays on the worker.
     """
     import pickle
     import time
@@ -234,8 +234,7 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     from flowkit.logs import capturing
 
     worker = get_worker()
-    if report_start:
-        worker.log_event(topic, ("start", node, worker.get_current_task()))
+    worker.log_event(topic, ("start", node, worker.get_current_task(), worker.address))
     started = time.time()
     values = [d.value if type(d) is Output else d for d in deps]
     with capturing():

@@ -20,7 +20,9 @@ Python (``except TypeError``) keeps working::
     │   ├── BadArtifactId (ValueError)    a name given as an artifact id that is no digest; it never becomes a path
     │   ├── ArtifactSignatureError        signing is on and an artifact is not signed with the store's key
     │   └── IncompatibleArtifactError     an artifact that does not load, written under other library versions
-    ├── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
+    ├── DaskClusterError                  the Dask cluster cannot go on: no worker for too long, a lost reply
+    │   └── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
+    ├── KilledWorkersError (RuntimeError) a task kept killing the Dask workers that ran it
     ├── ScheduleError (ValueError)        a bad cron expression or time zone
     ├── TrackingError (ValueError)        log_metric & co outside a task, or a value that is not a number
     ├── CheckFailedError                  a check on a task's output failed; the output was not committed
@@ -29,7 +31,7 @@ Python (``except TypeError``) keeps working::
     └── RegistryError                     a bad model name, or a registry change that cannot be made
         └── ModelNotFoundError (LookupError)   no such model, version or alias
 
-``FlowLoadError`` lives beside the flow loader, ``DaskConnectionError`` in the
+``FlowLoadError`` lives beside the flow loader, the three Dask errors in the
 Dask executor, ``ArtifactWriteError`` in the artifact store, ``ServeError`` in
 :mod:`flowkit.ml.serve` and ``LineageExportError`` in :mod:`flowkit.export.openlineage`;
 the others here. Two exceptions stay inside flowkit and are not part of the tree:
