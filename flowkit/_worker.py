@@ -8,8 +8,11 @@ the upstream values.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
+
+from xxhash import xxh3_128_hexdigest
 
 from flowkit._template import execute
 from flowkit.context import TaskContext
@@ -65,6 +68,9 @@ def collect(*values: Any) -> list[Any]:
 #: rather than in a file of their own (no extra fsync, one transaction).
 INLINE_MAX = 32 * 1024
 
+#: Types whose values are pickled and, when small, kept inline with no more thought: most results.
+_PLAIN_TYPES = {kind: f"{kind.__module__}.{kind.__qualname__}" for kind in (type(None), bool, int, float, str, bytes)}
+
 
 class Output:
     """What a node call returns besides its value: its artifact record, captured output, and extras.
@@ -107,6 +113,13 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
             names the task, its cache key, the path and the space left; nothing half-written stays,
             and the value is not serialized and written a second time.
     """
+    kind = type(value)
+    if kind in _PLAIN_TYPES and (serializer is None or serializer == "pickle"):
+        # What the general path below does for these, without asking each serializer about them.
+        data = pickle.dumps(value, protocol=5)
+        if len(data) <= INLINE_MAX:
+            return ArtifactInfo((xxh3_128_hexdigest(data), "pickle", len(data), {"type": _PLAIN_TYPES[kind]}, data,
+                                 None))
     from flowkit.hashing import digest
     from flowkit.store.serializers import describe, dump_to, dumps, streamable_size
 

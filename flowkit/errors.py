@@ -16,7 +16,10 @@ Python (``except TypeError``) keeps working::
     ├── CacheKeyError (TypeError)         an argument with no deterministic cache key
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
     ├── StoreError                        the store at FLOWKIT_HOME cannot be used (a full disk, too)
-    │   └── ArtifactWriteError (OSError)  an artifact's bytes could not be written; nothing half-written stays
+    │   ├── ArtifactWriteError (OSError)  an artifact's bytes could not be written; nothing half-written stays
+    │   ├── BadArtifactId (ValueError)    a name given as an artifact id that is no digest; it never becomes a path
+    │   ├── ArtifactSignatureError        signing is on and an artifact is not signed with the store's key
+    │   └── IncompatibleArtifactError     an artifact that does not load, written under other library versions
     ├── DaskClusterError                  the Dask cluster cannot go on: no worker for too long, a lost reply
     │   └── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
     ├── KilledWorkersError (RuntimeError) a task kept killing the Dask workers that ran it
@@ -59,6 +62,8 @@ __all__ = [
     "RefUsageError",
     "ScheduleError",
     "StoreError",
+    "ArtifactSignatureError",
+    "IncompatibleArtifactError",
     "TaskTimeoutError",
     "TrackingError",
     "CheckFailedError",
@@ -147,6 +152,32 @@ class CacheCorruptionError(FlowkitError):
 
 class StoreError(FlowkitError):
     """The store (metadata database or artifact folder) cannot be used."""
+
+
+class ArtifactSignatureError(StoreError):
+    """With signing on, an artifact lacks a valid signature under the store's key: flowkit did not write
+    it with that key, or its record was changed since. Nothing of it was read or unpickled.
+
+    ``artifact_id`` names the artifact.
+    """
+
+    def __init__(self, message: str, artifact_id: str) -> None:
+        super().__init__(message)
+        self.artifact_id = artifact_id
+
+
+class IncompatibleArtifactError(StoreError):
+    """An artifact did not load, and the library versions that wrote it differ from this process's.
+
+    ``recorded`` and ``current`` map library names (``python``, ``pandas``...) to versions; the
+    load's own exception is chained.
+    """
+
+    def __init__(self, message: str, artifact_id: str, recorded: dict[str, str], current: dict[str, str]) -> None:
+        super().__init__(message)
+        self.artifact_id = artifact_id
+        self.recorded = recorded
+        self.current = current
 
 
 class ScheduleError(FlowkitError, ValueError):

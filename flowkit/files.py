@@ -21,6 +21,8 @@ class File:
     __slots__ = ("path",)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if "\x00" in os.fspath(path):  # no file system has such a name; say so here, not in a cache-key error
+            raise ValueError(f"fk.File({os.fspath(path)!r}): a file name cannot contain a NUL byte")
         self.path = Path(path)
 
     def __repr__(self) -> str:

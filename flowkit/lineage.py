@@ -82,21 +82,23 @@ def _task_run(store: Store, target: str | TaskRun) -> LineageStep:
         run_id, node = target.run_id, target.node
     else:
         prefix, _, node = target.partition("/")
-        ids = store.db.run_ids_like(prefix)
+        ids = store.db.run_ids_like(prefix) if prefix and node else []  # "/x" or "run/" names no task run
         if len(ids) != 1:
             what = "is ambiguous" if ids else "is not in the store"
-            raise KeyError(f"run {prefix!r} {what} at {store.home}")
+            raise KeyError(f"task run {target!r}: run {prefix!r} {what} at {store.home}; a task run is "
+                           f"named RUN/NODE, as `flowkit show RUN` lists them")
         run_id = ids[0]
     step = store.db.step(run_id, node)
     if step is None:
-        raise KeyError(f"run {run_id[:12]} has no task run of node {node!r} in the store at {store.home}")
+        named = f"task run {target!r}: " if isinstance(target, str) else ""
+        raise KeyError(f"{named}run {run_id[:12]} has no task run of node {node!r} in the store at {store.home}")
     return step
 
 
 def _artifact_id(store: Store, artifact_id: str) -> str:
     if store.artifact(artifact_id) is not None:
         return artifact_id
-    ids = store.db.artifact_ids_like(artifact_id)
+    ids = store.db.artifact_ids_like(artifact_id) if artifact_id else []  # "" is no prefix of one artifact
     if len(ids) != 1:
         what = "is ambiguous" if ids else "is not in the store"
         raise KeyError(f"artifact {artifact_id!r} {what} at {store.home}")

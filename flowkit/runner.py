@@ -86,6 +86,30 @@ def _terminate_as_interrupt() -> Iterator[list[int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _held_signals() -> Iterator[list[int]]:
+    """While a finished run records its end, hold Ctrl-C and ``SIGTERM`` until the record is committed.
+
+    Without this, a signal in that moment ends the process mid-write (``SIGTERM``'s default) or
+    unwinds it (Ctrl-C), and a run that had finished reads ``crashed``. Only in the main thread, and
+    only over the default handlers. Yields the signals held; the caller then interrupts.
+    """
+    held: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        yield held
+        return
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {sig: signal.getsignal(sig) for sig in defaults}
+    mine = [sig for sig, default in defaults.items() if previous[sig] is default]
+    for sig in mine:
+        signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield held
+    finally:
+        for sig in mine:
+            signal.signal(sig, previous[sig])
+
+
 def _failure_message(flow: str, records: list[TaskRun], status: str) -> str:
     if status == "cancelled":
         return f"flow {flow!r} was cancelled (interrupted); finished tasks were kept"
@@ -282,9 +306,16 @@ def run_graph(
                 emit(RunFinished(Run(run_id, graph.flow, "cancelled" if cancelled else "failed", graph.params, started,
                                      clock.time(), records, trigger, error, graph, None, context)))
             raise
-    run = _record(graph, state, status, started, clock.time(), trigger, value, context, store)
-    if emit is not None:
-        emit(RunFinished(run))
+    with _held_signals() as held:
+        run = _record(graph, state, status, started, clock.time(), trigger, value, context, store)
+        if emit is not None:
+            emit(RunFinished(run))
+    if held:  # the run had finished: its end is recorded as it was, and now the process stops as asked
+        sigterm = held[0] == getattr(signal, "SIGTERM", None)
+        interrupt = KeyboardInterrupt("SIGTERM") if sigterm else KeyboardInterrupt()
+        interrupt.add_note(f"flowkit: run {run_id} of flow {graph.flow!r} had finished ({status}) when "
+                           f"{'SIGTERM' if sigterm else 'Ctrl-C'} came; its end is recorded")
+        raise interrupt
     return run
 
 

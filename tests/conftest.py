@@ -14,6 +14,9 @@ import pytest
 
 import flowkit as fk
 from s3_server import s3_server, s3_url  # noqa: F401 - fixtures: a real S3 server (moto) for the tests
+import services
+from services import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401 - hooks: the run ends
+#                                                              saying which backends and services ran
 
 CALLS: list[str] = []
 _lock = threading.Lock()
@@ -156,3 +159,22 @@ EXECUTORS = {
 def executor(request):
     """Every executor the engine contract tests must pass on."""
     return EXECUTORS[request.param]()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="also run the soak tier of tests/faults (larger sizes and more seeds; minutes, not seconds)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: the soak tier of the fault scenarios; runs only with --soak")
+
+
+def pytest_collection_modifyitems(config, items):
+    services.note_groups(items)
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak tier: run with --soak (tests/faults, larger sizes, see docs/reliability.md)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)

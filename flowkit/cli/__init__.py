@@ -46,8 +46,16 @@ class _Group(click.Group):
 
                 traceback.print_exception(exc.__cause__, file=sys.stderr)
             raise
-        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+        except (click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say what became of the run, exit as a signal would
+            notes = getattr(exc, "__notes__", None)
+            for note in notes or ():
+                err_console.print(escape(note), soft_wrap=True)
+            if notes is None:
+                raise
+            err_console.print("run the flow again to resume from what was kept", soft_wrap=True)
+            ctx.exit(143 if exc.args == ("SIGTERM",) else 130)
         except Exception as exc:  # noqa: BLE001 - shown as a message; --debug shows the traceback
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -498,6 +506,7 @@ def schedule_ls(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{"name": s.name, "flow": s.flow_ref, "cron": s.cron.expr, "tz": s.cron.tz,
                                 "paused": s.paused, "params": json.loads(json.dumps(s.params, default=str)),
+                                "refused": s.refused,
                                 "next": None if s.paused else s.next_fire(now).isoformat()} for s in items]))
         return
     if not items:
@@ -508,8 +517,12 @@ def schedule_ls(as_json: bool) -> None:
         table.add_column(column)
     for s in items:
         table.add_row(s.name, s.flow_ref, s.cron.expr, s.cron.tz, s.cron.catchup, s.cron.overlap,
-                      "paused" if s.paused else "active", "" if s.paused else s.next_fire(now).isoformat())
+                      "refused" if s.refused else "paused" if s.paused else "active",
+                      "" if s.paused else s.next_fire(now).isoformat())
     emit(table)
+    for s in items:
+        if s.refused:
+            console.print(f"[red]{escape(s.refused)}[/red]")
 
 
 @schedule.command("rm")

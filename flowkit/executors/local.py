@@ -6,7 +6,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -48,12 +47,12 @@ class LocalExecutor:
         if self.max_workers is None:
             yield _SequentialSession(clock)
             return
-        pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowkit")
+        pool = _Pool(self.max_workers, "flowkit")
         s = _ThreadSession(clock, pool)
         try:
             yield s
         finally:
-            pool.shutdown(wait=not s.cancelled, cancel_futures=s.cancelled)
+            pool.shutdown(cancel=s.cancelled)
 
 
 def _call(clock: Clock, key: str, fn: Callable[..., Any], args: tuple[Any, ...], deps: Sequence[Any],
@@ -98,6 +97,45 @@ class _SequentialSession:
             self._done = []
 
 
+class _Pool:
+    """``n`` daemon threads running the calls submitted to them, in order.
+
+    Daemon threads, unlike a ``ThreadPoolExecutor``'s: after Ctrl-C cancels a run, the calls
+    still running are abandoned (Python cannot stop a thread), and the process may exit at
+    once instead of waiting at exit for them to end.
+    """
+
+    def __init__(self, n: int, prefix: str) -> None:
+        self._work: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._serve, name=f"{prefix}_{i}", daemon=True) for i in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            item[0](*item[1])
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._work.put((fn, args))
+
+    def shutdown(self, cancel: bool) -> None:
+        """Stop the threads: after what was submitted (joined), or, with ``cancel``, dropping what has not begun."""
+        if cancel:
+            try:
+                while True:
+                    self._work.get_nowait()
+            except queue.Empty:
+                pass
+        for _ in self._threads:
+            self._work.put(None)
+        if not cancel:
+            for t in self._threads:
+                t.join()
+
+
 class _Began(NamedTuple):
     """A pool thread began a call: ``wait`` passes it on to the submission's ``on_running``."""
 
@@ -111,7 +149,7 @@ class _ThreadSession:
     eager = False
     in_process = True
 
-    def __init__(self, clock: Clock, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, clock: Clock, pool: _Pool) -> None:
         self._clock = clock
         self._pool = pool
         self._queue: queue.SimpleQueue[Completion | _Began] = queue.SimpleQueue()

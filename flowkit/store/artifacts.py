@@ -29,10 +29,29 @@ from flowkit.hashing import Hasher, file_digest
 from flowkit.hashing import digest as _digest
 from flowkit.store.protocols import DamagedArtifact
 
-__all__ = ["ArtifactFiles", "ArtifactWriteError", "DamagedArtifact", "FsspecArtifactFiles", "artifact_files",
-           "check_url", "describe_error"]
+__all__ = ["ArtifactFiles", "ArtifactWriteError", "BadArtifactId", "DamagedArtifact", "FsspecArtifactFiles",
+           "artifact_files", "check_digest", "check_url", "describe_error"]
 
 _TMP = ".tmp-"
+_HEX = frozenset("0123456789abcdef")
+
+
+class BadArtifactId(StoreError, ValueError):
+    """A name given as an artifact id that is no digest: it never becomes a path."""
+
+
+def check_digest(digest: object) -> str:
+    """``digest``, if it is an artifact id (a lowercase hexadecimal digest); else :class:`BadArtifactId`.
+
+    An id becomes the path of a file (``<d[:2]>/<d>``), so ``../x``, ``/etc/passwd``, names
+    with ``/`` or NUL bytes and overlong names are refused before any path is made of them.
+    """
+    if type(digest) is not str or not 16 <= len(digest) <= 128 or not _HEX.issuperset(digest):
+        shown = repr(digest)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise BadArtifactId(f"{shown} is not an artifact id: an id is the hexadecimal digest of the value's bytes "
+                            f"(16 to 128 characters 0-9a-f), as `flowkit artifacts ls` lists them")
+    return digest
 
 
 class ArtifactWriteError(StoreError, OSError):
@@ -169,7 +188,8 @@ class ArtifactFiles:
         return (ArtifactFiles, (str(self.root),))
 
     def path(self, digest: str) -> Path:
-        """Where the artifact with this digest lives."""
+        """Where the artifact with this digest lives (:class:`BadArtifactId` for a name that is no digest)."""
+        check_digest(digest)
         return self.root / digest[:2] / digest
 
     def write(self, digest: str, data: bytes | memoryview) -> Path:
@@ -306,7 +326,8 @@ class ArtifactFiles:
 
     def remove_temporary(self, name: str) -> None:
         """Remove a temporary file :meth:`temporaries` listed (no error if it is gone)."""
-        if not os.path.basename(name).startswith(_TMP):
+        parts = Path(name).parts
+        if not os.path.basename(name).startswith(_TMP) or os.path.isabs(name) or ".." in parts or len(parts) > 2:
             raise ValueError(f"{name!r} is not a temporary file of the artifact store")
         (self.root / name).unlink(missing_ok=True)
 
@@ -350,10 +371,12 @@ class FsspecArtifactFiles:
         return f"{type(self).__name__}({self.url!r})"
 
     def _key(self, digest: str) -> str:
+        check_digest(digest)
         return f"{self.root}/{digest[:2]}/{digest}"
 
     def path(self, digest: str) -> str:
-        """The URL of the artifact with this digest."""
+        """The URL of the artifact with this digest (:class:`BadArtifactId` for a name that is no digest)."""
+        check_digest(digest)
         return f"{self.url}/{digest[:2]}/{digest}"
 
     @contextlib.contextmanager
@@ -487,7 +510,7 @@ class FsspecArtifactFiles:
 
     def remove_temporary(self, name: str) -> None:
         """Remove a temporary object :meth:`temporaries` listed (no error if it is gone)."""
-        if not name.rsplit("/", 1)[-1].startswith(_TMP):
+        if not name.rsplit("/", 1)[-1].startswith(_TMP) or name.startswith("/") or ".." in name.split("/"):
             raise ValueError(f"{name!r} is not a temporary file of the artifact store")
         with self._failing(f"removing the temporary {name}"):
             try:

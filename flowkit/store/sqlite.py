@@ -45,6 +45,25 @@ def _is_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(exc)  # SQLITE_FULL
 
 
+def _is_io_error(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == 10 or "disk I/O error" in str(exc)  # SQLITE_IOERR
+
+
+def _unwritable(path: Path, exc: sqlite3.Error) -> StoreError | None:
+    """The error for a database file that could not grow or be written; ``None`` for other errors."""
+    if _is_full(exc):
+        return StoreError(f"disk full at {path}: the metadata database could not grow ({exc}); nothing of this "
+                          f"write was kept, what was written before is. Free some space, or point FLOWKIT_HOME "
+                          f"elsewhere.")
+    if _is_io_error(exc):
+        code = getattr(exc, "sqlite_errorname", None)
+        return StoreError(f"cannot write the metadata database {path}: {exc}{f' ({code})' if code else ''}: the "
+                          f"disk may be full, the file past the size the system allows it, or the device failing. "
+                          f"Nothing of this write was kept, what was written before is. Free some space, or point "
+                          f"FLOWKIT_HOME elsewhere.")
+    return None
+
+
 _DAMAGED = ("file is not a database", "database disk image is malformed")
 
 
@@ -99,6 +118,7 @@ class SQLiteMetadataStore(SQLMetadataStore):
                 conn.execute("PRAGMA synchronous = NORMAL")
             except (sqlite3.Error, OSError) as exc:
                 damaged = _damaged(self.path, exc) if isinstance(exc, sqlite3.DatabaseError) else None
+                damaged = damaged or (_unwritable(self.path, exc) if isinstance(exc, sqlite3.Error) else None)
                 if damaged is not None:
                     raise damaged from exc
                 raise StoreError(f"cannot open the metadata database {self.path}: {exc}. Check that the folder "
@@ -120,6 +140,9 @@ class SQLiteMetadataStore(SQLMetadataStore):
                 return fn()
             except sqlite3.OperationalError as exc:
                 if not _is_lock_error(exc) or time.monotonic() > deadline:
+                    unwritable = _unwritable(self.path, exc)  # a full disk, an I/O error: say where and what to do
+                    if unwritable is not None:
+                        raise unwritable from exc
                     raise
             except sqlite3.DatabaseError as exc:  # found damaged after it opened
                 damaged = _damaged(self.path, exc)
@@ -147,14 +170,7 @@ class SQLiteMetadataStore(SQLMetadataStore):
                 raise
             return result
 
-        try:
-            return self._retry(attempt)
-        except sqlite3.OperationalError as exc:
-            if _is_full(exc):
-                raise StoreError(f"disk full at {self.path}: the metadata database could not grow ({exc}); "
-                                 f"nothing of this write was kept, what was written before is. Free some "
-                                 f"space, or point FLOWKIT_HOME elsewhere.") from exc
-            raise
+        return self._retry(attempt)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query."""
