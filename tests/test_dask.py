@@ -496,9 +496,9 @@ def test_futures_are_released_once_their_consumers_finished(dask_executor):
 
     run = fk.run_flow(holding.with_options(executor=dask_executor), {"n": 8}, listeners=[Watch()])
     assert len(run.result()) == 1 << 20
-    # Every node was handed over at once (8 futures); when hold(k) ends, hold(k-2) is gone:
-    # the workers free its data.
-    assert held == [8, 8, 7, 6, 5, 4, 3, 2]
+    # Every node is handed over at once (8 futures; on a loaded machine the first task may end before
+    # the last is handed over); when hold(k) ends, hold(k-2) is gone: the workers free its data.
+    assert max(held) == 8 and held[-6:] == [7, 6, 5, 4, 3, 2]
 
 
 def test_early_cutoff_on_dask_runs_only_the_new_item_and_nothing_below_an_unchanged_upstream(dask_executor):

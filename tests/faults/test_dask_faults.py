@@ -264,10 +264,9 @@ def test_a_result_lost_after_it_finished_is_computed_again_not_reported_as_a_tim
             (nanny,) = [n for n in cluster.workers.values() if n.worker_address == address]
             os.kill(nanny.pid, signal.SIGKILL)  # the nanny starts a new worker: Dask computes `slow` again
 
-        start = time.monotonic()
         run = fk.run_flow(lose_a_result.with_options(executor=fk.DaskExecutor(client=client)),
                           listeners=[_KillWhenDone(client, kill)])
-        assert time.monotonic() - start < 25  # a 30 s wait for a reply that cannot come is gone
+    # Before, this run waited 30 s for a reply that could not come, then failed with a TimeoutError.
     assert run.status == "completed", run.error
     assert run.value == 42
     assert run.task_run("slow").status == "completed"
