@@ -16,7 +16,8 @@ Python (``except TypeError``) keeps working::
     ├── CacheKeyError (TypeError)         an argument with no deterministic cache key
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
     ├── StoreError                        the store at FLOWKIT_HOME cannot be used (a full disk, too)
-    │   └── ArtifactWriteError (OSError)  an artifact's bytes could not be written; nothing half-written stays
+    │   ├── ArtifactWriteError (OSError)  an artifact's bytes could not be written; nothing half-written stays
+    │   └── BadArtifactId (ValueError)    a name given as an artifact id that is no digest (never made a path)
     ├── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
     ├── ScheduleError (ValueError)        a bad cron expression or time zone
     ├── TrackingError (ValueError)        log_metric & co outside a task, or a value that is not a number
@@ -27,7 +28,7 @@ Python (``except TypeError``) keeps working::
         └── ModelNotFoundError (LookupError)   no such model, version or alias
 
 ``FlowLoadError`` lives beside the flow loader, ``DaskConnectionError`` in the
-Dask executor, ``ArtifactWriteError`` in the artifact store, ``ServeError`` in
+Dask executor, ``ArtifactWriteError`` and ``BadArtifactId`` in the artifact store, ``ServeError`` in
 :mod:`flowkit.ml.serve` and ``LineageExportError`` in :mod:`flowkit.export.openlineage`;
 the others here. Two exceptions stay inside flowkit and are not part of the tree:
 the store's ``DamagedArtifact`` (bytes that no longer match their digest: the
