@@ -1,41 +1,44 @@
-"""Per-task overhead of flowkit against dask.get and plain Python calls.
+"""Per-task cost of flowkit's default path (store, cache, lineage on) against dask.get and the trace.
 
-For N no-op tasks in two shapes:
+No-op tasks (benchmarks/shapes.py) in three shapes: a chain, a fan-out with a
+reduce, and a two-level map (``grid``: N/100 groups whose items are known when
+the group ran, ``cell`` mapped over each group's 100 items). Everything runs in
+this one process; each time is the best of ``--repeat`` runs, ``gc.collect()``
+before each, the columns of one row taken in turn, so the machine's load
+weighs on each alike. Sections:
 
-* chain:   t0 = noop(); t1 = noop(t0); ... (every task waits on the previous one)
-* fan-out: N independent noop() calls, then one noop(*all_of_them) reduce (N + 1 tasks)
+1. **The default path at N** (``--n``, default 10,000), chain and fan-out, in
+   µs per task: ``dask.get`` on the same raw dict graph (building it included,
+   as tracing is for flowkit); ``cold``: ``flow.run(n)`` with the defaults on a
+   fresh store; ``cached``: the same again on that store (every task a hit);
+   ``trace``: ``flow.graph(n)``; ``engine``: ``store=False`` (nothing kept);
+   ``python``: the calls made directly.
+2. **Scale**: cold and cached per-task time of each shape at each N of
+   ``--scale`` (default 100 to 100,000), and its ratio to the figure at 1,000.
+3. **Memory**: bytes per node a traced graph retains (100,000-node chain), and
+   the peak ``tracemalloc`` sees during a cold run of ``--n`` chained tasks.
+4. **Floors**, measured here: the cheapest SQLite insert of one row of a
+   task-run-like table (WAL, ``synchronous = NORMAL``, one transaction, as the
+   store writes), times the rows the cold run wrote per task; plus the engine
+   alone. ``dask.get`` below their sum cannot be met by writing those rows.
+   For a cached rerun: the trace, the keys, the one batched lookup (the store's
+   ``cache_lookup`` of every key) and one row per task run.
 
-it times, each as the best of ``--repeat`` runs (gc.collect() before each):
+It ends with one PASS/FAIL line per target (issue 18). Exit code 0 whatever
+the numbers: this is a benchmark, not a test.
 
-* flowkit trace      ``flow.graph(n)``: the flow body traced into a FlowGraph
-* flowkit trace+run  ``flow.run(n)`` with ``store=False``: trace, then the engine with the default
-                     LocalExecutor (sequential, in-process)
-* +store uncached    the same, recording into a fresh store (keys, artifacts, lineage);
-                     informational: the target is stated for the engine alone
-* dask.get           the same graph as a plain dict ``{"t1": (noop, "t0"), ...}``
-                     built and run by Dask's synchronous scheduler (building the
-                     dict is included, as tracing is for flowkit)
-* python             the same calls made directly (the floor: no framework)
-
-and reports microseconds per task. The task does nothing, so the numbers are
-pure framework overhead. Absolute times depend on the machine and its load;
-the ratio flowkit / dask.get on the same machine in the same process is what
-the target is stated in, since both sides pay for the same CPU and interpreter.
-
-It then traces a 100,000-task chain (timed without tracemalloc, best of
-``--repeat``; then once more under tracemalloc) and reports seconds and bytes retained per node. Exit code
-is 0 whatever the numbers: this is a benchmark, not a test.
-
-    python benchmarks/overhead.py [--n 1000 10000] [--repeat 3]
+    python benchmarks/overhead.py [--n 10000] [--scale 100 1000 10000 100000] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
-import time
+import sqlite3
 import tempfile
+import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -43,14 +46,13 @@ from typing import Any
 import dask
 
 import flowkit as fk
-from shapes import chain, fanout, noop, verdict
+from shapes import chain, fanout, grid, grid_tasks, noop, verdict
 
 TRACE_N = 100_000
-RATIO_TARGET = 2.0
-TRACE_SECONDS_TARGET = 2.0
-TRACE_BYTES_TARGET = 2048
-
-
+COLD_TARGET = 1.0  # x dask.get
+CACHED_TARGET = 2.0  # x the trace
+SCALE_TARGET = 1.25  # per task at the largest N over per task at 1,000
+TRACE_SECONDS_TARGET = 0.5
 
 
 def dask_chain(n: int) -> None:
@@ -76,98 +78,217 @@ def py_fanout(n: int) -> None:
     noop(*[noop() for _ in range(n)])
 
 
-def with_fresh_store(flow: fk.Flow[..., Any]) -> Callable[[int], Any]:
-    """Run ``flow`` uncached, recording into a new temporary store each time."""
+class Shape:
+    """How to trace and run one shape at size n, and how many task runs that is."""
 
-    def run(n: int) -> Any:
+    def __init__(self, name: str, flow: fk.Flow[..., Any], args: Callable[[int], tuple[int, ...]],
+                 tasks: Callable[[int], int]) -> None:
+        self.name, self.flow, self.args, self.tasks = name, flow, args, tasks
+
+    def trace(self, n: int) -> Any:
+        return self.flow.graph(*self.args(n))
+
+    def engine(self, n: int) -> Any:
+        return self.flow.with_options(store=False).run(*self.args(n)).result()
+
+    def cold_and_cached(self, n: int) -> tuple[float, float, int]:
+        """(cold seconds, cached seconds, rows written per task) on a fresh store."""
         with tempfile.TemporaryDirectory() as home:
-            return flow.with_options(store=home).run(n).result()
+            flow = self.flow.with_options(store=home)
+            cold = timed(lambda: flow.run(*self.args(n)).result())
+            cached = timed(lambda: flow.run(*self.args(n)).result())
+            rows = stored_rows(os.path.join(home, "flowkit.db"))
+        return cold, cached, rows
 
-    return run
 
-
-SHAPES: dict[str, dict[str, Callable[[int], Any]]] = {
-    "chain": {
-        "flowkit trace": chain.graph,
-        "flowkit trace+run": lambda n: chain.with_options(store=False).run(n).result(),
-        "+store uncached": with_fresh_store(chain),
-        "dask.get": dask_chain,
-        "python": py_chain,
-    },
-    "fan-out": {
-        "flowkit trace": fanout.graph,
-        "flowkit trace+run": lambda n: fanout.with_options(store=False).run(n).result(),
-        "+store uncached": with_fresh_store(fanout),
-        "dask.get": dask_fanout,
-        "python": py_fanout,
-    },
+SHAPES = {
+    "chain": Shape("chain", chain, lambda n: (n,), lambda n: n),
+    "fan-out": Shape("fan-out", fanout, lambda n: (n,), lambda n: n + 1),
+    "grid": Shape("grid", grid, lambda n: (max(1, n // 100), 100), lambda n: grid_tasks(max(1, n // 100), 100)),
 }
-TASKS = {"chain": lambda n: n, "fan-out": lambda n: n + 1}
+RAW = {"chain": (dask_chain, py_chain), "fan-out": (dask_fanout, py_fanout)}
 
 
-def best_seconds(fn: Callable[[int], Any], n: int, repeat: int) -> float:
-    """The fastest of ``repeat`` calls of ``fn(n)``, each after a full collection."""
+def timed(fn: Callable[[], Any]) -> float:
+    gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def stored_rows(path: str) -> int:
+    """Rows of the core tables the runs wrote (both runs; the first is what a cold run writes)."""
+    with sqlite3.connect(path) as conn:
+        return sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                   for t in ("task_runs", "inputs", "cache", "artifacts"))
+
+
+def cold_rows_per_task(shape: Shape, n: int) -> float:
+    with tempfile.TemporaryDirectory() as home:
+        shape.flow.with_options(store=home).run(*shape.args(n)).result()
+        return stored_rows(os.path.join(home, "flowkit.db")) / shape.tasks(n)
+
+
+def sqlite_row_floor(rows: int, repeat: int) -> float:
+    """Seconds per row of the cheapest write of task-run-like rows: one executemany, one transaction."""
     best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn(n)
-        best = min(best, time.perf_counter() - start)
+    cols = ", ".join(f"c{i}" for i in range(13))
+    for r in range(repeat):
+        with tempfile.TemporaryDirectory() as folder:
+            conn = sqlite3.connect(os.path.join(folder, "floor.db"), isolation_level=None)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"CREATE TABLE t (run_id TEXT NOT NULL, node TEXT NOT NULL, {cols}, "
+                         "PRIMARY KEY (run_id, node)) WITHOUT ROWID")
+            data = [(f"{r:032x}", f"noop-{i:x}", i, "noop", "completed", 1, 1.7e9 + i, 1.7e9 + i, f"{i:032x}",
+                     f"{i:032x}", None, None, "MainThread", None, None) for i in range(rows)]
+            gc.collect()
+            start = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(f"INSERT INTO t VALUES ({', '.join('?' * 15)})", data)
+            conn.execute("COMMIT")
+            best = min(best, (time.perf_counter() - start) / rows)
+            conn.close()
     return best
 
 
-def trace_memory(n: int) -> tuple[int, int, int]:
-    """Trace a chain of ``n`` under tracemalloc: (node count, bytes retained, peak bytes)."""
+def cached_parts(shape: Shape, n: int, repeat: int) -> tuple[float, float]:
+    """Seconds per task of what a cached rerun cannot skip besides the trace: (the keys, the one lookup)."""
+    from flowkit.cache import KeyMaker
+
+    with tempfile.TemporaryDirectory() as home:
+        shape.flow.with_options(store=home).run(*shape.args(n)).result()
+        store = fk.Store(home)
+        graph = shape.trace(n)
+        keys = min(timed(lambda: KeyMaker("salt", store).keys(graph.nodes)) for _ in range(repeat))
+        wanted = set(KeyMaker("salt", store).keys(graph.nodes).values())
+        lookup = min(timed(lambda: store.db.cache_lookup(wanted)) for _ in range(repeat))
+        store.db.close()
+    tasks = shape.tasks(n)
+    return keys / tasks, lookup / tasks
+
+
+def run_memory(n: int) -> float:
+    """Peak bytes per task that tracemalloc sees during a cold run of an n-task chain."""
+    with tempfile.TemporaryDirectory() as home:
+        flow = chain.with_options(store=home)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            flow.run(n).result()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    return (peak - base) / n
+
+
+def trace_memory(n: int) -> float:
+    """Bytes per node a traced n-task chain retains (its networkx graph included)."""
     gc.collect()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
         graph = chain.graph(n)
         graph.nx  # the networkx view is built on first use: count it too
         gc.collect()
-        current, peak = tracemalloc.get_traced_memory()
+        current = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    return len(graph.nodes), current - base, peak - base
+    return (current - base) / len(graph.nodes)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000], help="task counts (default: 1000 10000)")
+    parser.add_argument("--n", type=int, default=10_000, help="tasks in section 1 (default 10,000)")
+    parser.add_argument("--scale", type=int, nargs="+", default=[100, 1000, 10_000, 100_000],
+                        help="task counts of the scale curve (default 100 1000 10000 100000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per measurement; the best is kept")
     args = parser.parse_args()
-    print(f"flowkit {fk.__version__}, dask {dask.__version__}, Python {platform.python_version()} "
-          f"on {platform.machine()}; best of {args.repeat}; times in microseconds per task\n")
+    n, repeat = args.n, args.repeat
+    print(f"flowkit {fk.__version__}, dask {dask.__version__}, Python {platform.python_version()}, "
+          f"SQLite {sqlite3.sqlite_version} on {platform.machine()}; best of {repeat}; µs per task\n")
 
-    columns = ["flowkit trace", "flowkit trace+run", "+store uncached", "dask.get", "python"]
-    header = f"{'shape':<8} {'N':>7} " + " ".join(f"{c:>17}" for c in columns) + f" {'flowkit/dask':>13}"
-    print(header)
-    print("-" * len(header))
-    ratios: dict[tuple[str, int], float] = {}
-    for shape, runners in SHAPES.items():
-        for n in args.n:
-            per_task = {c: best_seconds(runners[c], n, args.repeat) / TASKS[shape](n) * 1e6 for c in columns}
-            ratio = ratios[shape, n] = per_task["flowkit trace+run"] / per_task["dask.get"]
-            print(f"{shape:<8} {n:>7} " + " ".join(f"{per_task[c]:>17.2f}" for c in columns) + f" {ratio:>12.2f}x")
+    # 1. the default path at n
+    columns = ["dask.get", "cold", "cached", "trace", "engine", "python"]
+    print(f"1. the default path, {n:,} no-op tasks")
+    header = f"{'shape':<8} " + " ".join(f"{c:>9}" for c in columns) + f" {'cold/dask':>10} {'cached/trace':>13}"
+    print(header + "\n" + "-" * len(header))
+    at_n: dict[str, dict[str, float]] = {}
+    for name in ("chain", "fan-out"):
+        shape, (raw, py) = SHAPES[name], RAW[name]
+        best = dict.fromkeys(columns, float("inf"))
+        for _ in range(repeat):
+            cold, cached, _ = shape.cold_and_cached(n)
+            took = {"dask.get": timed(lambda: raw(n)), "cold": cold, "cached": cached,
+                    "trace": timed(lambda: shape.trace(n)), "engine": timed(lambda: shape.engine(n)),
+                    "python": timed(lambda: py(n))}
+            best = {c: min(best[c], took[c]) for c in columns}
+        us = at_n[name] = {c: best[c] / shape.tasks(n) * 1e6 for c in columns}
+        print(f"{name:<8} " + " ".join(f"{us[c]:>9.2f}" for c in columns)
+              + f" {us['cold'] / us['dask.get']:>9.2f}x {us['cached'] / us['trace']:>12.2f}x")
 
-    trace_seconds = best_seconds(chain.graph, TRACE_N, args.repeat)
-    nodes, retained, peak = trace_memory(TRACE_N)
-    per_node, peak_per_node = retained / nodes, peak / nodes
-    print(f"\ntrace of a {TRACE_N:,}-task chain (flow.graph, best of repeats, no tracemalloc): {trace_seconds:.2f} s")
-    print(f"memory of the resulting FlowGraph ({nodes:,} nodes, incl. its networkx graph), tracemalloc: "
-          f"{per_node:,.0f} B/node retained, {peak_per_node:,.0f} B/node peak during tracing")
+    # 2. scale
+    print("\n2. scale: cold and cached per task, and per task over that at 1,000")
+    curve: dict[tuple[str, int], tuple[float, float]] = {}
+    print(f"{'shape':<8} {'N':>8} {'tasks':>8} {'cold':>9} {'cached':>9} {'cold/1k':>8} {'cached/1k':>10}")
+    for name, shape in SHAPES.items():
+        for size in args.scale:
+            cold = cached = float("inf")
+            for _ in range(repeat if size < 100_000 else max(1, repeat - 1)):
+                c, k, _ = shape.cold_and_cached(size)
+                cold, cached = min(cold, c), min(cached, k)
+            tasks = shape.tasks(size)
+            curve[name, size] = (cold / tasks * 1e6, cached / tasks * 1e6)
+        ref = curve.get((name, 1000))
+        for size in args.scale:
+            cold_us, cached_us = curve[name, size]
+            rel = (f"{cold_us / ref[0]:>7.2f}x {cached_us / ref[1]:>9.2f}x" if ref else "")
+            print(f"{name:<8} {size:>8,} {shape.tasks(size):>8,} {cold_us:>9.2f} {cached_us:>9.2f} {rel}")
+
+    # 3. memory
+    trace_seconds = min(timed(lambda: chain.graph(TRACE_N)) for _ in range(repeat))
+    per_node = trace_memory(TRACE_N)
+    peak = run_memory(n)
+    print(f"\n3. memory: a traced {TRACE_N:,}-task chain retains {per_node:,.0f} B/node (networkx included); "
+          f"a cold run of {n:,} peaks at {peak:,.0f} B/task (tracemalloc)")
+    print(f"   tracing {TRACE_N:,} calls: {trace_seconds:.3f} s")
+
+    # 4. floors
+    rows = {name: cold_rows_per_task(SHAPES[name], n) for name in ("chain", "fan-out")}
+    row_us = sqlite_row_floor(n, repeat) * 1e6
+    print(f"\n4. floors: the cheapest SQLite insert of a task-run row here: {row_us:.2f} µs/row")
+    for name in ("chain", "fan-out"):
+        us = at_n[name]
+        sql = rows[name] * row_us
+        print(f"   {name:<8} {rows[name]:.2f} rows/task x {row_us:.2f} = {sql:.2f} µs of SQL; engine alone "
+              f"{us['engine']:.2f}; sum {sql + us['engine']:.2f} vs dask.get {us['dask.get']:.2f} "
+              f"(cold {us['cold']:.2f})")
+
+    for name in ("chain", "fan-out"):
+        us = at_n[name]
+        keys, lookup = (x * 1e6 for x in cached_parts(SHAPES[name], n, repeat))
+        floor = us["trace"] + keys + lookup + row_us
+        print(f"   {name:<8} cached: trace {us['trace']:.2f} + keys {keys:.2f} + the lookup {lookup:.2f} + one "
+              f"row {row_us:.2f} = {floor:.2f} µs ({floor / us['trace']:.2f}x the trace; cached {us['cached']:.2f})")
 
     print("\ntargets")
-    big = max(args.n)
-    for shape in SHAPES:
-        ratio = ratios[shape, big]
-        print(f"  {shape}: trace+run {big:,} per-task time <= {RATIO_TARGET:g}x dask.get: "
-              f"ratio {ratio:.2f} ({verdict(ratio <= RATIO_TARGET)})")
-    print(f"  trace of {TRACE_N:,} tasks < {TRACE_SECONDS_TARGET:g} s: {trace_seconds:.2f} s "
+    for name in ("chain", "fan-out"):
+        us = at_n[name]
+        ratio = us["cold"] / us["dask.get"]
+        print(f"  {name}: cold {n:,} <= {COLD_TARGET:g}x dask.get: {ratio:.2f}x ({verdict(ratio <= COLD_TARGET)})")
+        ratio = us["cached"] / us["trace"]
+        print(f"  {name}: cached rerun <= {CACHED_TARGET:g}x the trace: {ratio:.2f}x "
+              f"({verdict(ratio <= CACHED_TARGET)})")
+    big = max(args.scale)
+    if 1000 in args.scale and big > 1000:
+        for name in SHAPES:
+            ratio = curve[name, big][0] / curve[name, 1000][0]
+            print(f"  {name}: cold per task at {big:,} <= {SCALE_TARGET:g}x at 1,000: {ratio:.2f}x "
+                  f"({verdict(ratio <= SCALE_TARGET)})")
+    print(f"  tracing {TRACE_N:,} calls < {TRACE_SECONDS_TARGET:g} s: {trace_seconds:.3f} s "
           f"({verdict(trace_seconds < TRACE_SECONDS_TARGET)})")
-    print(f"  memory per traced node < {TRACE_BYTES_TARGET // 1024} KiB (retained): {per_node:,.0f} B "
-          f"({verdict(per_node < TRACE_BYTES_TARGET)})")
     return 0
 
 

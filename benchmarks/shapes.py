@@ -1,4 +1,4 @@
-"""The graph shapes the benchmarks share: a chain and a fan-out with a reduce, of no-op tasks."""
+"""The graph shapes the benchmarks share: a chain, a fan-out with a reduce, and a two-level map, of no-op tasks."""
 
 from __future__ import annotations
 
@@ -28,6 +28,33 @@ def chain(n: int) -> Any:
 def fanout(n: int) -> Any:
     """N independent noop() calls, then one noop(*all_of_them) reduce (N + 1 tasks)."""
     return noop_task(*[noop_task() for _ in range(n)])
+
+
+@fk.task
+def group(i: int, size: int) -> list[int]:
+    """The items of group ``i``: known only when it ran (as files found in a folder would be)."""
+    return list(range(i * size, (i + 1) * size))
+
+
+@fk.task
+def cell(item: int) -> None:
+    """Does nothing with one item."""
+    return None
+
+
+@fk.flow
+def grid(outer: int, inner: int) -> Any:
+    """A two-level map: ``outer`` groups, then ``cell`` mapped over each group's ``inner`` items.
+
+    ``outer`` group tasks and ``outer x inner`` cells: the shape of per-file or per-customer work.
+    """
+    groups = group.map(range(outer), size=inner)
+    return [cell.map(groups[i]) for i in range(outer)]
+
+
+def grid_tasks(outer: int, inner: int) -> int:
+    """How many task runs ``grid(outer, inner)`` has."""
+    return outer + outer * inner
 
 
 def verdict(ok: bool) -> str:

@@ -8,8 +8,11 @@ the upstream values.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
+
+from xxhash import xxh3_128_hexdigest
 
 from flowkit._template import execute
 from flowkit.context import TaskContext
@@ -65,6 +68,9 @@ def collect(*values: Any) -> list[Any]:
 #: rather than in a file of their own (no extra fsync, one transaction).
 INLINE_MAX = 32 * 1024
 
+#: Types whose values are pickled and, when small, kept inline with no more thought: most results.
+_PLAIN_TYPES = {kind: f"{kind.__module__}.{kind.__qualname__}" for kind in (type(None), bool, int, float, str, bytes)}
+
 
 class Output:
     """What a node call returns besides its value: its artifact record, captured output, and extras.
@@ -107,6 +113,13 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
             names the task, its cache key, the path and the space left; nothing half-written stays,
             and the value is not serialized and written a second time.
     """
+    kind = type(value)
+    if kind in _PLAIN_TYPES and (serializer is None or serializer == "pickle"):
+        # What the general path below does for these, without asking each serializer about them.
+        data = pickle.dumps(value, protocol=5)
+        if len(data) <= INLINE_MAX:
+            return ArtifactInfo((xxh3_128_hexdigest(data), "pickle", len(data), {"type": _PLAIN_TYPES[kind]}, data,
+                                 None))
     from flowkit.hashing import digest
     from flowkit.store.serializers import describe, dump_to, dumps, streamable_size
 
@@ -203,15 +216,15 @@ def unpack_report(report: bytes | None) -> tuple[Any, str | None, Any]:
     return pickle.loads(report)  # noqa: S301 - written by on_dask in a worker of this same run
 
 
-def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any,
-            report_start: bool = False) -> Any:
+def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:
     """What a Dask worker runs for one node: ``fn(*args, *deps)``, reporting to the client.
 
     Upstream values arrive as ``deps`` (Dask resolves the futures on the
     worker); an upstream :class:`Output` is unwrapped to its value. Small
     events go to the client through the scheduler: ``start`` as the call
-    begins (only with ``report_start``), and ``done``, with the timings and
-    the artifact record. The value itself stays on the worker.
+    begins (the scheduler's plugin also reads it, to tell who was running when
+    a worker died: :mod:`flowkit.executors._dask_deaths`), and ``done``, with
+    the timings and the artifact record. The value itself stays on the worker.
     """
     import pickle
     import time
@@ -221,8 +234,7 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     from flowkit.logs import capturing
 
     worker = get_worker()
-    if report_start:
-        worker.log_event(topic, ("start", node, worker.get_current_task()))
+    worker.log_event(topic, ("start", node, worker.get_current_task(), worker.address))
     started = time.time()
     values = [d.value if type(d) is Output else d for d in deps]
     with capturing():

@@ -55,13 +55,14 @@ from flowkit.events import (
 )
 from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
-from flowkit.planning import CachePlan
-from flowkit.records import TaskRun, cached_task_run
+from flowkit.planning import CachePlan, RefusedEntry
+from flowkit.records import TaskRun, cached_task_run, completed_task_run
 from flowkit.recording import lineage_rows
 from flowkit.retry import should_retry
 from flowkit.store import Store
 from flowkit.store.artifacts import DamagedArtifact
 from flowkit.store.metadata import CacheHit
+from flowkit.store.serializers import incompatible
 from flowkit.task import Task, TaskOptions, effective_options
 
 _NOTHING_MORE = (None, (), False, False, None, None)  # TaskFinished's fields after the task run
@@ -177,6 +178,10 @@ class Loop:
             loads.add(key)  # early cutoff: found by the content of its inputs
         if key in loads:
             hit = state.hits[key]
+            refused = cache.refusal(hit)
+            if refused is not None:  # as for a value that does not load: it runs instead
+                self.recompute(key, refused)
+                return
             self.session.submit(key, load_artifact, (self.files, hit.artifact_id, hit.serializer,
                                                      cache.inline_bytes(hit)), (), name=node.task.name)
         else:
@@ -238,7 +243,11 @@ class Loop:
                 cache.forced = set(cache.forced) | set(children)
             state.hits.update(cache.lookup(children))
             cache.item_contents(node, old_deps, children, elements)
+        loads = state.plan.loads
+        before = len(loads)
         self.record_skipped(materialize(state, node.id))
+        if len(loads) != before:  # hits among the items: their small values in one query
+            self.cache.prefetch(c for c in children if c in loads)
         if self.live:  # the run has more tasks than planned
             self.planned()
 
@@ -268,11 +277,13 @@ class Loop:
                         self.cache.opaque.add(key)
                 history = attempted(state, done)
                 tracked, checks = done.extras if done.extras is not None else ((), ())
-                self.record(TaskRun(f"{state.run_id}/{key}", state.run_id, key, node.task.name, "completed",
-                                    len(history), history[0].started, done.ended, state.keys.get(key),
-                                    info.digest if info is not None else None, worker=done.worker,
-                                    history=history, logs=self.output_of(done, done.logs), tracked=tracked,
-                                    checks=checks), info, node)
+                logs = done.logs
+                if logs and self.live:
+                    logs = self.output_of(done, logs)
+                self.record(completed_task_run(f"{state.run_id}/{key}", state.run_id, key, node.task.name,
+                                               len(history), history[0].started, done.ended, state.keys.get(key),
+                                               info.digest if info is not None else None, done.worker, history,
+                                               logs, tracked, checks), info, node)
             else:  # a map's list goes stale with its first stale item
                 self.cache.computed(key, node, done.ended)
             if eager.enabled:
@@ -326,8 +337,11 @@ class Loop:
             if self.files is not None:
                 self.files.delete(error.expected)
         else:
+            record = self.store.artifact(artifact_id) if self.store is not None and \
+                not isinstance(error, RefusedEntry) else None
+            problem = incompatible(artifact_id, record.versions, error, node.task.name) if record else None
             log.warning("flowkit: the cached result of task %r (node %r, key %s) could not be loaded (%s); it "
-                        "will be recomputed", node.task.name, key, state.keys.get(key), error_text(error))
+                        "will be recomputed", node.task.name, key, state.keys.get(key), error_text(problem or error))
         if self.emit is not None and key in state.keys:
             self.emit(CacheForgotten(state.run_id, key, state.keys[key],
                                      artifact_id if isinstance(error, DamagedArtifact) else None))

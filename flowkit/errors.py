@@ -17,8 +17,12 @@ Python (``except TypeError``) keeps working::
     ├── CacheCorruptionError              a damaged artifact that cannot be recomputed
     ├── StoreError                        the store at FLOWKIT_HOME cannot be used (a full disk, too)
     │   ├── ArtifactWriteError (OSError)  an artifact's bytes could not be written; nothing half-written stays
-    │   └── BadArtifactId (ValueError)    a name given as an artifact id that is no digest (never made a path)
-    ├── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
+    │   ├── BadArtifactId (ValueError)    a name given as an artifact id that is no digest; it never becomes a path
+    │   ├── ArtifactSignatureError        signing is on and an artifact is not signed with the store's key
+    │   └── IncompatibleArtifactError     an artifact that does not load, written under other library versions
+    ├── DaskClusterError                  the Dask cluster cannot go on: no worker for too long, a lost reply
+    │   └── DaskConnectionError (ConnectionError)   the Dask scheduler cannot be reached, or was lost
+    ├── KilledWorkersError (RuntimeError) a task kept killing the Dask workers that ran it
     ├── ScheduleError (ValueError)        a bad cron expression or time zone
     ├── TrackingError (ValueError)        log_metric & co outside a task, or a value that is not a number
     ├── CheckFailedError                  a check on a task's output failed; the output was not committed
@@ -27,8 +31,8 @@ Python (``except TypeError``) keeps working::
     └── RegistryError                     a bad model name, or a registry change that cannot be made
         └── ModelNotFoundError (LookupError)   no such model, version or alias
 
-``FlowLoadError`` lives beside the flow loader, ``DaskConnectionError`` in the
-Dask executor, ``ArtifactWriteError`` and ``BadArtifactId`` in the artifact store, ``ServeError`` in
+``FlowLoadError`` lives beside the flow loader, the three Dask errors in the
+Dask executor, ``ArtifactWriteError`` in the artifact store, ``ServeError`` in
 :mod:`flowkit.ml.serve` and ``LineageExportError`` in :mod:`flowkit.export.openlineage`;
 the others here. Two exceptions stay inside flowkit and are not part of the tree:
 the store's ``DamagedArtifact`` (bytes that no longer match their digest: the
@@ -58,6 +62,8 @@ __all__ = [
     "RefUsageError",
     "ScheduleError",
     "StoreError",
+    "ArtifactSignatureError",
+    "IncompatibleArtifactError",
     "TaskTimeoutError",
     "TrackingError",
     "CheckFailedError",
@@ -146,6 +152,32 @@ class CacheCorruptionError(FlowkitError):
 
 class StoreError(FlowkitError):
     """The store (metadata database or artifact folder) cannot be used."""
+
+
+class ArtifactSignatureError(StoreError):
+    """With signing on, an artifact lacks a valid signature under the store's key: flowkit did not write
+    it with that key, or its record was changed since. Nothing of it was read or unpickled.
+
+    ``artifact_id`` names the artifact.
+    """
+
+    def __init__(self, message: str, artifact_id: str) -> None:
+        super().__init__(message)
+        self.artifact_id = artifact_id
+
+
+class IncompatibleArtifactError(StoreError):
+    """An artifact did not load, and the library versions that wrote it differ from this process's.
+
+    ``recorded`` and ``current`` map library names (``python``, ``pandas``...) to versions; the
+    load's own exception is chained.
+    """
+
+    def __init__(self, message: str, artifact_id: str, recorded: dict[str, str], current: dict[str, str]) -> None:
+        super().__init__(message)
+        self.artifact_id = artifact_id
+        self.recorded = recorded
+        self.current = current
 
 
 class ScheduleError(FlowkitError, ValueError):

@@ -6,7 +6,10 @@ and tells it one thing:
 - :meth:`CachePlan.lookup`: which of these nodes are in the cache, by key (one
   query)? Refreshed nodes are not; an entry past its ``cache_ttl`` (its own or
   an input's) is not, and neither is anything downstream of it; nor is an
-  entry whose value is an ``fk.File`` that no longer exists.
+  entry whose value is an ``fk.File`` that no longer exists. A hit whose value
+  must be loaded is first checked (:meth:`CachePlan.refusal`): its entry must be
+  bound to the task run it names and, with signing on, signed with the store's
+  key; if not, the engine recomputes it as it does a value that does not load.
 - :meth:`CachePlan.cut_off`: a node is about to run because it missed by key;
   is it in the cache by the *content* of its inputs (early cutoff, see
   :mod:`flowkit.cache`)? Then it becomes a hit found by content, filed under
@@ -23,6 +26,7 @@ Everything it reads or writes goes through the store's interface; it changes
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +42,13 @@ if TYPE_CHECKING:
     from flowkit.engine import RunState
     from flowkit.store import Store
 
-__all__ = ["CachePlan"]
+__all__ = ["CachePlan", "RefusedEntry"]
 
+log = logging.getLogger("flowkit")
+
+
+class RefusedEntry(Exception):
+    """A cache entry whose value is not loaded because it cannot be trusted (see :meth:`CachePlan.refusal`)."""
 
 
 def _soonest(*times: float | None) -> float | None:
@@ -72,8 +81,11 @@ class CachePlan:
         self.contents: dict[str, str | None] = {}  # node -> its content key, once known
         self.tried: set[str] = set()  # nodes looked up by content already
         self.inline: dict[str, bytes] = {}  # prefetched bytes of small cached values
+        self.uses: dict[str, int] = {}  # artifact id -> how many loads planned will take its prefetched bytes
         self.opaque: set[str] = set()  # nodes whose value's bytes do not say all of it (see `digest_of`)
         self.by_content: set[str] = set()  # nodes found by content in this run
+        self.unbound: set[str] = set()  # entry keys refused: not bound to the task run they name
+        self.checked: set[str] = set()  # entry keys whose binding was looked up
 
     # --- by key --------------------------------------------------------------------------------
 
@@ -118,16 +130,69 @@ class CachePlan:
         """After planning: prefetch the small values to load (one query); enable cutoff in a rerun."""
         if self.store is None:
             return
-        hits = self.state.hits
-        self.inline = self.store.db.inline_many(hits[n].artifact_id for n in loads if not hits[n].uri)
+        self.prefetch(loads)
         self.cutoff = self.keymaker is not None and self.store.db.has_other_runs(flow, self.state.run_id)
+        hits = self.state.hits
+        entries = [hits[n].key for n in loads]
+        self.unbound, self.checked = self.store.db.unbound_entries(entries), set(entries)
+
+    def check(self, entries: Iterable[str]) -> None:
+        """Look up which of these entry keys are bound to their task run (one query), for :meth:`refusal`."""
+        assert self.store is not None
+        todo = [k for k in entries if k not in self.checked]
+        if todo:
+            self.unbound |= self.store.db.unbound_entries(todo)
+            self.checked.update(todo)
+
+    def refusal(self, hit: CacheHit) -> RefusedEntry | None:
+        """Why the value of a hit about to be loaded must not be (``None``: it may), decided before a byte of
+        it is read: its entry is not bound to the task run it names (a row re-pointed to another artifact),
+        or, with signing on, the entry or its artifact is not signed with the store's key."""
+        if self.store is None:
+            return None
+        if hit.key and hit.key not in self.checked:  # found after planning (a dynamic map's item, early cutoff)
+            self.check([hit.key])
+        if hit.key in self.unbound:
+            return RefusedEntry(f"its cache entry names artifact {hit.artifact_id}, which the task run it names "
+                                f"({hit.task_run_id}) did not record as its value: the entry was changed outside "
+                                f"flowkit; nothing of that artifact was read")
+        signer = self.store.signer
+        if signer is not None and not signer.valid_hit(hit):
+            return RefusedEntry(f"its cache entry (artifact {hit.artifact_id}) is not signed with this store's key "
+                                f"({signer.source}): it was written without that key, or changed outside flowkit "
+                                f"since; nothing of that artifact was read")
+        return None
+
+    def prefetch(self, loads: Iterable[str]) -> None:
+        """Fetch the bytes of the small values these hits will load, in one query (a map's items, after it expands)."""
+        if self.store is None:
+            return
+        hits, uses = self.state.hits, self.uses
+        wanted = []
+        for node_id in loads:
+            hit = hits[node_id]
+            if not hit.uri:
+                artifact_id = hit.artifact_id
+                count = uses.get(artifact_id, 0)
+                uses[artifact_id] = count + 1
+                if not count and artifact_id not in self.inline:
+                    wanted.append(artifact_id)
+        if wanted:
+            self.inline.update(self.store.db.inline_many(wanted))
 
     def inline_bytes(self, hit: CacheHit) -> bytes | None:
         """The bytes of a small cached value kept in the database (``None`` for one in a file)."""
         if hit.uri or self.store is None:
             return None
-        data = self.inline.pop(hit.artifact_id, None)
-        return data if data is not None else self.store.db.inline_data(hit.artifact_id)
+        artifact_id = hit.artifact_id
+        left = self.uses.get(artifact_id, 0) - 1  # many nodes may load the same bytes: kept for the last one
+        if left > 0:
+            self.uses[artifact_id] = left
+            data = self.inline.get(artifact_id)
+        else:
+            self.uses.pop(artifact_id, None)
+            data = self.inline.pop(artifact_id, None)
+        return data if data is not None else self.store.db.inline_data(artifact_id)
 
     def fresh_hit(self, node_id: str, node: Node, hit: CacheHit, now: float) -> bool:
         """Whether a cache entry is still fresh for this node (its ``cache_ttl``, and its inputs')."""
@@ -143,8 +208,11 @@ class CachePlan:
         return True
 
     def file_exists(self, hit: CacheHit) -> bool:
-        """Whether the ``fk.File`` a task returned is still there (a value that will not load is not)."""
+        """Whether the ``fk.File`` a task returned is still there (a value that will not load, or that
+        may not be loaded, is not)."""
         assert self.store is not None
+        if self.refusal(hit) is not None:
+            return False
         try:
             return bool(self.store.load(hit.artifact_id).path.exists())
         except Exception:  # noqa: BLE001 - damaged or unloadable: recompute it
@@ -261,7 +329,13 @@ class CachePlan:
         return True
 
     def usable(self, key: str, node: Node, hit: CacheHit, now: float) -> bool:
-        """Whether an entry found by content may serve ``key``: fresh, and not a file that is gone."""
+        """Whether an entry found by content may serve ``key``: trusted (it is filed under ``key`` too, and
+        signed so with signing on), fresh, and not a file that is gone."""
+        refused = self.refusal(hit)
+        if refused is not None:
+            log.warning("flowkit: task %r: the cache entry found by the content of its inputs is not used: %s",
+                        node.task.name, refused)
+            return False
         return self.fresh_hit(key, node, hit, now) and (not hit.file or self.file_exists(hit))
 
     def adopt(self, key: str, node: Node, hit: CacheHit, content: str) -> None:
@@ -295,6 +369,7 @@ class CachePlan:
         wanted = {c: contents[c] for c in children if c not in hits and c not in self.forced and contents[c]}
         self.tried.update(children)
         found = self.store.db.content_lookup(wanted.values())  # type: ignore[arg-type]
+        self.check(hit.key for hit in found.values())
         now = self.clock.time()
         for child, content in wanted.items():
             hit = found.get(content)  # type: ignore[arg-type]

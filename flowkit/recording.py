@@ -1,12 +1,14 @@
 """Recording a run in the store: the run listener that writes every record.
 
 A :class:`Recorder` listens to a run's events (:mod:`flowkit.events`) and turns
-them into rows (run, task run, artifact, cache entry, inputs), written in one
-transaction every ``flush_every`` seconds or ``max_rows`` rows, at once for a
-slow task, and at the end of the run. Writing per batch keeps recording to a
-few microseconds per task. A cache entry is written in the same transaction as
-the task run that made it, after its value was stored (workers store values
-before they report), so another process never sees an entry without its value.
+them into rows (run, task run, artifact, cache entry, inputs). It hands them to
+a :class:`~flowkit.store.writer.BatchWriter`, which commits them on a thread of
+its own, in one transaction every ``flush_every`` seconds or ``max_rows`` rows,
+at once for a slow task, and at the end of the run, which waits for them. So
+the run's thread only builds tuples; the database works beside it. A cache
+entry is written in the same transaction as the task run that made it, after
+its value was stored (workers store values before they report), so another
+process never sees an entry without its value.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from flowkit import secrets as _secrets
 from flowkit.secrets import mask
 from flowkit.store import Store, owner
 from flowkit.store.metadata import Batch, CacheHit
+from flowkit.store.writer import BatchWriter, merge
 
 __all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "run_context", "short_repr"]
 
@@ -121,12 +124,19 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
     file is shown by its absolute path (``Nested(File('/data/raw.csv'))``).
     """
     rows: list[tuple[Any, ...]] = []
+    node_id = node.id
     for position, dep in enumerate(node.deps):
+        if nodes[dep].kind != "map":  # `_artifacts_of`, inlined for the common case
+            artifact_id = artifacts.get(dep)
+            if artifact_id:
+                rows.append((run_id, node_id, position, "artifact", artifact_id, dep, None, None))
+            continue
         for producer, artifact_id in _artifacts_of(dep, nodes, artifacts):
-            rows.append((run_id, node.id, position, "artifact", artifact_id, producer, None, None))
-    args, kwargs = node.spelling()  # defaults a call left out count, as in its key
+            rows.append((run_id, node_id, position, "artifact", artifact_id, producer, None, None))
+    args, kwargs = node.canon if node.canon is not None else (node.args, node.kwargs)  # as in its key
     constants = [(i, v) for i, v in enumerate(args) if type(v) is not Slot]
-    constants += [(k, v) for k, v in (kwargs or {}).items() if type(v) is not Slot]
+    if kwargs:
+        constants += [(k, v) for k, v in kwargs.items() if type(v) is not Slot]
     if constants:
         names = list(node.task.signature.parameters)
         for where, value in constants:
@@ -139,14 +149,18 @@ class Recorder:
     """Buffers the records of one run and writes them to the store in batches."""
 
     def __init__(self, store: Store, run_id: str, clock: Clock, *, flush_every: float = 0.5,
-                 max_rows: int = 20000) -> None:
+                 max_rows: int = 20000, hand_over: int = 256) -> None:
         self.store = store
         self.run_id = run_id
         self.clock = clock
         self.flush_every = flush_every
         self.max_rows = max_rows
+        self.hand_over_every = hand_over  # task runs after which an idle writer gets what there is
         self.batch = Batch()
+        self.writer = BatchWriter(store.db)
         self._seq = 0
+        self._handed = 0  # self._seq when rows last went to the writer
+        self._artifacts: set[str] = set()  # artifacts recorded by this run: one row each, however many made them
         self._last_flush = clock.monotonic()
 
     def on_event(self, event: RunEvent) -> None:
@@ -205,12 +219,15 @@ class Recorder:
                                 tr.ended, tr.cache_key, tr.artifact_id, error, traceback, tr.worker, tr.logs,
                                 tr.source))
         if info is not None:
-            desc = info.description
-            columns = desc.get("columns")
-            batch.artifacts.append((info.digest, info.uri, info.serializer, desc["type"], info.size,
-                                    json.dumps(columns) if columns is not None else None,
-                                    json.dumps(desc["dtypes"]) if columns is not None else None,
-                                    desc.get("rows"), tr.ended, info.inline))
+            digest = info.digest
+            if digest not in self._artifacts:
+                self._artifacts.add(digest)
+                desc = info.description
+                columns = desc.get("columns")
+                batch.artifacts.append((digest, info.uri, info.serializer, desc["type"], info.size,
+                                        json.dumps(columns) if columns is not None else None,
+                                        json.dumps(desc["dtypes"]) if columns is not None else None,
+                                        desc.get("rows"), tr.ended, info.inline, desc.get("versions")))
             if cache and tr.cache_key is not None:
                 batch.cache.append((tr.cache_key, info.digest, tr.name, tr.id, tr.ended, tr.run_id, salted, expires,
                                     content))
@@ -222,12 +239,16 @@ class Recorder:
             self.tracked(tr)
         if tr.checks:
             self.checked(tr)
-        # Batch fast tasks, but never let a slow task's result wait: if the process dies
-        # later, at most ``flush_every`` seconds of quick work is lost and recomputed.
-        slow = tr.started is not None and tr.ended is not None and tr.ended - tr.started >= self.flush_every / 10
-        if slow or self.clock.monotonic() - self._last_flush >= self.flush_every or (
-                not self._seq & 255 and len(batch) >= self.max_rows):
+        # Batch fast tasks, but never let a slow task's result wait: it is committed before the run
+        # goes on. Fast ones go to the writer's thread in batches; if the process dies, at most what
+        # the writer had not committed is lost and recomputed.
+        seq = self._seq
+        if tr.started is not None and tr.ended is not None and tr.ended - tr.started >= self.flush_every / 10:
             self.flush()
+        elif (seq - self._handed >= self.hand_over_every and self.writer.idle) or (
+                self.clock.monotonic() - self._last_flush >= self.flush_every) or (
+                not seq & 255 and len(batch) >= self.max_rows):
+            self.hand_over()
 
     def tracked(self, tr: TaskRun) -> None:
         """The metrics (a number each), params and tags (JSON text) the task logged."""
@@ -255,13 +276,50 @@ class Recorder:
         self.batch.uncache.append(key)
         if artifact_id is not None:
             self.batch.forget_artifacts.append((self.clock.time(), artifact_id))
+            self._artifacts.discard(artifact_id)  # bytes made again revive its record
         self.flush()
 
-    def flush(self) -> None:
+    def hand_over(self) -> None:
+        """Give the rows gathered so far to the writer's thread (see :mod:`flowkit.store.writer`)."""
         batch = self.batch
         batch.heartbeat = (self.clock.time(), self.run_id)
-        self.store.db.flush(batch)
+        self._sign(batch)
+        self.batch = Batch()
+        self._handed = self._seq
         self._last_flush = self.clock.monotonic()
+        try:
+            self.writer.submit(batch)
+        except BaseException:
+            self._take_back(batch)
+            raise
+
+    def flush(self) -> None:
+        """Commit every record so far before returning (after what the writer holds, in this thread)."""
+        batch = self.batch
+        try:
+            self.writer.drain()
+        except BaseException:
+            self._take_back(batch)
+            raise
+        batch.heartbeat = (self.clock.time(), self.run_id)
+        self._sign(batch)
+        self.store.db.flush(batch)
+        self._handed = self._seq
+        self._last_flush = self.clock.monotonic()
+
+    def _sign(self, batch: Batch) -> None:
+        """With signing on, add the signatures of the batch's artifacts and cache entries, as it leaves."""
+        signer = self.store.signer
+        if signer is not None:
+            signer.sign(batch)  # a batch taken back after a failed write is signed again: the same values
+
+    def _take_back(self, batch: Batch) -> None:
+        """After a failed write: the rows it could not write come back, before ``batch``'s, to be tried again."""
+        if not self.writer.failed:  # interrupted (Ctrl-C): what the writer holds stays its own
+            self.batch = batch
+            return
+        _, failed = self.writer.take_failure()
+        self.batch = merge([failed, batch]) if failed is not None else batch
 
     def finish(self, status: str, ended: float, error: str | None) -> None:
         error = mask(error)
@@ -279,3 +337,5 @@ class Recorder:
                 self.store.db.end_run(self.run_id, "failed" if status == "completed" else status, ended,
                                       f"{cause} {note}")
             raise
+        finally:
+            self.writer.close()

@@ -202,6 +202,38 @@ def cached_task_run(id: str, run_id: str, node: str, name: str, cache_key: str |
     return tr
 
 
+def completed_task_run(id: str, run_id: str, node: str, name: str, attempts: int, started: float | None,
+                       ended: float | None, cache_key: str | None, artifact_id: str | None, worker: str | None,
+                       history: tuple[Attempt, ...], logs: str | None, tracked: tuple[Tracked, ...],
+                       checks: tuple[CheckResult, ...]) -> TaskRun:
+    """``TaskRun(id, run_id, node, name, "completed", attempts, started, ended, cache_key, artifact_id,
+    worker=..., history=..., logs=..., tracked=..., checks=...)``, built as :func:`cached_task_run` is.
+
+    Every task that runs gets one (``tests/test_records.py`` pins it to the constructor).
+    """
+    tr = _new(TaskRun)
+    _set_id(tr, id)
+    _set_run_id(tr, run_id)
+    _set_node(tr, node)
+    _set_name(tr, name)
+    _set_status(tr, "completed")
+    _set_attempts(tr, attempts)
+    _set_started(tr, started)
+    _set_ended(tr, ended)
+    _set_cache_key(tr, cache_key)
+    _set_artifact_id(tr, artifact_id)
+    _set_error(tr, None)
+    _set_traceback(tr, None)
+    _set_worker(tr, worker)
+    _set_exception(tr, None)
+    _set_history(tr, history)
+    _set_logs(tr, logs)
+    _set_source(tr, None)
+    _set_tracked(tr, tracked)
+    _set_checks(tr, checks)
+    return tr
+
+
 _new = object.__new__
 (_set_id, _set_run_id, _set_node, _set_name, _set_status, _set_attempts, _set_started, _set_ended, _set_cache_key,
  _set_artifact_id, _set_error, _set_traceback, _set_worker, _set_exception, _set_history, _set_logs,

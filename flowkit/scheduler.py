@@ -23,6 +23,13 @@ recent one, ``"all"`` runs each (at most ``max_catchup``, the most recent).
 Skipped slots are recorded too (status ``missed``), so nothing vanishes
 without a trace. ``overlap="skip"`` records a slot as ``skipped`` while the
 schedule's previous run is still going.
+
+A schedule's parameters are pickled (a date stays a date), and signed with the
+store's key (:mod:`flowkit.store.signing`) together with the schedule's name and
+flow reference. A row whose signature does not match (changed in the database,
+or stored with another key) is *refused*: its parameters are not unpickled, its
+flow is not imported, its due slots are recorded ``failed`` with the reason,
+and the other schedules fire as usual.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ class Schedule:
     paused: bool
     created: float
     checked: float
+    refused: str | None = None  # why its stored parameters were not trusted (then ``params`` is empty)
 
     def next_fire(self, after: float) -> dt.datetime:
         """The next slot after ``after`` (epoch seconds), or after the schedule was last checked."""
@@ -88,6 +96,11 @@ class Fire:
 
 def _ts(when: dt.datetime) -> float:
     return when.timestamp()
+
+
+def _signed_as(name: str, flow_ref: str) -> str:
+    """What a schedule's parameters are signed together with: its name and its flow's reference."""
+    return f"schedule\x00{name}\x00{flow_ref}"
 
 
 class Scheduler:
@@ -139,23 +152,39 @@ class Scheduler:
         # date stays a date; the JSON copy is for people.
         self.store.db.put_schedule(ScheduleRecord(
             name, ref, target.name, cron.expr, cron.tz, cron.catchup, cron.overlap, cron.max_catchup,
-            json.dumps(params, default=str), pickle.dumps(params), False, now, now))  # a paused one stays paused
+            json.dumps(params, default=str), self.store.signing().seal(_signed_as(name, ref), pickle.dumps(params)),
+            False, now, now))  # a paused one stays paused
         return self.get(name)
 
     def ensure(self, flow: Flow[..., Any]) -> Schedule:
         """Store the schedule a flow declares (``@fk.flow(schedule=...)``) unless it is stored already."""
         existing = {s.name: s for s in self.schedules()}.get(flow.name)
         cron = flow.options.schedule
-        if existing is not None and existing.cron == cron and existing.flow_ref == flow_reference(flow):
+        if existing is not None and existing.cron == cron and existing.flow_ref == flow_reference(flow) and \
+                existing.refused is None:
             return existing
         return self.add(flow, cron)
 
     def schedules(self) -> list[Schedule]:
-        """Every stored schedule, by name."""
-        return [Schedule(r.name, r.flow_ref, r.flow, Cron(r.expr, tz=r.tz, catchup=r.catchup, overlap=r.overlap,
-                                                          max_catchup=r.max_catchup),
-                         pickle.loads(r.params_pickle) if r.params_pickle else {}, r.paused, r.created, r.checked)
-                for r in self.store.db.schedules()]
+        """Every stored schedule, by name (one whose parameters are refused has ``refused`` set, see above)."""
+        out = []
+        for r in self.store.db.schedules():
+            cron = Cron(r.expr, tz=r.tz, catchup=r.catchup, overlap=r.overlap, max_catchup=r.max_catchup)
+            params, refused = self._params(r)
+            out.append(Schedule(r.name, r.flow_ref, r.flow, cron, params, r.paused, r.created, r.checked, refused))
+        return out
+
+    def _params(self, r: ScheduleRecord) -> tuple[dict[str, Any], str | None]:
+        """A stored schedule's parameters, unpickled only if their signature is this store's."""
+        signer = self.store.signing()
+        data = signer.unseal(_signed_as(r.name, r.flow_ref), r.params_pickle) if r.params_pickle else None
+        if data is None:
+            return {}, (f"schedule {r.name!r}: its stored parameters are not signed with this store's key "
+                        f"({signer.source}): they were stored by an older flowkit or with another key, or changed "
+                        f"outside flowkit (its flow reference included), so they were not unpickled and its flow "
+                        f"{r.flow_ref} was not imported. Add the schedule again (Scheduler.add, flowkit schedule "
+                        f"add) to store it signed")
+        return pickle.loads(data), None
 
     def get(self, name: str) -> Schedule:
         for schedule in self.schedules():
@@ -228,6 +257,8 @@ class Scheduler:
 
         def go(slot: dt.datetime, run_id: str) -> str:
             try:
+                if schedule.refused is not None:
+                    raise ScheduleError(schedule.refused)
                 flow = load_flow(schedule.flow_ref)
                 # A flow without a store of its own records where its schedule lives.
                 run = run_flow(flow, dict(schedule.params), trigger="schedule", run_id=run_id, scheduled=_ts(slot),

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MASK", "Secret", "mask"]
+__all__ = ["MASK", "Secret", "key_file", "mask"]
 
 MASK = "***"
 
@@ -65,7 +65,17 @@ def _key_for(inputs: Any) -> bytes:
     home = getattr(inputs, "home", None)
     if home is None:
         return _PROCESS_KEY
-    path = Path(home) / "secret.key"
+    return key_file(Path(home) / "secret.key")
+
+
+def key_file(path: Path) -> bytes:
+    """The random 32-byte key kept in the file ``path``, made (mode 0600) on first use; read once per process.
+
+    Several processes may make it at once: the first file written wins and the others read it.
+
+    Raises:
+        ValueError: the file holds fewer than 32 bytes (it is not such a key; delete it to make a new one).
+    """
     cached = _store_keys.get(str(path))
     if cached is not None:
         return cached
@@ -84,7 +94,7 @@ def _key_for(inputs: Any) -> bytes:
                 f.write(made)
             key = made
         if len(key) < 32:
-            raise ValueError(f"{path} is not a flowkit secret key (delete it to make a new one)")
+            raise ValueError(f"{path} is not a flowkit key file (delete it to make a new one)")
     _store_keys[str(path)] = key
     return key
 

@@ -12,6 +12,7 @@ from the flow. Anything else (``if ref:``, ``ref + 1``, ``len(ref)``,
 from __future__ import annotations
 
 import contextvars
+import gc
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -393,10 +394,18 @@ def trace_flow(name: str, fn: Callable[..., Any], params: dict[str, Any]) -> Flo
     """Run the flow body ``fn(**params)`` once under a new trace and return its graph."""
     trace = Trace(name)
     token = _CURRENT.set(trace)
+    # Everything a trace allocates stays reachable (nodes, templates, refs the body holds), so the
+    # cyclic collector's full passes over the whole heap find nothing here; for a 100,000-call body
+    # they were a third of the trace. Reference counting still frees what the body drops.
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
     try:
         output = fn(**params)
     finally:
         _CURRENT.reset(token)
+        if collecting:
+            gc.enable()
     return trace.graph(params, output)
 
 

@@ -14,6 +14,9 @@ import pytest
 
 import flowkit as fk
 from s3_server import s3_server, s3_url  # noqa: F401 - fixtures: a real S3 server (moto) for the tests
+import services
+from services import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401 - hooks: the run ends
+#                                                              saying which backends and services ran
 
 CALLS: list[str] = []
 _lock = threading.Lock()
@@ -168,6 +171,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    services.note_groups(items)
     if config.getoption("--soak"):
         return
     skip = pytest.mark.skip(reason="soak tier: run with --soak (tests/faults, larger sizes, see docs/reliability.md)")

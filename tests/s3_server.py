@@ -25,6 +25,9 @@ from typing import Any
 
 import pytest
 
+#: what the session's server was, or why there was none (``None`` until a test asked for it)
+STATUS: str | None = None
+
 _BANNER = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 START_TIMEOUT = 60.0
 
@@ -103,13 +106,19 @@ class MotoServer:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[MotoServer]:
     # moto is not imported here: importing it hooks a stub into every botocore client of the process
+    global STATUS
     missing = [name for name in ("moto", "flask", "s3fs") if importlib.util.find_spec(name) is None]
     if missing:
+        STATUS = f"unavailable: missing {', '.join(missing)}"
         pytest.skip(f"S3 tests need moto[server] and s3fs (pip install -e '.[dev]'); missing: {', '.join(missing)}")
     try:
         server = MotoServer()
     except (OSError, RuntimeError) as exc:
+        STATUS = f"unavailable: {exc}"
         pytest.skip(f"no S3 server for the tests: {exc}")
+    from importlib.metadata import version
+
+    STATUS = f"moto {version('moto')} server at {server.endpoint}"
     yield server
     server.stop()
 

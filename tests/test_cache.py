@@ -692,3 +692,30 @@ def test_a_changed_cache_ttl_counts_for_entries_already_stored():
     f(60)
     clock.advance(120)
     assert f(3600) == 2 and CALLS == ["inc"]  # stored under a 60 s ttl, still fresh under an hour
+
+
+@fk.task
+def _parts(n: int) -> list[int]:
+    return list(range(n))
+
+
+@fk.task
+def _same(x: int) -> int:
+    return 7  # every item's value has the same bytes
+
+
+@fk.flow
+def _mapped(n: int = 40) -> list[int]:
+    return _same.map(_parts(n))
+
+
+def test_a_cached_rerun_loads_the_small_values_of_a_maps_items_without_a_query_each(home, monkeypatch):
+    from flowkit.store.sql import SQLMetadataStore
+
+    assert _mapped.run().value == [7] * 40
+    single: list[str] = []
+    real = SQLMetadataStore.inline_data
+    monkeypatch.setattr(SQLMetadataStore, "inline_data", lambda self, a: single.append(a) or real(self, a))
+    again = _mapped.run()
+    assert again.value == [7] * 40 and again.counts() == {"cached": 41}
+    assert single == []  # prefetched with the map's expansion, one query for all of them

@@ -42,7 +42,7 @@ def test_many_rows_go_as_one_statement_of_arrays_with_constants_kept():
                                    "ON CONFLICT (k) DO UPDATE SET n = excluded.n")
     assert (table, takes) == ("tr", ("k", "n"))
     assert statement.format("text", "bigint") == (
-        "INSERT INTO tr (k, status, n) SELECT u.c0, 'cached', u.c1 FROM unnest(%s::text[], %s::bigint[]) "
+        "INSERT INTO tr (k, status, n) SELECT u.c0, 'cached', u.c1 FROM unnest(%b::text[], %b::bigint[]) "
         "AS u(c0, c1) ON CONFLICT (k) DO UPDATE SET n = excluded.n")
     assert columns_as_text([("a", True, 1.5, b"\x01", None, 2.0)], 6,
                            ["text", "bigint", "double precision", "bytea", "text", "bigint"]) == [

@@ -9,7 +9,7 @@ import io
 from rich.console import Console
 
 from flowkit.cli.progress import summary_table, timing
-from flowkit.records import Attempt, Run, TaskRun, cached_task_run
+from flowkit.records import Attempt, Run, TaskRun, cached_task_run, completed_task_run
 
 
 def failed_after_retries() -> TaskRun:
@@ -58,6 +58,16 @@ def test_a_cached_task_run_built_fast_equals_the_dataclass_one_field_by_field():
     assert [f.name for f in dataclasses.fields(TaskRun)] == [
         "id", "run_id", "node", "name", "status", "attempts", "started", "ended", "cache_key", "artifact_id",
         "error", "traceback", "worker", "exception", "history", "logs", "source", "tracked", "checks"]  # the setters' order
+    for field in dataclasses.fields(TaskRun):
+        assert getattr(fast, field.name) == getattr(slow, field.name), field.name
+    assert fast == slow and type(fast) is TaskRun
+
+
+def test_a_completed_task_run_built_fast_equals_the_dataclass_one_field_by_field():
+    history = (Attempt(1, 5.0, 6.5),)
+    fast = completed_task_run("r/n", "r", "n", "task", 1, 5.0, 6.5, "key", "art", "w1", history, "out", (), ())
+    slow = TaskRun("r/n", "r", "n", "task", "completed", 1, 5.0, 6.5, "key", "art", worker="w1", history=history,
+                   logs="out")
     for field in dataclasses.fields(TaskRun):
         assert getattr(fast, field.name) == getattr(slow, field.name), field.name
     assert fast == slow and type(fast) is TaskRun

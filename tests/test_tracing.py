@@ -228,3 +228,33 @@ def test_task_called_with_wrong_arguments_fails_at_trace_time():
     with pytest.raises(fk.ParameterError, match=r"task 'add'.*missing a required argument: 'y'"):
         f.graph()
     assert CALLS == []
+
+
+def test_tracing_leaves_the_cyclic_collector_as_it_found_it_even_when_the_body_raises():
+    import gc
+
+    @fk.task
+    def step(x: int) -> int:
+        return x
+
+    @fk.flow
+    def fine() -> int:
+        assert not gc.isenabled()  # paused while the body records calls
+        return step(1)
+
+    @fk.flow
+    def broken() -> int:
+        raise RuntimeError("the body failed")
+
+    assert gc.isenabled()
+    fine.graph()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError, match="the body failed"):
+        broken.graph()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        fine.graph()
+        assert not gc.isenabled()  # a program that turned it off keeps it off
+    finally:
+        gc.enable()

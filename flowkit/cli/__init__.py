@@ -506,6 +506,7 @@ def schedule_ls(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{"name": s.name, "flow": s.flow_ref, "cron": s.cron.expr, "tz": s.cron.tz,
                                 "paused": s.paused, "params": json.loads(json.dumps(s.params, default=str)),
+                                "refused": s.refused,
                                 "next": None if s.paused else s.next_fire(now).isoformat()} for s in items]))
         return
     if not items:
@@ -516,8 +517,12 @@ def schedule_ls(as_json: bool) -> None:
         table.add_column(column)
     for s in items:
         table.add_row(s.name, s.flow_ref, s.cron.expr, s.cron.tz, s.cron.catchup, s.cron.overlap,
-                      "paused" if s.paused else "active", "" if s.paused else s.next_fire(now).isoformat())
+                      "refused" if s.refused else "paused" if s.paused else "active",
+                      "" if s.paused else s.next_fire(now).isoformat())
     emit(table)
+    for s in items:
+        if s.refused:
+            console.print(f"[red]{escape(s.refused)}[/red]")
 
 
 @schedule.command("rm")

@@ -57,7 +57,7 @@ from flowkit.errors import ModelNotFoundError, RegistryError
 from flowkit.ml.model import Model, ModelRef, Pin, parse_uri
 from flowkit.ml.prediction_log import predictions
 from flowkit.store import Store
-from flowkit.store.protocols import ArtifactRow
+from flowkit.store.protocols import ArtifactRow, Batch
 from flowkit.store.registry import ANY, AliasRecord, ModelVersionRecord
 
 __all__ = ["AliasChange", "Model", "ModelVersion", "ModelVersionWarning", "RegisteredModel", "aliases",
@@ -301,7 +301,8 @@ def _model_artifact(name: str, model: Any, files: Any, created: float) -> Artifa
     columns = info.get("columns")
     return ArtifactRow(d, uri, encoded.serializer, info["type"], size,
                        json.dumps(columns) if columns is not None else None,
-                       json.dumps(info["dtypes"]) if columns is not None else None, info.get("rows"), created, inline)
+                       json.dumps(info["dtypes"]) if columns is not None else None, info.get("rows"), created, inline,
+                       info.get("versions"))
 
 
 def _existing_artifact(name: str, store: Store, artifact_id: str) -> tuple[str, str | None, str | None]:
@@ -377,6 +378,11 @@ def register(name: str, model_or_artifact_id: Any, metrics: Mapping[str, float] 
     record = ModelVersionRecord(name, 0, artifact_id, run_id, task_run_id, cache_key, numbers_, params_, tags_,
                                 signature, _libraries(), created, _user())
     stored, _ = store.db.add_model_version(record, names, artifact)
+    signer = store.signer
+    if artifact is not None and signer is not None:  # with signing on, its value loads only if signed
+        batch = Batch()
+        batch.signed_artifacts.append((signer.artifact(artifact.id, artifact.serializer), artifact.id))
+        store.db.flush(batch)
     return _public(stored)
 
 
@@ -480,8 +486,9 @@ def _load_bytes(store: Store, pin: Pin) -> Any:
     from flowkit.store.artifacts import DamagedArtifact
     from flowkit.store.serializers import load_artifact
 
+    store.check_signed(pin.artifact_id, pin.serializer)
     try:
-        return load_artifact(store.files, pin.artifact_id, pin.serializer, pin.inline)
+        return load_artifact(store.files, pin.artifact_id, pin.serializer, pin.inline, pin.library_versions)
     except DamagedArtifact as exc:
         raise CacheCorruptionError(f"model {pin.name}:{pin.version}: artifact {pin.artifact_id} is damaged ({exc}); "
                                    f"rerun the flow that made it to recompute it") from exc

@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flowkit.errors import CacheCorruptionError, StoreError
+from flowkit.errors import ArtifactSignatureError, CacheCorruptionError, StoreError
 from flowkit.hashing import file_digest
 from flowkit.records import Attempt, Run, TaskRun
 from flowkit.store import owner
 from flowkit.store.artifacts import BadArtifactId, DamagedArtifact, artifact_files
 from flowkit.store.protocols import ArtifactRecord, FileRecord, MetadataStore, RunRecord
 from flowkit.store.serializers import load_artifact
+from flowkit.store.signing import Signer, sign_from_env, signer_for
 
 __all__ = ["GCReport", "Store", "default_home", "open_store", "register_backend"]
 
@@ -110,12 +111,12 @@ def open_store(url: str | os.PathLike[str]) -> MetadataStore:
     return factory(text)
 
 
-_OPEN: dict[tuple[Path, str | None, str | None], Store] = {}
+_OPEN: dict[tuple[Path, str | None, str | None, bool], Store] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _reopen(home: str, artifacts: str, db_url: str | None = None) -> Store:
-    return Store.open(home, artifacts=artifacts, db_url=db_url)
+def _reopen(home: str, artifacts: str, db_url: str | None = None, sign: bool = False) -> Store:
+    return Store.open(home, artifacts=artifacts, db_url=db_url, sign=sign)
 
 
 @dataclass
@@ -147,6 +148,10 @@ class Store:
             ``$FLOWKIT_DB``, else SQLite in ``home``.
         artifacts: the artifact root, a folder or an fsspec URL; default
             ``$FLOWKIT_ARTIFACTS``, else ``home/artifacts``.
+        sign: sign the artifacts and cache entries this store records with the project's key,
+            and refuse, before anything is unpickled, those not signed with it (default
+            ``$FLOWKIT_SIGN_ARTIFACTS``, else off). The key is ``$FLOWKIT_SIGNING_KEY``, else
+            ``home/signing.key`` (made on first use, mode 0600): see :mod:`flowkit.store.signing`.
 
     Attributes:
         db: the :class:`~flowkit.store.protocols.MetadataStore`.
@@ -158,7 +163,7 @@ class Store:
     stale_after: float = owner.STALE_AFTER
 
     def __init__(self, home: str | os.PathLike[str] | None = None, *, db_url: str | None = None,
-                 artifacts: str | os.PathLike[str] | None = None) -> None:
+                 artifacts: str | os.PathLike[str] | None = None, sign: bool | None = None) -> None:
         self.home = Path(home) if home is not None else default_home()
         try:
             self.home.mkdir(parents=True, exist_ok=True)
@@ -171,22 +176,37 @@ class Store:
         self.artifacts_root = os.fspath(root)
         self.files = artifact_files(root)
         self._file_memo: dict[tuple[str, int, int], str] = {}
+        self.sign = sign_from_env() if sign is None else bool(sign)
+        self._signing: Signer | None = None
+
+    @property
+    def signer(self) -> Signer | None:
+        """The :class:`~flowkit.store.signing.Signer` when signing is on (its key read on first use), else ``None``."""
+        return self.signing() if self.sign else None
+
+    def signing(self) -> Signer:
+        """The signer of this store's key, made on first use whether signing artifacts is on or not
+        (the scheduler signs the parameters it stores with it)."""
+        if self._signing is None:
+            self._signing = signer_for(self.home)
+        return self._signing
 
     @classmethod
     def open(cls, home: str | os.PathLike[str] | None = None, *, db_url: str | None = None,
-             artifacts: str | os.PathLike[str] | None = None) -> Store:
+             artifacts: str | os.PathLike[str] | None = None, sign: bool | None = None) -> Store:
         """The store at ``home`` (default: :func:`default_home`), shared within this process."""
         path = (Path(home) if home is not None else default_home()).absolute()
         root = os.fspath(artifacts) if artifacts else os.environ.get("FLOWKIT_ARTIFACTS")
         url = db_url or os.environ.get("FLOWKIT_DB") or None
+        signed = sign_from_env() if sign is None else bool(sign)
         with _OPEN_LOCK:
-            store = _OPEN.get((path, root, url))
+            store = _OPEN.get((path, root, url, signed))
             if store is None:
-                store = _OPEN[(path, root, url)] = cls(path, db_url=url, artifacts=root)
+                store = _OPEN[(path, root, url, signed)] = cls(path, db_url=url, artifacts=root, sign=signed)
             return store
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_reopen, (str(self.home), self.artifacts_root, self.db_url))
+        return (_reopen, (str(self.home), self.artifacts_root, self.db_url, self.sign))
 
     def __repr__(self) -> str:
         return f"Store({str(self.home)!r})"
@@ -231,12 +251,40 @@ class Store:
             cause = "by gc" if record.removed_by == "gc" else f"({record.removed_by})"
             raise KeyError(f"artifact {artifact_id} was removed {cause} at {when}; its record and lineage are "
                            f"kept, and rerunning the flow that made it recomputes it")
+        self.check_signed(record)
         inline = self.db.inline_data(artifact_id) if record.inline else None
         try:
-            return load_artifact(self.files, artifact_id, record.serializer, inline)
+            return load_artifact(self.files, artifact_id, record.serializer, inline, record.versions)
         except DamagedArtifact as exc:
             raise CacheCorruptionError(f"artifact {artifact_id} is damaged ({exc}); rerun the flow that made it "
                                        f"to recompute it") from exc
+
+    def check_signed(self, record: ArtifactRecord | str, serializer: str | None = None) -> None:
+        """With signing on, refuse an artifact not signed with this store's key (nothing of it is read).
+
+        ``record`` is the artifact's record, or its id (its record is read, and ``serializer``,
+        if given, must be the one recorded: how the caller is about to decode it).
+
+        Raises:
+            ArtifactSignatureError: naming the artifact and the task that made it.
+        """
+        signer = self.signer
+        if signer is None:
+            return
+        if isinstance(record, str):
+            found = self.artifact(record)
+            if found is None:
+                raise KeyError(f"no artifact {record!r} in the store at {self.home}")
+            record = found
+        if (serializer is None or serializer == record.serializer) and \
+                signer.valid_artifact(record.id, record.serializer, record.signature):
+            return
+        step = self.db.newest_producers([record.id]).get(record.id)
+        made = f" (the value of task {step.task!r}, run {step.run_id})" if step else " (no recorded task made it)"
+        raise ArtifactSignatureError(
+            f"artifact {record.id}{made} is not signed with this store's key ({signer.source}): flowkit did not "
+            f"write it with that key, or its record was changed since; it was not loaded. Rerun the flow that "
+            f"made it to recompute it", record.id)
 
     # --- runs ----------------------------------------------------------------------------------
 

@@ -202,17 +202,24 @@ class PostgresMetadataStore(SQLMetadataStore):
 
     def write(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn(conn)`` in one transaction holding the store's write lock (see the module's docstring)."""
-        conn = self._connection()
-        try:
-            with conn.raw.transaction():
-                conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                return fn(conn)
-        except psycopg.errors.LockNotAvailable as exc:
-            raise StoreError(f"cannot write to the metadata database {self.display_url}: another process held its "
-                             f"write lock for over {LOCK_TIMEOUT:g} s") from exc
-        except psycopg.OperationalError as exc:
-            # Not sent again: a commit may have landed before the connection broke.
-            raise self._error(exc, "lost the connection to" if conn.raw.broken else "cannot write to") from exc
+        for attempt in (1, 2):
+            conn = self._connection()
+            began = False
+            try:
+                with conn.raw.transaction():
+                    conn.raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    began = True
+                    return fn(conn)
+            except psycopg.errors.LockNotAvailable as exc:
+                raise StoreError(f"cannot write to the metadata database {self.display_url}: another process held "
+                                 f"its write lock for over {LOCK_TIMEOUT:g} s") from exc
+            except psycopg.OperationalError as exc:
+                # A connection found dead before the transaction began (the server restarted, an idle
+                # connection was cut) is opened again; one that broke later is not: its commit may have landed.
+                if conn.raw.broken and not began and attempt == 1:
+                    continue
+                raise self._error(exc, "lost the connection to" if conn.raw.broken else "cannot write to") from exc
+        raise AssertionError("unreachable")
 
     # --- migration versions ----------------------------------------------------------------------
 

@@ -89,7 +89,7 @@ _INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)\s*VALUES\s*\(([^(
 def bulk(sql: str) -> tuple[str, str, tuple[str, ...]] | None:
     """``INSERT INTO t (a, b) VALUES (?, ?) ...`` as one statement for any number of rows: (table, statement, columns).
 
-    The rows go as one array per placeholder (``SELECT ... FROM unnest(%s::type[], ...)``),
+    The rows go as one array per placeholder (``SELECT ... FROM unnest(%b::type[], ...)``),
     so a thousand rows cost one statement with a few parameters instead of a thousand. The
     statement holds ``{0}``, ``{1}``... where each array's type goes (see :func:`typed`).
     ``None`` for a statement that is not such an ``INSERT``.
@@ -110,7 +110,9 @@ def bulk(sql: str) -> tuple[str, str, tuple[str, ...]] | None:
             takes.append(name.strip('"'))
         else:
             select.append(item)
-    arrays = ", ".join(f"%s::{{{i}}}[]" for i in range(len(takes)))
+    # %b: each array is sent as a binary text[], which psycopg builds without quoting every element
+    # (the text form costs about as much as the rest of the write); the server casts it to the column's type.
+    arrays = ", ".join(f"%b::{{{i}}}[]" for i in range(len(takes)))
     aliases = ", ".join(f"c{i}" for i in range(len(takes)))
     statement = (f"INSERT INTO {table} ({columns}) SELECT {', '.join(select)} FROM unnest({arrays}) AS u({aliases})"
                  + dml(tail).replace("{", "{{").replace("}", "}}"))

@@ -58,6 +58,9 @@ class CacheHit(NamedTuple):
             ``cache_ttl`` (``None``: never; the task's own ttl is applied on top).
         task_run_id: the task run that computed it.
         file: whether the value is an ``fk.File`` (a result that is gone when its file is).
+        key, content: the entry's key and content key (what its signature covers).
+        signature, artifact_signature: the entry's and its artifact's signatures under the
+            store's key (``None`` when written without signing; :mod:`flowkit.store.signing`).
     """
 
     artifact_id: str
@@ -68,6 +71,10 @@ class CacheHit(NamedTuple):
     expires: float | None
     task_run_id: str | None
     file: bool
+    key: str = ""
+    content: str | None = None
+    signature: str | None = None
+    artifact_signature: str | None = None
 
 
 class LineageStep(NamedTuple):
@@ -117,6 +124,9 @@ class ArtifactRecord:
         created: when it was first stored.
         inline: whether the metadata store holds the bytes.
         removed, removed_by: see above; ``None`` while the bytes exist.
+        signature: its signature under the store's key, if it was written with signing on.
+        versions: the versions of Python and of the libraries that matter for loading it
+            (``{"python": "3.12.3", "pandas": "2.2.3"}``) in the process that wrote it; ``None`` if not recorded.
     """
 
     id: str
@@ -131,6 +141,8 @@ class ArtifactRecord:
     inline: bool
     removed: float | None
     removed_by: str | None
+    signature: str | None = None
+    versions: dict[str, str] | None = None
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -252,6 +264,7 @@ class ArtifactRow(NamedTuple):
     rows: int | None
     created: float | None
     data: bytes | None
+    versions: str | None = None  # JSON: {"python": "3.12.3", "pandas": "2.2.3", ...}
 
 
 class TaskRunRow(NamedTuple):
@@ -335,13 +348,15 @@ class Batch:
     ``cached`` (replacing a task run of the same (run, node)), ``attempts``
     (replacing the same number), ``inputs``, ``cache`` (replacing the same key),
     ``uncache`` (keys to delete), ``tracked`` and ``checks`` (what tasks logged, their
-    check results: :mod:`flowkit.store.tracking`), ``run_end`` (``(status, ended, error, run_id)``).
+    check results: :mod:`flowkit.store.tracking`), ``run_end`` (``(status, ended, error, run_id)``),
+    then ``signed_artifacts`` and ``signed_entries`` (``(signature, artifact id)`` and ``(signature,
+    cache key)``, set on the rows above: :mod:`flowkit.store.signing`).
     ``heartbeat`` (``(time, run_id)``) is the run's last sign of life, written with the rest
     when there is a rest (it alone does not make a batch worth writing).
     """
 
     __slots__ = ("artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache", "forget_artifacts",
-                 "tracked", "checks", "run_end", "heartbeat")
+                 "tracked", "checks", "run_end", "heartbeat", "signed_artifacts", "signed_entries")
 
     def __init__(self) -> None:
         self.clear()
@@ -359,10 +374,13 @@ class Batch:
         self.checks: list[Any] = []  # CheckRow
         self.run_end: tuple[str, float, str | None, str] | None = None
         self.heartbeat: tuple[float, str] | None = None
+        self.signed_artifacts: list[tuple[str, str]] = []
+        self.signed_entries: list[tuple[str, str]] = []
 
     def empty(self) -> bool:
         return not (self.artifacts or self.task_runs or self.cached or self.attempts or self.inputs or self.cache
-                    or self.uncache or self.forget_artifacts or self.tracked or self.checks or self.run_end)
+                    or self.uncache or self.forget_artifacts or self.tracked or self.checks or self.run_end
+                    or self.signed_artifacts or self.signed_entries)
 
     def __len__(self) -> int:
         return len(self.task_runs) + len(self.cached) + len(self.artifacts) + len(self.inputs) + len(self.cache)
@@ -443,6 +461,11 @@ class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, 
 
     def content_lookup(self, contents: Iterable[str]) -> dict[str, CacheHit]:
         """For each content key, the newest entry computed from inputs with that content."""
+
+    def unbound_entries(self, keys: Iterable[str]) -> set[str]:
+        """Those of these entry ``keys`` that are not bound to the task run they name: that task run
+        did not record the entry's artifact as its value, for the entry's task, or is not recorded at all
+        (a row re-pointed to another artifact). Keys with no entry are left out."""
 
     def cache_entries(self) -> list[CacheEntry]:
         """Every cache entry, newest first."""

@@ -61,7 +61,7 @@ CLIENT_CONFIG: dict[str, Any] = {"connect_timeout": 5, "read_timeout": 15,
 #: s3fs's own attempts per call, on top of botocore's (for reads cut short).
 S3FS_RETRIES = 2
 #: Bytes per uploaded part (S3: at least 5 MiB except the last, at most 10,000 parts).
-PART_SIZE = 16 << 20
+PART_SIZE = 50 << 20
 #: Bytes per ranged GET of a large object.
 RANGE_SIZE = 50 << 20
 _MAX_PARTS = 10_000

@@ -13,21 +13,31 @@ cloudpickle    what pickle cannot do        cloudpickle (lambdas, local classes)
 A frame that Arrow cannot represent falls back to pickle, recorded as such.
 pandas, numpy and pyarrow are imported only when a value of theirs shows up.
 :func:`load_artifact` is the checked read: bytes against their digest, then :func:`loads`.
+
+An artifact of anything but a plain scalar records the versions of Python and of the
+libraries its loading may depend on (:data:`LIBRARIES`, those the writing process had
+imported). When such an artifact fails to load in a process whose versions differ, the
+error says so (:class:`~flowkit.errors.IncompatibleArtifactError`) instead of surfacing
+from deep inside unpickling.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import pickle
+import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from flowkit.errors import IncompatibleArtifactError
 from flowkit.hashing import said_by_bytes
 from flowkit.hashing import digest as _digest
 from flowkit.store.artifacts import DamagedArtifact
 
-__all__ = ["Encoded", "describe", "dump_to", "dumps", "load_artifact", "loads", "streamable_size"]
+__all__ = ["LIBRARIES", "Encoded", "describe", "dump_to", "dumps", "incompatible", "library_versions", "load_artifact",
+           "loads", "streamable_size"]
 
 
 class Encoded(NamedTuple):
@@ -181,8 +191,16 @@ def loads(data: bytes | memoryview, serializer: str) -> Any:
     return _LOADS[serializer](data)
 
 
-def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None) -> Any:
-    """Load a cached value, checking its bytes against the digest first."""
+def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None,
+                  versions: Mapping[str, str] | str | None = None) -> Any:
+    """Load a cached value, checking its bytes against the digest first.
+
+    ``versions`` are those recorded with the artifact (a mapping or its JSON text).
+
+    Raises:
+        DamagedArtifact: the bytes are missing or do not match the digest (nothing was deserialized).
+        IncompatibleArtifactError: the bytes did not load, and ``versions`` differ from this process's.
+    """
     if inline is not None:
         actual = _digest(inline)
         if actual != digest:
@@ -190,7 +208,81 @@ def load_artifact(files: Any, digest: str, serializer: str, inline: bytes | None
         data: bytes = inline
     else:
         data = files.read(digest)
-    return loads(data, serializer)
+    try:
+        return loads(data, serializer)
+    except Exception as exc:
+        problem = incompatible(digest, versions, exc)
+        if problem is None:
+            raise
+        raise problem from exc
+
+
+#: The libraries whose versions an artifact records, as (module, distribution): a pickle of their
+#: objects, or their own formats (Arrow, ``.npy``), may not load under other versions.
+LIBRARIES = (("numpy", "numpy"), ("pandas", "pandas"), ("pyarrow", "pyarrow"), ("sklearn", "scikit-learn"),
+             ("cloudpickle", "cloudpickle"), ("scipy", "scipy"), ("torch", "torch"), ("xgboost", "xgboost"),
+             ("lightgbm", "lightgbm"), ("polars", "polars"))
+_PYTHON = platform.python_version()
+_RECORDED: dict[tuple[str, ...], str] = {}  # the libraries imported -> their versions' JSON text
+
+
+def _versions_text() -> str:
+    """The JSON of Python's version and the imported :data:`LIBRARIES`' (cheap: memoized by what is imported)."""
+    modules = sys.modules
+    loaded = tuple(dist for module, dist in LIBRARIES if module in modules)
+    text = _RECORDED.get(loaded)
+    if text is None:
+        found = {"python": _PYTHON}
+        for module, dist in LIBRARIES:
+            if dist in loaded:
+                version = getattr(modules[module], "__version__", None)
+                if isinstance(version, str):
+                    found[dist] = version
+        text = _RECORDED[loaded] = json.dumps(found, separators=(",", ":"))
+    return text
+
+
+def library_versions(names: Any = None) -> dict[str, str]:
+    """This process's versions of Python and of the installed ``names`` (default: all :data:`LIBRARIES`)."""
+    from importlib import metadata
+
+    found = {"python": _PYTHON}
+    for dist in names if names is not None else (d for _, d in LIBRARIES):
+        if dist == "python":
+            continue
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _spelled(versions: Mapping[str, str], names: list[str]) -> str:
+    return " / ".join(f"{name} {versions.get(name, '(not installed)')}" for name in names)
+
+
+def incompatible(artifact_id: str, recorded: Mapping[str, str] | str | None, error: BaseException,
+                 task: str | None = None) -> IncompatibleArtifactError | None:
+    """The error to raise for an artifact that failed to load with ``error``, if its recorded versions
+    differ from this process's; ``None`` if they do not (or none were recorded): the failure is another one."""
+    if isinstance(recorded, str):
+        try:
+            recorded = json.loads(recorded)
+        except ValueError:
+            return None
+    if not recorded or not isinstance(recorded, Mapping):
+        return None
+    current = library_versions(list(recorded))
+    differ = [name for name, version in recorded.items() if current.get(name) != version]
+    if not differ:
+        return None
+    differ.sort(key=lambda name: name == "python")  # the libraries first: they are the likelier cause
+    of = f" (the value of task {task!r})" if task else ""
+    return IncompatibleArtifactError(
+        f"artifact {artifact_id}{of} was written by {_spelled(recorded, differ)}; this process has "
+        f"{_spelled(current, differ)}, and loading it failed: {type(error).__name__}: {error}. Install the "
+        f"versions it was written with to load it, or rerun the flow that made it to recompute it under these",
+        artifact_id, dict(recorded), current)
 
 
 _PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None)})
@@ -202,6 +294,8 @@ def describe(value: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"type": f"{kind.__module__}.{kind.__qualname__}"}
     if kind not in _PLAIN and not said_by_bytes(value):  # equal bytes, unequal values: no cutoff through it
         info["opaque"] = True
+    if kind not in _PLAIN:
+        info["versions"] = _versions_text()
     if _is_dataframe(value):
         info["columns"] = [str(c) for c in value.columns]
         info["dtypes"] = [str(d) for d in value.dtypes]

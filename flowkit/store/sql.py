@@ -65,7 +65,7 @@ def upsert(table: str, columns: Sequence[str], key: Sequence[str], values: str |
 
 
 _HIT_COLUMNS = ("c.artifact_id, c.created, a.serializer, a.uri, a.size, c.expires, c.task_run_id, "
-                "CASE WHEN a.type = 'flowkit.files.File' THEN 1 ELSE 0 END")
+                "CASE WHEN a.type = 'flowkit.files.File' THEN 1 ELSE 0 END, c.key, c.content, c.signature, a.signature")
 _RUN_COLUMNS = ('id, flow, status, params, started, ended, trigger, error, host, "user", git_commit, flow_file, '
                 "scheduled, cache_salt, owner_pid, owner_start, heartbeat, triggered_by, trigger_reason")
 _RUN_FIELDS = frozenset(RunRecord.__dataclass_fields__)
@@ -86,6 +86,16 @@ _PUT_FILE = upsert("files", ("path", "size", "mtime_ns", "digest"), ("path",))
 
 def _run(r: tuple[Any, ...]) -> RunRecord:
     return RunRecord(r[0], r[1], r[2], json.loads(r[3]) if r[3] else {}, *r[4:])
+
+
+_ARTIFACT_COLUMNS = ("id, uri, serializer, type, size, columns, dtypes, rows, created, data IS NOT NULL, removed, "
+                     "removed_by, signature, versions")
+
+
+def _artifact(r: Sequence[Any]) -> ArtifactRecord:
+    return ArtifactRecord(r[0], r[1] or "inline", r[2], r[3], r[4], json.loads(r[5]) if r[5] else None,
+                          json.loads(r[6]) if r[6] else None, r[7], r[8], bool(r[9]), r[10], r[11], r[12],
+                          json.loads(r[13]) if r[13] else None)
 
 
 def _like(prefix: str) -> str:
@@ -236,7 +246,8 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
                               batch.forget_artifacts)
             if batch.artifacts:  # the same bytes stored again: a removed record comes back to life
                 c.executemany("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, "
-                              "created, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                              "created, data, versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) "
+                              "DO UPDATE SET "
                               "uri = excluded.uri, serializer = excluded.serializer, data = excluded.data, "
                               "removed = NULL, removed_by = NULL WHERE artifacts.removed IS NOT NULL",
                               batch.artifacts)
@@ -253,6 +264,10 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
                 c.executemany(_PUT_CACHE, batch.cache)
             if batch.uncache:
                 c.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in batch.uncache])
+            if batch.signed_artifacts:
+                c.executemany("UPDATE artifacts SET signature = ? WHERE id = ?", batch.signed_artifacts)
+            if batch.signed_entries:
+                c.executemany("UPDATE cache SET signature = ? WHERE key = ?", batch.signed_entries)
             if batch.tracked:
                 c.executemany(INSERT_TRACKED, batch.tracked)
             if batch.checks:
@@ -308,6 +323,17 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
         new = tuple.__new__
         return {r[0]: new(CacheHit, r[1:]) for r in rows}
 
+    def unbound_entries(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        if not keys:
+            return set()
+        # Through the index of what task runs produced: the producer the entry names made its artifact.
+        rows = self.query(
+            "SELECT c.key FROM cache c WHERE c.key IN (SELECT value FROM json_each(?)) AND NOT EXISTS "
+            "(SELECT 1 FROM task_runs p WHERE p.artifact_id = c.artifact_id AND p.status = 'completed' "
+            "AND p.task = c.task AND p.run_id || '/' || p.node = c.task_run_id)", (json.dumps(keys),))
+        return {r[0] for r in rows}
+
     def cache_entries(self) -> list[CacheEntry]:
         rows = self.query("SELECT c.key, c.task, c.artifact_id, c.created, a.size, a.type FROM cache c "
                           "LEFT JOIN artifacts a ON a.id = c.artifact_id ORDER BY c.created DESC")
@@ -326,26 +352,18 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
     # --- artifacts -----------------------------------------------------------------------------
 
     def artifact(self, artifact_id: str) -> ArtifactRecord | None:
-        rows = self.query("SELECT id, uri, serializer, type, size, columns, dtypes, rows, created, "
-                          "data IS NOT NULL, removed, removed_by FROM artifacts WHERE id = ?", (artifact_id,))
-        if not rows:
-            return None
-        r = rows[0]
-        return ArtifactRecord(r[0], r[1] or "inline", r[2], r[3], r[4], json.loads(r[5]) if r[5] else None,
-                              json.loads(r[6]) if r[6] else None, r[7], r[8], bool(r[9]), r[10], r[11])
+        rows = self.query(f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id = ?", (artifact_id,))
+        return _artifact(rows[0]) if rows else None
 
     def artifact_ids_like(self, prefix: str) -> list[str]:
         return [r[0] for r in self.query("SELECT id FROM artifacts WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
                                          (_like(prefix),))]
 
     def artifacts(self, limit: int | None = None) -> list[ArtifactRecord]:
-        sql = ("SELECT id, uri, serializer, type, size, columns, dtypes, rows, created, data IS NOT NULL, removed, "
-               "removed_by FROM artifacts ORDER BY created DESC, id")
+        sql = f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts ORDER BY created DESC, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [ArtifactRecord(r[0], r[1] or "inline", r[2], r[3], r[4], json.loads(r[5]) if r[5] else None,
-                               json.loads(r[6]) if r[6] else None, r[7], r[8], bool(r[9]), r[10], r[11])
-                for r in self.query(sql)]
+        return [_artifact(r) for r in self.query(sql)]
 
     def cache_sources(self, keys: Iterable[str]) -> dict[str, str]:
         keys = list(keys)

@@ -65,8 +65,8 @@ _VERSION_COLUMNS = ("v.name, v.version, v.artifact_id, v.run_id, v.task_run_id, 
 # The artifact's serializer and inline bytes come along, so loading a resolved model needs no second query.
 _SELECT = f"SELECT {_VERSION_COLUMNS} FROM model_versions v LEFT JOIN artifacts art ON art.id = v.artifact_id "
 _HISTORY_COLUMNS = 'name, alias, version, previous, time, "user", run_id, reason, action, seq'
-_INSERT_ARTIFACT = ("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, created, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET uri = excluded.uri, "
+_INSERT_ARTIFACT = ("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, created, data, "
+                    "versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET uri = excluded.uri, "
                     "serializer = excluded.serializer, data = excluded.data, removed = NULL, removed_by = NULL "
                     "WHERE artifacts.removed IS NOT NULL")
 

@@ -96,6 +96,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN trigger_reason TEXT;
     CREATE INDEX runs_triggered_by ON runs(triggered_by) WHERE triggered_by IS NOT NULL;
     """,
+    # Trust and compatibility: an artifact's and a cache entry's signature under the store's key
+    # (flowkit.store.signing; NULL when written without signing), and the versions of Python and
+    # the libraries of the process that wrote an artifact (JSON).
+    """
+    ALTER TABLE artifacts ADD COLUMN signature TEXT;
+    ALTER TABLE artifacts ADD COLUMN versions TEXT;
+    ALTER TABLE cache ADD COLUMN signature TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -255,7 +255,9 @@ def artifact_data(store: Store, artifact_id: str) -> dict[str, Any]:
     preview: dict[str, Any] | None = None
     preview_note = None
     if record.type in _TABLE_TYPES and record.removed is None:
-        if (record.size or 0) < PREVIEW_MAX_BYTES:
+        if record.serializer not in ("feather", "parquet"):  # the view never unpickles what the store holds
+            preview_note = f"no preview: stored as {record.serializer}, which runs code when it is loaded"
+        elif (record.size or 0) < PREVIEW_MAX_BYTES:
             try:
                 head = store.load(full).head(PREVIEW_ROWS)
                 preview = {"columns": [str(c) for c in head.columns],

@@ -105,7 +105,7 @@ def test_a_prefix_is_matched_literally(metadata_url):
 
 
 def test_concurrent_writer_processes_lose_no_records(metadata_url, tmp_path):
-    per_process, tasks = 15, 5
+    processes, per_process, tasks = 8, 10, 5
     outs = run_processes(tmp_path, f"""
         from flowkit.store import open_store
         from flowkit.store.protocols import Batch, TaskRunRow
@@ -120,11 +120,11 @@ def test_concurrent_writer_processes_lose_no_records(metadata_url, tmp_path):
             batch.run_end = ("completed", time.time(), None, run_id)
             db.flush(batch)
         print("ok")
-    """, [[metadata_url, f"p{i}"] for i in range(4)])
-    assert [o.strip() for o in outs] == ["ok"] * 4
+    """, [[metadata_url, f"p{i}"] for i in range(processes)])
+    assert [o.strip() for o in outs] == ["ok"] * processes
     db = open_store(metadata_url)
     runs = db.runs()
-    assert len(runs) == 4 * per_process and {r.status for r in runs} == {"completed"}
+    assert len(runs) == processes * per_process and {r.status for r in runs} == {"completed"}
     assert all(len(db.task_runs(r.id)) == tasks for r in runs)
 
 
@@ -166,6 +166,32 @@ def test_cache_lookups_serve_only_values_that_exist(metadata_url):
     db.flush(_uncache("k3"))
     assert db.clear_cache(["t"], dry_run=True) == 2 and len(db.cache_entries()) == 2
     assert db.clear_cache(["other"]) == 0 and db.clear_cache() == 2 and db.cache_entries() == []
+
+
+def test_cache_entries_are_bound_to_the_task_run_they_name_and_carry_their_signatures(metadata_url):
+    db = open_store(metadata_url)
+    db.start_run(run_row("r1"))
+    batch = Batch()
+    batch.artifacts.extend([artifact("a1"), artifact("a2")])
+    batch.task_runs.extend([task_run("r1", "t", 1, "a1"), task_run("r1", "t#2", 2, "a2")])
+    batch.cache.extend([entry("k1", "a1", "r1", content="c1"),
+                        CacheRow("k2", "a1", "t", "r1/t#2", 100.0, "r1", False, None, "c2")])  # names t#2, which made a2
+    batch.signed_artifacts.extend([("sig-a1", "a1"), ("sig-a2", "a2")])
+    batch.signed_entries.append(("sig-k1", "k1"))
+    db.flush(batch)
+    hits = db.cache_lookup(["k1", "k2"])
+    assert (hits["k1"].key, hits["k1"].content) == ("k1", "c1")
+    assert (hits["k1"].signature, hits["k1"].artifact_signature) == ("sig-k1", "sig-a1")
+    assert hits["k2"].signature is None and db.content_lookup(["c2"])["c2"].key == "k2"
+    assert db.unbound_entries(["k1", "k2", "missing"]) == {"k2"} and db.unbound_entries([]) == set()
+    batch.task_runs.append(task_run("r1", "t#2", 2, "a1"))  # now t#2 did make a1
+    db.flush(batch)
+    assert db.unbound_entries(["k1", "k2"]) == set()
+    assert db.artifact("a2").signature == "sig-a2" and db.artifact("a1").versions is None
+    batch.artifacts.append(ArtifactRow("a3", None, "pickle", "x.Y", 1, None, None, None, 100.0, b"z",
+                                       json.dumps({"python": "3.12.1"})))
+    db.flush(batch)
+    assert db.artifact("a3").versions == {"python": "3.12.1"}
 
 
 def _uncache(key: str) -> Batch:

@@ -1,0 +1,146 @@
+"""A background writer: a run's batches of records committed by a thread of their own.
+
+:class:`BatchWriter` takes :class:`~flowkit.store.protocols.Batch`\\ es from the
+thread that runs a flow (:meth:`~BatchWriter.submit` returns at once) and
+writes them through the metadata store's :meth:`~MetadataStore.flush` on a
+thread with its own connection (both backends keep one connection per thread),
+so the run goes on while SQLite or PostgreSQL commits. Batches that queue while
+a write is under way are merged and go in the next transaction, so a fast run
+makes few large transactions and a slow one commits each result soon after it
+is made.
+
+What the records promise is unchanged: a batch is written whole or not at all;
+a cache entry is written only after its value was stored (workers store values
+before they report, and the writer receives their records after that); the
+run's end (:meth:`~BatchWriter.drain`) waits for every batch submitted before
+it. A crash loses at most the batches not yet committed: their tasks run again
+when the flow is run again.
+
+A write that fails (a full disk) stops the writer: the batches it held are kept
+(:meth:`~BatchWriter.take_failure`) and the error is raised on the run's thread
+at its next submit or drain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from flowkit.store.protocols import Batch
+
+__all__ = ["BatchWriter", "merge"]
+
+#: Seconds the thread waits for more work before it closes its connection and ends.
+IDLE_SECONDS = 5.0
+
+_LISTS = ("forget_artifacts", "artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache",
+          "tracked", "checks", "signed_artifacts", "signed_entries")
+
+
+def merge(batches: list[Batch]) -> Batch:
+    """One batch with the rows of ``batches`` in order (the first one, extended); the latest end and heartbeat."""
+    into = batches[0]
+    for batch in batches[1:]:
+        for name in _LISTS:
+            rows = getattr(batch, name)
+            if rows:
+                getattr(into, name).extend(rows)
+        if batch.run_end is not None:
+            into.run_end = batch.run_end
+        if batch.heartbeat is not None:
+            into.heartbeat = batch.heartbeat
+    return into
+
+
+class BatchWriter:
+    """Writes the batches of one metadata store on a background thread (see the module docstring)."""
+
+    def __init__(self, db: Any, name: str = "flowkit-recorder") -> None:
+        self.db = db
+        self.name = name
+        self._cond = threading.Condition()
+        self._pending: list[Batch] = []
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._failed: Batch | None = None
+        self._closing = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be written and nothing is being written."""
+        return not self._pending and not self._busy
+
+    @property
+    def failed(self) -> bool:
+        """A write failed and its error was not taken yet."""
+        return self._error is not None
+
+    def submit(self, batch: Batch) -> None:
+        """Queue ``batch`` to be written; returns at once. Raises the error of a write that failed."""
+        with self._cond:
+            self._raise()
+            self._pending.append(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def drain(self) -> None:
+        """Wait until every batch submitted so far is committed; raise the error of a write that failed."""
+        with self._cond:
+            while (self._pending or self._busy) and self._error is None:
+                self._cond.wait()
+            self._raise()
+
+    def close(self) -> None:
+        """Write what is queued, then end the thread and close its connection (a later submit starts anew)."""
+        with self._cond:
+            thread = self._thread
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join()
+        with self._cond:
+            self._closing = False
+
+    def take_failure(self) -> tuple[BaseException | None, Batch | None]:
+        """The error of a failed write and the rows it could not write (with those queued after), once."""
+        with self._cond:
+            error, failed = self._error, self._failed
+            if failed is not None and self._pending:
+                failed = merge([failed, *self._pending])
+            self._error, self._failed, self._pending = None, None, []
+            return error, failed
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        cond = self._cond
+        try:
+            while True:
+                with cond:
+                    while not self._pending or self._error is not None:
+                        if self._closing or (not cond.wait(IDLE_SECONDS) and (
+                                not self._pending or self._error is not None)):
+                            self._thread = None  # closed, or idle: a later submit starts anew
+                            return
+                    batches, self._pending = self._pending, []
+                    self._busy = True
+                batch = merge(batches)
+                try:
+                    self.db.flush(batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
+                    with cond:
+                        self._error, self._failed = exc, batch
+                finally:
+                    with cond:
+                        self._busy = False
+                        cond.notify_all()
+        finally:
+            with contextlib.suppress(Exception):
+                self.db.close()  # this thread's own connection

@@ -1,0 +1,169 @@
+"""The background record writer: a run's records committed beside it, whole, and waited for at its end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import flowkit as fk
+from flowkit.errors import StoreError
+from flowkit.store import Store
+from flowkit.store.protocols import Batch
+from flowkit.store.sqlite import SQLiteMetadataStore
+from flowkit.store.writer import BatchWriter
+
+ROOT = Path(fk.__file__).parent.parent
+
+
+def task_run_row(run_id: str, node: str, seq: int) -> tuple:
+    return (run_id, node, seq, "t", "completed", 1, 1.0, 2.0, None, None, None, None, None, None, None)
+
+
+def batch_of(run_id: str, nodes: range) -> Batch:
+    batch = Batch()
+    batch.task_runs.extend(task_run_row(run_id, f"n{i}", i) for i in nodes)
+    return batch
+
+
+def started(db: SQLiteMetadataStore, run_id: str) -> None:
+    db.start_run({"id": run_id, "flow": "f", "status": "running", "started": 1.0})
+
+
+def test_batches_submitted_are_committed_by_another_thread_and_drain_waits_for_them(tmp_path):
+    db = SQLiteMetadataStore(tmp_path / "flowkit.db")
+    started(db, "r")
+    threads: list[str] = []
+    flush = db.flush
+
+    def spy(batch):
+        threads.append(threading.current_thread().name)
+        flush(batch)
+
+    db.flush = spy  # type: ignore[method-assign]
+    writer = BatchWriter(db)
+    for start in range(0, 300, 100):
+        writer.submit(batch_of("r", range(start, start + 100)))
+    writer.drain()
+    assert [row.seq for row in db.task_runs("r")] == list(range(300))
+    assert threads and set(threads) == {"flowkit-recorder"}
+    writer.close()
+    assert writer.idle
+
+
+class FullAfter(SQLiteMetadataStore):
+    """A store whose disk fills up after ``room`` batches."""
+
+    room = 1
+
+    def flush(self, batch):
+        if self.room <= 0:
+            raise StoreError("disk full at the test's store")
+        self.room -= 1
+        super().flush(batch)
+
+
+def test_a_failed_write_is_raised_on_the_runs_thread_and_its_rows_are_kept(tmp_path):
+    db = FullAfter(tmp_path / "flowkit.db")
+    started(db, "r")
+    writer = BatchWriter(db)
+    writer.submit(batch_of("r", range(0, 10)))
+    writer.drain()
+    writer.submit(batch_of("r", range(10, 20)))
+    with pytest.raises(StoreError, match="disk full"):
+        writer.drain()
+    error, failed = writer.take_failure()
+    assert isinstance(error, StoreError)
+    assert [row[2] for row in failed.task_runs] == list(range(10, 20))  # nothing of it written, all of it kept
+    assert [row.seq for row in db.task_runs("r")] == list(range(10))
+    writer.drain()  # taken: the writer goes on
+    writer.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_full_disk_under_the_writer_of_a_fast_run_ends_it_failed_and_says_what_was_lost(home, monkeypatch):
+    @fk.task
+    def step(i: int) -> int:
+        return i
+
+    @fk.flow
+    def many(n: int) -> list[int]:
+        return [step(i) for i in range(n)]
+
+    real = SQLiteMetadataStore.flush
+    writers: list[str] = []
+
+    def flush(self, batch):  # the disk is full: no batch fits, whichever thread writes it
+        writers.append(threading.current_thread().name)
+        raise StoreError("disk full at the test's store")
+
+    monkeypatch.setattr(SQLiteMetadataStore, "flush", flush)
+    with pytest.raises(StoreError, match="disk full"):
+        many.run(2000)
+    assert writers[0] == "flowkit-recorder"  # the first batch went to the writer, which failed...
+    monkeypatch.setattr(SQLiteMetadataStore, "flush", real)
+    (run,) = fk.runs()  # ...and the run's end was still recorded, with what could not be written
+    assert run.status == "failed" and "disk full" in run.error and "could not be written" in run.error
+    assert not run.task_runs
+
+
+SCRIPT = """
+import json, os, sys
+import flowkit as fk
+
+@fk.task
+def step(i):
+    with open(os.environ["RAN"], "a") as f:
+        f.write(f"{i}\\n")
+    return i
+
+@fk.flow
+def many(n: int = 3000):
+    return sum_of([step(i) for i in range(n)])
+
+@fk.task
+def sum_of(xs):
+    return sum(xs)
+
+run = many.run()
+print(json.dumps({"run_id": run.id, "value": run.value}))
+"""
+
+
+@pytest.mark.sqlite_only
+# The first batch is always the writer's (256 task runs); the kill comes at its commit or the next one.
+@pytest.mark.parametrize("point, nth", [("db.before_commit", 2), ("db.after_commit", 1)])
+def test_a_fast_run_killed_while_the_writer_commits_reruns_exactly_what_was_not_committed(tmp_path, point, nth):
+    script = tmp_path / "many.py"
+    script.write_text(SCRIPT)
+    home = tmp_path / "home"
+
+    def run(log: str, faults: str | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FLOWKIT_HOME": str(home), "RAN": str(tmp_path / log),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        env.pop("FLOWKIT_FAULTS", None)
+        if faults:
+            env["FLOWKIT_FAULTS"] = faults
+        return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+
+    killed = run("killed.log", f"{point}=SIGKILL@{nth}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    store = Store(home)
+    (dead,) = store.runs()
+    committed = {tr.node for tr in dead.task_runs if tr.status == "completed"}
+    assert dead.status == "crashed" and 0 < len(committed) < 3001
+
+    again = run("rerun.log")
+    assert again.returncode == 0, again.stderr
+    out = json.loads(again.stdout)
+    assert out["value"] == sum(range(3000))
+    rerun = store.run(out["run_id"])
+    recomputed = {tr.node for tr in rerun.task_runs if tr.status == "completed"}
+    assert recomputed.isdisjoint(committed) and len(recomputed) + len(committed) == 3001
+    assert len((tmp_path / "rerun.log").read_text().split()) == len(recomputed) - 1  # the sum logs nothing
