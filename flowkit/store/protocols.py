@@ -582,6 +582,13 @@ class DamagedArtifact(Exception):
         self.actual = actual
         self.inline = inline
 
+    def __reduce__(self) -> tuple[Any, ...]:  # it crosses from a Dask worker to the client
+        return (_damaged_artifact, (self.path, self.expected, self.actual, self.inline))
+
+
+def _damaged_artifact(path: Path | str, expected: str, actual: str | None, inline: bool) -> DamagedArtifact:
+    return DamagedArtifact(path, expected, actual, inline=inline)
+
 
 @runtime_checkable
 class ArtifactStore(Protocol):

@@ -1,11 +1,11 @@
 """The flow the interrupt scenarios stop with Ctrl-C (``tests/faults/test_interrupts.py``).
 
-``slow(n)`` runs ``step(0) .. step(n-1)`` and sums them. Each step appends ``start i`` and ``end i``
+``slow(n, salt)`` runs ``step(0) .. step(n-1)`` and sums them (another ``salt``, other cache keys). Each step appends ``start i`` and ``end i``
 to ``$FAULT_LOG``; from ``$BLOCK_AT`` on, a step waits (up to a minute) for a file
 ``$FAULT_LOG.release-i`` that the tests never create, so the run is certainly busy when the signal
 comes. With ``$SLOW_CLEANUP`` set, a step that is interrupted first waits the same way in its
 ``finally`` (a cleanup that takes long), logging ``cleanup i``: only a second Ctrl-C ends that.
-Run as a script (``python slowflow.py N``, on ``$WORKERS`` threads if set) it prints the run as JSON, as ``flowkit run
+Run as a script (``python slowflow.py N [SALT]``, on ``$WORKERS`` threads if set) it prints the run as JSON, as ``flowkit run
 slowflow.py:slow --json`` does.
 """
 
@@ -33,7 +33,7 @@ def _hold(i: int) -> None:
 
 
 @fk.task
-def step(i: int) -> int:
+def step(i: int, salt: int = 0) -> int:
     _log(f"start {i}")
     if i >= int(os.environ.get("BLOCK_AT", "1000000")):
         try:
@@ -53,11 +53,11 @@ def sum_up(xs: list[int]) -> int:
 
 
 @fk.flow
-def slow(n: int = 5) -> int:
-    return sum_up([step(i) for i in range(n)])
+def slow(n: int = 5, salt: int = 0) -> int:
+    return sum_up([step(i, salt) for i in range(n)])
 
 
 if __name__ == "__main__":
     workers = int(os.environ.get("WORKERS") or 0)
-    run = slow.with_options(executor=fk.LocalExecutor(max_workers=workers or None)).run(n=int(sys.argv[1]))
+    run = slow.with_options(executor=fk.LocalExecutor(max_workers=workers or None)).run(n=int(sys.argv[1]), salt=int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     print(json.dumps({"run_id": run.id, "status": run.status, "result": run.value}))

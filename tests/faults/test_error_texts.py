@@ -199,3 +199,16 @@ def test_a_database_that_cannot_grow_is_named_not_a_folder_to_check(tmp_path, li
     assert f"metadata database {home / 'flowkit.db'}" in text or f"disk full at {home / 'flowkit.db'}" in text, text
     assert "Free some space" in text and "writable" not in text, text
     assert "Traceback" not in text and "sqlite3.OperationalError" not in text, text
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_damaged_artifact_error_survives_pickling(inline):
+    """It is raised where a value is loaded (a Dask worker) and read where the run is driven."""
+    import pickle
+
+    from flowkit.store.protocols import DamagedArtifact
+
+    error = DamagedArtifact("/store/artifacts/ab/" + "ab" * 16, "ab" * 16, "cd" * 16, inline=inline)
+    back = pickle.loads(pickle.dumps(error))
+    assert (str(back), back.path, back.expected, back.actual, back.inline) == (
+        str(error), error.path, error.expected, error.actual, inline)

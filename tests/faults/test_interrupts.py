@@ -36,17 +36,17 @@ BOUND = 20.0
 
 
 def start(tmp_path: Path, home: Path, n: int, how: str, workers: int, log: Path,
-          block_at: int | None = None, cleanup: bool = False) -> subprocess.Popen[str]:
+          block_at: int | None = None, cleanup: bool = False, salt: int = 0) -> subprocess.Popen[str]:
     extra = {"FAULT_LOG": str(log), "WORKERS": str(workers)}
     if block_at is not None:
         extra["BLOCK_AT"] = str(block_at)
     if cleanup:
         extra["SLOW_CLEANUP"] = "1"
     if how == "cli":
-        args = ["-m", "flowkit", "run", f"{SLOWFLOW}:slow", "-p", f"n={n}", "--json"]
+        args = ["-m", "flowkit", "run", f"{SLOWFLOW}:slow", "-p", f"n={n}", "-p", f"salt={salt}", "--json"]
         args += ["--workers", str(workers)] if workers else []
     else:
-        args = [str(SLOWFLOW), str(n)]
+        args = [str(SLOWFLOW), str(n), str(salt)]
     return spawn(args, home, tmp_path, **extra)
 
 
@@ -174,8 +174,9 @@ def test_ctrl_c_once_or_twice_at_random_moments(tmp_path, size, seed):
         workers = 0 if way == "twice-cleanup" else workers  # a thread's cleanup holds nothing up
         before = {e["key"] for e in Store(home).cache_entries()} if home.exists() else set()
         k = rng.randint(1, n - 1)
+        salt = r if r == 0 or rng.random() < 0.6 else r - 1  # new keys, or resume the round before
         log = folder / "run.log"
-        proc = start(folder, home, n, how, workers, log, block_at=k, cleanup=way == "twice-cleanup")
+        proc = start(folder, home, n, how, workers, log, block_at=k, cleanup=way == "twice-cleanup", salt=salt)
         # the first step from k on that is not cached yet begins, and blocks; or everything was cached
         wait_for(lambda: proc.poll() is not None or any(x.startswith("start ") and x != "start sum"
                                                         and int(x[6:]) >= k for x in lines(log)),
@@ -202,7 +203,7 @@ def test_ctrl_c_once_or_twice_at_random_moments(tmp_path, size, seed):
         tally("interrupts", random_rounds=1, signals_sent=1 if way == "once" else 2)
         peak("interrupts", slowest_exit_ms=int(took * 1000))
         if rng.random() < 0.3:  # sometimes let it finish before the next round
-            rerun = start(folder, home, n, how, workers, folder / "rerun.log")
+            rerun = start(folder, home, n, how, workers, folder / "rerun.log", salt=salt)
             out, err = rerun.communicate(timeout=120)
             assert rerun.returncode == 0, err
             assert json.loads(out.strip().splitlines()[-1])["result"] == sum(i * i for i in range(n))
