@@ -31,11 +31,15 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["FAULTS", "POINTS", "fault", "parse"]
+__all__ = ["FAULTS", "POINTS", "RUN_POINTS", "SCHEDULER_POINTS", "fault", "parse"]
 
 #: Every crash point, in the order a task's result reaches the store.
-POINTS = ("task.before_start", "cache.after_temp_write", "cache.after_fsync", "cache.after_rename",
-          "db.before_commit", "db.after_commit")
+#: The points a flow run passes.
+RUN_POINTS = ("task.before_start", "cache.after_temp_write", "cache.after_fsync", "cache.after_rename",
+              "db.before_commit", "db.after_commit")
+#: The points the scheduler passes: a slot claimed, not marked running; marked running, its run not begun.
+SCHEDULER_POINTS = ("scheduler.after_claim", "scheduler.after_launch")
+POINTS = RUN_POINTS + SCHEDULER_POINTS
 
 
 def parse(text: str) -> dict[str, tuple[signal.Signals, int]]:

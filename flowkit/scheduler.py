@@ -50,6 +50,7 @@ from typing import Any
 
 from flowkit.clock import Clock, SystemClock
 from flowkit.errors import ScheduleError
+from flowkit.faults import FAULTS, fault
 from flowkit.flow import Flow
 from flowkit.flowref import flow_reference, load_flow
 from flowkit.runner import run_flow
@@ -253,7 +254,11 @@ class Scheduler:
     def _launch(self, schedule: Schedule, slots: list[dt.datetime]) -> list[Fire]:
         """Run the claimed slots of one schedule, one after the other (in the background if asked)."""
         run_ids = [uuid.uuid4().hex for _ in slots]
+        if FAULTS:
+            fault("scheduler.after_claim")
         self.store.db.set_fire_status(schedule.name, [_ts(slot) for slot in slots], "running", run_ids)
+        if FAULTS:
+            fault("scheduler.after_launch")
 
         def go(slot: dt.datetime, run_id: str) -> str:
             try:
@@ -289,6 +294,7 @@ class Scheduler:
         if not self._take_lease(now):
             return []
         self.store.reconcile()  # runs (and their fires) whose process died read as crashed, not running
+        self.store.db.abandon_fires(self.id)  # and fires whose scheduler died before their run began
         fired: list[Fire] = []
         for schedule in self.schedules():
             if schedule.paused:

@@ -552,6 +552,11 @@ class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, 
                         run_ids: Sequence[str] | None = None) -> None:
         """Set the status (and, if given, the run ids, one per slot) of claimed fires, in one transaction."""
 
+    def abandon_fires(self, holder: str) -> int:
+        """Record ``crashed`` the fires another holder claimed (``pending``) or marked ``running`` without a run
+        ever recorded for them: that scheduler died between its claim and the run's start. Called by the
+        holder of the lease, which the other lost; returns how many."""
+
     def fires(self, schedule: str | None = None) -> list[FireRecord]:
         """Recorded fires (of one schedule, if given), by slot then schedule."""
 

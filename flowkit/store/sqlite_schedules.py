@@ -90,6 +90,14 @@ class ScheduleTables:
             sql = "UPDATE fires SET status = ?, run_id = ? WHERE schedule = ? AND slot = ?"
         self.write(lambda c: c.executemany(sql, rows))
 
+    def abandon_fires(self, holder: str) -> int:
+        where = ("status IN ('pending', 'running') AND holder != ? AND "
+                 "(run_id IS NULL OR NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = fires.run_id))")
+        if not self.query(f"SELECT 1 FROM fires WHERE {where} LIMIT 1", (holder,)):
+            return 0  # the common tick: a read, no write
+        return int(self.write(lambda c: c.execute(f"UPDATE fires SET status = 'crashed' WHERE {where}",
+                                                  (holder,)).rowcount))
+
     def fires(self, schedule: str | None = None) -> list[FireRecord]:
         where, params = (" WHERE schedule = ?", (schedule,)) if schedule is not None else ("", ())
         rows = self.query(f"SELECT {_FIRE_COLUMNS} FROM fires{where} ORDER BY slot, schedule", params)

@@ -286,6 +286,20 @@ def test_schedules_keep_paused_and_never_move_checked_back(metadata_url):
     assert db.schedules() == []
 
 
+def test_fires_another_holder_left_without_a_run_are_abandoned(metadata_url):
+    db = open_store(metadata_url)
+    db.put_schedule(schedule())
+    assert db.claim_fires("s", [1.0, 2.0, 3.0, 4.0], [], holder="dead", now=10.0) == [1.0, 2.0, 3.0, 4.0]
+    db.start_run({"id": "began", "flow": "f", "status": "running", "started": 10.0})
+    db.set_fire_status("s", [2.0, 3.0], "running", ["never-began", "began"])
+    db.set_fire_status("s", [4.0], "completed")
+    assert db.claim_fires("s", [5.0], [], holder="me", now=11.0) == [5.0]
+    assert db.abandon_fires("me") == 2
+    assert [(f.slot, f.status) for f in db.fires("s")] == [
+        (1.0, "crashed"), (2.0, "crashed"), (3.0, "running"), (4.0, "completed"), (5.0, "pending")]
+    assert db.abandon_fires("me") == 0
+
+
 def test_each_fire_is_claimed_by_exactly_one_process(metadata_url, tmp_path):
     db = open_store(metadata_url)
     db.put_schedule(schedule())

@@ -6,7 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.faults.test_crash_points import run_pipeline, ran
 from tests.faults.pipeline import TASKS
-from flowkit.faults import POINTS
+from flowkit.faults import RUN_POINTS as POINTS
 from flowkit.store import Store
 
 rng = random.Random(int(sys.argv[2]) if len(sys.argv) > 2 else 1)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import flowkit as fk
-from flowkit.faults import POINTS
+from flowkit.faults import RUN_POINTS as POINTS, SCHEDULER_POINTS
 from flowkit.store import Store
 
 from tests.faults.pipeline import TASKS
@@ -109,3 +109,60 @@ def test_a_run_killed_at_a_crash_point_resumes_losing_nothing(tmp_path, clean, p
     assert sorted(report.temporaries) == sorted(str(p.relative_to(home / "artifacts")) for p in temporaries)
     assert list((home / "artifacts").rglob(".tmp-*")) == []
     assert store.db.get_run(dead.id).status == ("crashed" if sig == "SIGKILL" else "cancelled")
+
+
+SCHEDULER_SCRIPT = '''
+import sys
+import flowkit as fk
+
+@fk.task(cache=False)
+def beat(slot):
+    return slot
+
+@fk.flow
+def nightly(slot: int = 0):
+    return beat(slot)
+
+if __name__ == "__main__":  # the scheduler imports this file again for the flow
+    scheduler = fk.Scheduler(clock=fk.ManualClock(float(sys.argv[1])))
+    if not scheduler.schedules():
+        scheduler.add(nightly, fk.Cron("0 3 * * *"), name="nightly")
+    print([f.status for f in scheduler.tick()])
+'''
+
+
+@pytest.mark.parametrize("sig", SIGNALS)
+@pytest.mark.parametrize("point", SCHEDULER_POINTS)
+def test_a_scheduler_killed_between_claim_and_run_leaves_a_crashed_fire_and_the_next_slot_fires_once(
+        tmp_path, point, sig):
+    import datetime as dt
+
+    script = tmp_path / "sched.py"
+    script.write_text(SCHEDULER_SCRIPT)
+    home = tmp_path / "home"
+    day = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+
+    def tick(at: dt.datetime, faults: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FLOWKIT_HOME": str(home),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), str(tmp_path), os.environ.get("PYTHONPATH")]))}
+        env.pop("FLOWKIT_FAULTS", None)
+        if faults:
+            env["FLOWKIT_FAULTS"] = faults
+        return subprocess.run([sys.executable, str(script), str(at.timestamp())], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    assert tick(day.replace(hour=1)).returncode == 0  # the schedule is added, nothing due yet
+    killed = tick(day.replace(hour=3, minute=1), f"{point}={sig}")
+    assert killed.returncode != 0, killed.stdout + killed.stderr
+    store = Store(home)
+    slot = day.replace(hour=3).timestamp()
+    assert store.db.fire("nightly", slot).status in ("pending", "running")  # as the dead scheduler left it
+    assert not store.runs()  # its run never began
+
+    # The next scheduler (its lease expired long ago) ends that fire and fires the next slot, once.
+    later = tick(day.replace(day=2, hour=3, minute=1))
+    assert later.returncode == 0, later.stderr
+    assert store.db.fire("nightly", slot).status == "crashed"
+    assert later.stdout.strip() == "['completed']"
+    assert [r.status for r in store.runs()] == ["completed"]
+    assert [f.status for f in store.db.fires("nightly")] == ["crashed", "completed"]

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from flowkit.faults import POINTS
+from flowkit.faults import RUN_POINTS as POINTS
 from flowkit.store import Store
 
 from tests.faults.harness import tally, tiers
