@@ -183,12 +183,12 @@ class S3ArtifactFiles(FsspecArtifactFiles):
         answer = await self.fs._call_s3("get_object", Bucket=bucket, Key=name, Range=f"bytes={start}-{end - 1}")
         body = answer["Body"]
         try:
-            while start < end:
-                chunk = await body.read(min(end - start, 1 << 20))
-                if not chunk:
-                    raise botocore.exceptions.IncompleteReadError(actual_bytes=start, expected_bytes=end)
-                view[start:start + len(chunk)] = chunk
-                start += len(chunk)
+            # One read of the whole range, then one copy into its place: aiohttp hands out what it has
+            # buffered (often 64 KiB), and a loop over such slices costs more than the copy.
+            chunk = await body.read()
+            if len(chunk) != end - start:
+                raise botocore.exceptions.IncompleteReadError(actual_bytes=start + len(chunk), expected_bytes=end)
+            view[start:end] = chunk
         finally:
             body.close()
 
