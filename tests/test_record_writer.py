@@ -69,6 +69,20 @@ class FullAfter(SQLiteMetadataStore):
         super().flush(batch)
 
 
+def test_merged_batches_keep_every_kind_of_row_in_order_and_the_last_end():
+    assert set(Batch.LISTS) == set(Batch.__slots__) - {"run_end", "heartbeat"}  # a new list is merged too
+    first, second = Batch(), Batch()
+    for i, name in enumerate(Batch.LISTS):
+        getattr(first, name).append(("first", i))
+        getattr(second, name).append(("second", i))
+    second.run_end, second.heartbeat = ("completed", 2.0, None, "r"), (2.0, "r")
+    first.extend(second)
+    for i, name in enumerate(Batch.LISTS):
+        assert getattr(first, name) == [("first", i), ("second", i)], name
+    assert first.run_end == ("completed", 2.0, None, "r") and first.heartbeat == (2.0, "r")
+    assert not first.empty() and Batch().empty()
+
+
 def test_a_failed_write_is_raised_on_the_runs_thread_and_its_rows_are_kept(tmp_path):
     db = FullAfter(tmp_path / "flowkit.db")
     started(db, "r")

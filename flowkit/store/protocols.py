@@ -377,10 +377,23 @@ class Batch:
         self.signed_artifacts: list[tuple[str, str]] = []
         self.signed_entries: list[tuple[str, str]] = []
 
+    #: The row lists, in the order a backend writes them (everything but ``run_end`` and ``heartbeat``).
+    LISTS = ("forget_artifacts", "artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache",
+             "tracked", "checks", "signed_artifacts", "signed_entries")
+
+    def extend(self, other: Batch) -> None:
+        """Append ``other``'s rows after these; its end and heartbeat, when it has them, replace these."""
+        for name in self.LISTS:
+            rows = getattr(other, name)
+            if rows:
+                getattr(self, name).extend(rows)
+        if other.run_end is not None:
+            self.run_end = other.run_end
+        if other.heartbeat is not None:
+            self.heartbeat = other.heartbeat
+
     def empty(self) -> bool:
-        return not (self.artifacts or self.task_runs or self.cached or self.attempts or self.inputs or self.cache
-                    or self.uncache or self.forget_artifacts or self.tracked or self.checks or self.run_end
-                    or self.signed_artifacts or self.signed_entries)
+        return self.run_end is None and not any(getattr(self, name) for name in self.LISTS)
 
     def __len__(self) -> int:
         return len(self.task_runs) + len(self.cached) + len(self.artifacts) + len(self.inputs) + len(self.cache)

@@ -34,22 +34,11 @@ __all__ = ["BatchWriter", "merge"]
 #: Seconds the thread waits for more work before it closes its connection and ends.
 IDLE_SECONDS = 5.0
 
-_LISTS = ("forget_artifacts", "artifacts", "task_runs", "cached", "attempts", "inputs", "cache", "uncache",
-          "tracked", "checks", "signed_artifacts", "signed_entries")
-
-
 def merge(batches: list[Batch]) -> Batch:
     """One batch with the rows of ``batches`` in order (the first one, extended); the latest end and heartbeat."""
     into = batches[0]
     for batch in batches[1:]:
-        for name in _LISTS:
-            rows = getattr(batch, name)
-            if rows:
-                getattr(into, name).extend(rows)
-        if batch.run_end is not None:
-            into.run_end = batch.run_end
-        if batch.heartbeat is not None:
-            into.heartbeat = batch.heartbeat
+        into.extend(batch)
     return into
 
 
