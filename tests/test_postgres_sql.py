@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowkit.store.postgres_sql import bulk, columns_as_text, ddl, dml, unique_rows
+from flowkit.store.postgres_sql import bulk, columns_as_text, copyable, ddl, dml, unique_rows
 from flowkit.store.sql import upsert
 
 
@@ -47,3 +47,13 @@ def test_many_rows_go_as_one_statement_of_arrays_with_constants_kept():
     assert columns_as_text([("a", True, 1.5, b"\x01", None, 2.0)], 6,
                            ["text", "bigint", "double precision", "bytea", "text", "bigint"]) == [
         ["a"], ["1"], ["1.5"], ["\\x01"], [None], ["2"]]
+
+
+def test_inserts_of_placeholders_and_plain_constants_can_be_copied():
+    assert copyable("INSERT INTO t (a, b, c, d) VALUES (?, 'x', ?, 0) ON CONFLICT (a) DO UPDATE SET b = excluded.b") == (
+        "t", "a, c, b, d", ("x", 0))
+    assert copyable("INSERT INTO i (k, v) VALUES (?, ?)") == ("i", "k, v", ())
+    assert copyable("INSERT INTO t (a, b) VALUES (?, NULL)") == ("t", "a, b", (None,))
+    assert copyable("INSERT INTO t (a, b) VALUES (?, ?::json)") is None  # an expression: only the statement says it
+    assert copyable("INSERT INTO t (a) VALUES (?) RETURNING a") is None
+    assert copyable("UPDATE t SET a = ?") is None

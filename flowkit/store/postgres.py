@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from flowkit import store as _store
 from flowkit.errors import StoreError
-from flowkit.store.postgres_sql import bulk, columns_as_text, ddl, dml, unique_rows
+from flowkit.store.postgres_sql import bulk, columns_as_text, copyable, ddl, dml, unique_rows
 from flowkit.store.sql import SQLMetadataStore
 
 __all__ = ["PostgresMetadataStore", "display_url"]
@@ -50,6 +50,8 @@ WRITE_LOCK = 0x666C6F776B6974
 CONNECT_TIMEOUT = 10
 #: Seconds a write waits for another process's write to finish before it fails.
 LOCK_TIMEOUT = 30.0
+#: Rows of one INSERT from which they go by COPY (below it, the savepoint around the copy costs more than it saves).
+COPY_ROWS = 64
 
 
 def display_url(url: str) -> str:
@@ -125,12 +127,42 @@ class _Connection:
         if plan is None:
             cur.executemany(dml(sql), rows)
             return _Written(cur.rowcount)
+        if len(unique) >= COPY_ROWS:
+            copied = self._copy(sql, unique)
+            if copied is not None:
+                return _Written(copied)
         table, statement, takes = plan
         types = self.column_types(table)
         typed = [types[c] for c in takes]
         cur.execute(statement.format(*typed), columns_as_text(unique, len(takes), typed), prepare=False)
         total = cur.rowcount
         return _Written(total)
+
+
+    def _copy(self, sql: str, rows: list[Sequence[Any]]) -> int | None:
+        """Write ``rows`` of an ``INSERT`` with ``COPY``: the rows written, or ``None`` where ``COPY`` cannot.
+
+        ``COPY`` costs a third of the one statement over arrays (the rows are formatted in C,
+        and no row is checked for a conflict one at a time). It runs in a savepoint: where a row
+        names a key already there (an upsert that updates), or a value does not read as its
+        column's type, the copy is undone and the statement writes them as it says.
+        """
+        plan = copyable(sql)
+        if plan is None:
+            return None
+        table, columns, constants = plan
+        try:
+            with self.raw.transaction(), self.raw.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                write = copy.write_row
+                if constants:
+                    for row in rows:
+                        write((*row, *constants))
+                else:
+                    for row in rows:
+                        write(row)
+        except (psycopg.errors.IntegrityError, psycopg.errors.DataError):
+            return None
+        return len(rows)
 
 
 class PostgresMetadataStore(SQLMetadataStore):

@@ -29,9 +29,10 @@ Types are widened on purpose: SQLite's ``INTEGER`` holds 64 bits and its
 from __future__ import annotations
 
 import functools
+import operator
 import re
 
-__all__ = ["bulk", "columns_as_text", "ddl", "dml", "unique_rows"]
+__all__ = ["bulk", "columns_as_text", "copyable", "ddl", "dml", "unique_rows"]
 
 _DML = [
     (re.compile(r"\bjson_each\(\?\)"), "json_array_elements_text(?::json)"),
@@ -119,6 +120,44 @@ def bulk(sql: str) -> tuple[str, str, tuple[str, ...]] | None:
     return table, statement, tuple(takes)
 
 
+_LITERAL = re.compile(r"^(?:'([^']*)'|(-?\d+)|(NULL))$", re.I)
+_TAIL = re.compile(r"^\s*(ON\s+CONFLICT\b.*)?$", re.I | re.S)
+
+
+@functools.lru_cache(maxsize=1024)
+def copyable(sql: str) -> tuple[str, str, tuple[object, ...]] | None:
+    """``INSERT INTO t (a, b, c) VALUES (?, ?, 'x') [ON CONFLICT ...]`` as a ``COPY``: (table, columns, constants).
+
+    ``columns`` lists the placeholders' columns first and then those of the constants, so a
+    row to copy is the statement's row followed by ``constants``. ``None`` when a value is
+    an expression (a cast, a function call) or the statement says more than ``ON CONFLICT``
+    (``RETURNING``): those go through :func:`bulk`.
+
+    A ``COPY`` writes rows only where no row conflicts with one already there, and then it
+    writes what the ``INSERT`` would have written; where one conflicts, it fails whole.
+    """
+    match = _INSERT.match(sql)
+    if match is None or not _TAIL.match(match.group(4)):
+        return None
+    table, columns, values, _ = match.groups()
+    names = [c.strip() for c in columns.split(",")]
+    items = [v.strip() for v in values.split(",")]
+    if len(items) != len(names):
+        return None
+    taken, fixed, constants = [], [], []
+    for name, item in zip(names, items):
+        if item == "?":
+            taken.append(name)
+            continue
+        literal = _LITERAL.match(item)
+        if literal is None:
+            return None
+        text, number, _ = literal.groups()
+        fixed.append(name)
+        constants.append(text if text is not None else int(number) if number is not None else None)
+    return table, ", ".join(taken + fixed), tuple(constants)
+
+
 def _text(value: object) -> str | None:
     """A Python value as PostgreSQL reads it from text, whatever the column's type (cast on the server)."""
     if value is None or isinstance(value, str):
@@ -180,10 +219,14 @@ def unique_rows(sql: str, rows: list[tuple]) -> list[tuple] | None:
     if conflict is None:  # a plain INSERT, or ON CONFLICT DO NOTHING without a target, is fine as it is
         return None if re.search(r"\bDO\s+UPDATE\b", sql, re.I) else rows
     key, keep = conflict
-    seen: dict[tuple, tuple] = {}
+    of = operator.itemgetter(*key)
+    seen: dict[object, tuple] = {}
+    if keep == "last":
+        seen = {of(row): row for row in rows}
+        return list(seen.values()) if len(seen) != len(rows) else rows
     for row in rows:
-        k = tuple(row[i] for i in key)
-        if k not in seen or keep == "last":
+        k = of(row)
+        if k not in seen:
             seen[k] = row
         elif keep == "none" or (keep == "same" and seen[k] != row):
             return None
