@@ -116,7 +116,8 @@ class _Connection:
         """Like ``executemany``; the rows of an ``INSERT`` go in statements of many rows each.
 
         One statement with an array per column (:func:`~flowkit.store.postgres_sql.bulk`) instead
-        of one statement per row is most of what the run's records cost. Rows of an upsert that
+        of one statement per row is most of what the run's records cost; from :data:`COPY_ROWS`
+        rows on they go by ``COPY`` where none conflicts (:meth:`_copy`). Rows of an upsert that
         name one key twice are resolved first, as SQLite's row-by-row writes would
         (:func:`~flowkit.store.postgres_sql.unique_rows`), or else written one by one.
         """
