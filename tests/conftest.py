@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import flowkit as fk
+from pg_server import postgres  # noqa: F401 - fixture: a real PostgreSQL server for the tests
 from s3_server import s3_server, s3_url  # noqa: F401 - fixtures: a real S3 server (moto) for the tests
 import services
 from services import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401 - hooks: the run ends

@@ -161,3 +161,17 @@ def status() -> str | None:
     if _FAILURE is not None:
         return f"unavailable: {_FAILURE}"
     return None
+
+
+try:
+    import pytest
+except ImportError:  # the benchmarks use this module without pytest
+    pytest = None
+else:
+    @pytest.fixture(scope="session")
+    def postgres() -> Postgres:
+        """The test server; the test is skipped, saying why, where none can start."""
+        try:
+            return server()
+        except Unavailable as exc:
+            pytest.skip(f"no PostgreSQL server: {exc}")

@@ -23,19 +23,11 @@ from flowkit.store.postgres import display_url
 psycopg = pytest.importorskip("psycopg")
 
 
-@pytest.fixture(scope="module")
-def server():
-    try:
-        return pg_server.server()
-    except pg_server.Unavailable as exc:
-        pytest.skip(f"no PostgreSQL server: {exc}")
-
-
 @pytest.fixture
-def db_url(server):
-    url = server.database("badinput")
+def db_url(postgres):
+    url = postgres.database("badinput")
     yield url
-    server.drop(url)
+    postgres.drop(url)
 
 
 def _with(url: str, *, password: str | None = None, port: int | None = None, path: str | None = None,
@@ -146,16 +138,16 @@ def _cut_connections(server: pg_server.Postgres, url: str) -> int:
                                  "WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchall())
 
 
-def test_a_connection_the_server_cut_is_opened_again_for_reads_and_writes(server, db_url):
+def test_a_connection_the_server_cut_is_opened_again_for_reads_and_writes(postgres, db_url):
     store = fk.Store(db_url=db_url)
     first = doubled.with_options(store=store).run()
     assert first.status == "completed"
-    assert _cut_connections(server, db_url) >= 1
+    assert _cut_connections(postgres, db_url) >= 1
     assert [r.id for r in store.runs()] == [first.id]  # a read on a new connection
-    assert _cut_connections(server, db_url) >= 1
+    assert _cut_connections(postgres, db_url) >= 1
     again = doubled.with_options(store=store).run(4)  # its first write finds the connection gone
     assert again.status == "completed"
     assert [t.status for t in sorted(again.task_runs, key=lambda t: t.node)].count("cached") == 3
     assert {r.id for r in store.runs()} == {first.id, again.id}
-    assert _cut_connections(server, db_url) >= 1
+    assert _cut_connections(postgres, db_url) >= 1
     assert store.db.write(lambda conn: conn.execute("SELECT 7").fetchone()[0]) == 7  # a write first, this time

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-import pg_server
 from flowkit.store import open_store
 from flowkit.store.postgres import COPY_ROWS, _Connection
 from flowkit.store.sql import _PUT_CACHED, upsert
@@ -17,17 +16,9 @@ psycopg = pytest.importorskip("psycopg")
 FILES = upsert("files", ("path", "size", "mtime_ns", "digest"), ("path",))
 
 
-@pytest.fixture(scope="module")
-def server():
-    try:
-        return pg_server.server()
-    except pg_server.Unavailable as exc:
-        pytest.skip(f"no PostgreSQL server: {exc}")
-
-
 @pytest.fixture
-def db(server, monkeypatch):
-    url = server.database("bulk")
+def db(postgres, monkeypatch):
+    url = postgres.database("bulk")
     store = open_store(url)
     copies: list[int | None] = []
     real = _Connection._copy
@@ -40,7 +31,7 @@ def db(server, monkeypatch):
     store.copies = copies
     yield store
     store.close()
-    server.drop(url)
+    postgres.drop(url)
 
 
 def test_new_rows_go_by_copy_and_rows_that_update_by_the_upsert(db):
