@@ -556,3 +556,33 @@ def test_lineage_emit_without_a_configuration_says_how_to_configure_it(tmp_path)
                env=_plain_env(FLOWKIT_HOME=home, HOME=str(tmp_path)))
     assert out.returncode == 2 and "OPENLINEAGE_URL" in out.stderr
 
+
+
+class _Wake:
+    """A stand-in for the sender's wake-up event: records how long the thread would pause, never waits."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.pauses.append(timeout or 0.0)
+        return False
+
+    def clear(self) -> None:
+        pass
+
+    def set(self) -> None:
+        pass
+
+
+def test_a_run_starts_with_the_senders_share_spent_so_its_first_moments_are_left_alone(monkeypatch):
+    monkeypatch.setattr(openlineage._Emitter, "_work", lambda self: None)  # no thread sends anything here
+    emitter = openlineage._Emitter(("test",), "flowkit", 1.0)
+    emitter.wake = wake = _Wake()
+    emitter.begin(openlineage._RunHandle(None))
+    assert emitter._hold_back()  # the first thing the thread does for a new run is to pause
+    assert wake.pauses and wake.pauses[0] == pytest.approx(openlineage._BURST / openlineage.RUN_SHARE, rel=0.05)
+    assert openlineage._BURST / openlineage.RUN_SHARE == pytest.approx(0.1)  # the 0.1 s docs/lineage.md names
+    emitter.begin(openlineage._RunHandle(None))  # a second run beside it does not reset the thread's budget
+    emitter._allowance = openlineage._BURST
+    assert not emitter._hold_back()

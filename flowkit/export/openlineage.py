@@ -18,10 +18,10 @@ The run never waits for the backend and never fails because of it. Its listener
 tuples; one background thread per configuration builds the OpenLineage events from
 them (:mod:`flowkit.export.openlineage_events`) and sends them through the client.
 While runs go, that thread uses at most :data:`RUN_SHARE` of the time (and
-none in a run's first 0.1 s), so a CPU-bound run is slowed by a few percent at most; a run's end waits for its events
-for at most :data:`END_SHARE` of its duration (and never more than
-``FLOWKIT_OPENLINEAGE_TIMEOUT`` seconds, default 10); what is left is sent in the
-background, and the interpreter's exit waits for it up to that timeout. Use
+none in a run's first 0.1 s), so a CPU-bound run is slowed by a few percent at most;
+a run's end waits for its events for at most :data:`END_SHARE` of its duration (and
+never more than ``FLOWKIT_OPENLINEAGE_TIMEOUT`` seconds, default 10); what is left is
+sent in the background, and the interpreter's exit waits for it up to that timeout. Use
 :func:`flush` to wait for delivery yourself. A backend that fails is reported once
 in the ``flowkit`` log, naming its URL without credentials; its events are dropped
 for :data:`COOLDOWN` seconds before the next try, so a backend that is down costs a
@@ -54,7 +54,8 @@ DEFAULT_NAMESPACE = "flowkit"
 DEFAULT_TIMEOUT = 10.0
 #: Share of the wall time the sending thread may use while runs go (it shares the GIL with them). Each
 #: time it takes the interpreter the runs' threads stop and then wait to take it back, so what they lose
-#: is a few times what the thread itself uses: at 2% a run of no-op tasks was 5-17% slower, at 0.5% 1-4%.
+#: is a few times what the thread itself uses: at 2% a run of 2,000 no-op tasks was 5-17% slower, at
+#: 0.5% (with a run's first 0.1 s left alone, see _Emitter.begin) 2-5%, about the noise of that figure.
 RUN_SHARE = 0.005
 #: Share of a run's duration its end waits for its events to be sent.
 END_SHARE = 0.02

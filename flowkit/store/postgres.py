@@ -139,7 +139,6 @@ class _Connection:
         total = cur.rowcount
         return _Written(total)
 
-
     def _copy(self, sql: str, rows: list[Sequence[Any]]) -> int | None:
         """Write ``rows`` of an ``INSERT`` with ``COPY``: the rows written, or ``None`` where ``COPY`` cannot.
 

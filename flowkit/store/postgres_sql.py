@@ -86,6 +86,17 @@ def ddl(statement: str) -> str:
 _INSERT = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\)\s*VALUES\s*\(([^()]*)\)(.*)$", re.I | re.S)
 
 
+def _insert(sql: str) -> tuple[str, str, list[str], list[str], str] | None:
+    """An ``INSERT INTO t (a, b) VALUES (?, 'x') tail``: (table, its column list, the names, the values, tail)."""
+    match = _INSERT.match(sql)
+    if match is None:
+        return None
+    table, columns, values, tail = match.groups()
+    names = [c.strip() for c in columns.split(",")]
+    items = [v.strip() for v in values.split(",")]
+    return (table, columns, names, items, tail) if len(items) == len(names) else None
+
+
 @functools.lru_cache(maxsize=1024)
 def bulk(sql: str) -> tuple[str, str, tuple[str, ...]] | None:
     """``INSERT INTO t (a, b) VALUES (?, ?) ...`` as one statement for any number of rows: (table, statement, columns).
@@ -95,14 +106,10 @@ def bulk(sql: str) -> tuple[str, str, tuple[str, ...]] | None:
     statement holds ``{0}``, ``{1}``... where each array's type goes (see :func:`typed`).
     ``None`` for a statement that is not such an ``INSERT``.
     """
-    match = _INSERT.match(sql)
-    if match is None:
+    parts = _insert(sql)
+    if parts is None:
         return None
-    table, columns, values, tail = match.groups()
-    names = [c.strip() for c in columns.split(",")]
-    items = [v.strip() for v in values.split(",")]
-    if len(items) != len(names):
-        return None
+    table, columns, names, items, tail = parts
     takes: list[str] = []
     select = []
     for name, item in zip(names, items):
@@ -136,14 +143,10 @@ def copyable(sql: str) -> tuple[str, str, tuple[object, ...]] | None:
     A ``COPY`` writes rows only where no row conflicts with one already there, and then it
     writes what the ``INSERT`` would have written; where one conflicts, it fails whole.
     """
-    match = _INSERT.match(sql)
-    if match is None or not _TAIL.match(match.group(4)):
+    parts = _insert(sql)
+    if parts is None or not _TAIL.match(parts[4]):
         return None
-    table, columns, values, _ = match.groups()
-    names = [c.strip() for c in columns.split(",")]
-    items = [v.strip() for v in values.split(",")]
-    if len(items) != len(names):
-        return None
+    table, _, names, items, _ = parts
     taken, fixed, constants = [], [], []
     for name, item in zip(names, items):
         if item == "?":
