@@ -1,6 +1,7 @@
 """Per-task time with PostgreSQL metadata against SQLite, in the same process run.
 
-For 10,000 no-op tasks (chain and fan-out, benchmarks/shapes.py), the default
+For 10,000 no-op tasks (chain, fan-out, and the grid: N/100 groups whose 100
+items each are mapped, benchmarks/shapes.py), the default
 path (store, cache and lineage on; the default LocalExecutor), it times each as
 the best of ``--repeat`` runs:
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import pg_server  # noqa: E402
 
 import flowkit as fk  # noqa: E402
-from shapes import chain, fanout, verdict  # noqa: E402
+from shapes import chain, fanout, grid, grid_tasks, verdict  # noqa: E402
 
 TARGET = 1.5
 
@@ -106,16 +107,19 @@ def main() -> None:
         print(f"{args.n} no-op tasks, best of {args.repeat}; PostgreSQL: {server.version}, durable defaults")
         print(f"{'shape':8} {'run':8} {'SQLite µs/task':>15} {'PostgreSQL µs/task':>19} {'ratio':>6}  target")
         ok = True
-        for name, flow in (("chain", chain), ("fan-out", fanout)):
+        outer = max(1, args.n // 100)
+        for name, flow, params, tasks in (("chain", chain, {"n": args.n}, args.n),
+                                          ("fan-out", fanout, {"n": args.n}, args.n + 1),
+                                          ("grid", grid, {"outer": outer, "inner": 100}, grid_tasks(outer, 100))):
             best: dict[tuple[str, str], float] = {}
             for _ in range(args.repeat):
                 for backend in ("sqlite", "postgresql"):
                     with tempfile.TemporaryDirectory() as home:
                         url = server.database() if backend == "postgresql" else None
                         store = fk.Store(home, db_url=url)
-                        cold = timed(lambda: fk.run_flow(flow, {"n": args.n}, store=store))
-                        cached = timed(lambda: fk.run_flow(flow, {"n": args.n}, store=store))
-                        assert fk.run_flow(flow, {"n": 2}, store=store).status == "completed"
+                        cold = timed(lambda: fk.run_flow(flow, params, store=store))
+                        cached = timed(lambda: fk.run_flow(flow, params, store=store))
+                        assert fk.run_flow(flow, params, store=store).counts() == {"cached": tasks}
                         store.db.close()
                         if url is not None:
                             server.drop(url)
@@ -123,7 +127,7 @@ def main() -> None:
                         key = (backend, run)
                         best[key] = min(best.get(key, float("inf")), seconds)
             for run in ("cold", "cached"):
-                lite, pg = (best[(b, run)] / args.n * 1e6 for b in ("sqlite", "postgresql"))
+                lite, pg = (best[(b, run)] / tasks * 1e6 for b in ("sqlite", "postgresql"))
                 ratio = pg / lite
                 ok &= ratio <= TARGET
                 print(f"{name:8} {run:8} {lite:15.1f} {pg:19.1f} {ratio:6.2f}  <= {TARGET}: {verdict(ratio <= TARGET)}")

@@ -246,8 +246,8 @@ class Loop:
         loads = state.plan.loads
         before = len(loads)
         self.record_skipped(materialize(state, node.id))
-        if len(loads) != before:  # hits among the items: their small values in one query
-            self.cache.prefetch(c for c in children if c in loads)
+        if len(loads) != before:  # hits among the items: their small values and bindings in one query each
+            self.cache.loading(c for c in children if c in loads)
         if self.live:  # the run has more tasks than planned
             self.planned()
 

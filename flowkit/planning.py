@@ -130,16 +130,20 @@ class CachePlan:
         """After planning: prefetch the small values to load (one query); enable cutoff in a rerun."""
         if self.store is None:
             return
-        self.prefetch(loads)
+        self.loading(loads)
         self.cutoff = self.keymaker is not None and self.store.db.has_other_runs(flow, self.state.run_id)
+
+    def loading(self, loads: Iterable[str]) -> None:
+        """These hits will be loaded: their small values and their entries' bindings, one query each."""
+        loads = list(loads)
+        self.prefetch(loads)
         hits = self.state.hits
-        entries = [hits[n].key for n in loads]
-        self.unbound, self.checked = self.store.db.unbound_entries(entries), set(entries)
+        self.check([hits[n].key for n in loads])
 
     def check(self, entries: Iterable[str]) -> None:
         """Look up which of these entry keys are bound to their task run (one query), for :meth:`refusal`."""
         assert self.store is not None
-        todo = [k for k in entries if k not in self.checked]
+        todo = [k for k in entries if k and k not in self.checked]
         if todo:
             self.unbound |= self.store.db.unbound_entries(todo)
             self.checked.update(todo)

@@ -719,3 +719,16 @@ def test_a_cached_rerun_loads_the_small_values_of_a_maps_items_without_a_query_e
     again = _mapped.run()
     assert again.value == [7] * 40 and again.counts() == {"cached": 41}
     assert single == []  # prefetched with the map's expansion, one query for all of them
+
+
+def test_a_cached_rerun_checks_the_entries_of_a_maps_items_in_one_query(home, monkeypatch):
+    from flowkit.store.sql import SQLMetadataStore
+
+    _mapped.run()
+    asked: list[list[str]] = []
+    real = SQLMetadataStore.unbound_entries
+    monkeypatch.setattr(SQLMetadataStore, "unbound_entries", lambda self, keys: asked.append(list(keys)) or
+                        real(self, keys))
+    again = _mapped.run()
+    assert again.value == [7] * 40 and again.counts() == {"cached": 41}
+    assert [len(keys) for keys in asked] == [1, 40]  # the list's entry when planned, then every item's at once

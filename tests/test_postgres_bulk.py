@@ -65,3 +65,20 @@ def test_a_few_rows_go_as_one_statement_without_a_copy(db):
     db.write(lambda c: c.executemany(FILES, [(f"s{i}", i, i, "x") for i in range(COPY_ROWS - 1)]))
     assert db.copies == []
     assert db.query("SELECT COUNT(*) FROM files") == [(COPY_ROWS - 1,)]
+
+
+def test_a_table_that_doubled_is_analyzed_at_once_so_lookups_are_planned_on_its_size(db):
+    from flowkit.store.postgres import ANALYZE_ROWS
+    from flowkit.store.protocols import Batch
+
+    def write(start: int, stop: int) -> float:
+        batch = Batch()
+        batch.cached.extend(("r1", f"n{i}", i, "noop", f"k{i}", f"a{i}", None) for i in range(start, stop))
+        db.flush(batch)
+        return db.query("SELECT reltuples FROM pg_class WHERE relname = 'task_runs' "
+                        "AND relnamespace = current_schema()::regnamespace")[0][0]
+
+    assert write(0, ANALYZE_ROWS - 1) < 0  # never analyzed: PostgreSQL would plan on an empty table
+    assert write(ANALYZE_ROWS - 1, ANALYZE_ROWS) == ANALYZE_ROWS
+    assert write(ANALYZE_ROWS, 2 * ANALYZE_ROWS - 1) == ANALYZE_ROWS  # not doubled yet
+    assert write(2 * ANALYZE_ROWS - 1, 2 * ANALYZE_ROWS) == 2 * ANALYZE_ROWS

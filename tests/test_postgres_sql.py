@@ -9,8 +9,9 @@ from flowkit.store.sql import upsert
 def test_queries_get_postgresql_words_and_placeholders():
     assert dml("SELECT x FROM t WHERE k IN (SELECT value FROM json_each(?)) AND n LIKE ? ESCAPE '\\' "
                "AND instr(s, '/') > 0 AND MAX(a, ?) = 1") == (
-        "SELECT x FROM t WHERE k IN (SELECT value FROM json_array_elements_text(%s::json)) AND n LIKE %s "
+        "SELECT x FROM t WHERE k = ANY(ARRAY(SELECT json_array_elements_text(%s::json))) AND n LIKE %s "
         "ESCAPE '\\' AND strpos(s, '/') > 0 AND GREATEST(a, %s) = 1")
+    assert dml("SELECT j.value FROM json_each(?) j") == "SELECT j.value FROM json_array_elements_text(%s::json) j"
     assert dml("SELECT json_group_array(a.alias), COUNT(*) FROM m WHERE p LIKE '%x'") == (
         "SELECT json_agg(a.alias)::text, COUNT(*) FROM m WHERE p LIKE '%%x'")
 

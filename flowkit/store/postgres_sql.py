@@ -6,21 +6,22 @@ are written once, in SQLite's spelling, kept to what both databases mean
 differs in a few words, which these functions rewrite (each result is cached:
 a statement is translated once per process):
 
-=========================================  ==============================================
-SQLite                                      PostgreSQL
-=========================================  ==============================================
-``?`` placeholders                          ``%s`` (and a literal ``%`` doubled)
-``json_each(?)`` (a JSON array's values)    ``json_array_elements_text(%s::json)``
-``json_group_array(x)``                     ``json_agg(x)::text``
-``json_extract(x, '$')``                    ``(x::jsonb #>> '{}')``
-``instr(s, t)``                             ``strpos(s, t)``
-``MAX(a, b)`` (two arguments)               ``GREATEST(a, b)``
-``INTEGER`` / ``REAL`` / ``BLOB``           ``BIGINT`` / ``DOUBLE PRECISION`` / ``BYTEA``
-``INTEGER PRIMARY KEY AUTOINCREMENT``       ``BIGSERIAL PRIMARY KEY``
-a table's implicit ``rowid``                a ``rowid BIGSERIAL`` column
-``WITHOUT ROWID``                           (nothing: every table is so in PostgreSQL)
-a column named ``user``                     ``"user"`` (a keyword in PostgreSQL)
-=========================================  ==============================================
+============================================  ==============================================================
+SQLite                                        PostgreSQL
+============================================  ==============================================================
+``?`` placeholders                            ``%s`` (and a literal ``%`` doubled)
+``json_each(?)`` (a JSON array's values)      ``json_array_elements_text(%s::json)``
+``x IN (SELECT value FROM json_each(?))``     ``x = ANY(ARRAY(SELECT json_array_elements_text(%s::json)))``
+``json_group_array(x)``                       ``json_agg(x)::text``
+``json_extract(x, '$')``                      ``(x::jsonb #>> '{}')``
+``instr(s, t)``                               ``strpos(s, t)``
+``MAX(a, b)`` (two arguments)                 ``GREATEST(a, b)``
+``INTEGER`` / ``REAL`` / ``BLOB``             ``BIGINT`` / ``DOUBLE PRECISION`` / ``BYTEA``
+``INTEGER PRIMARY KEY AUTOINCREMENT``         ``BIGSERIAL PRIMARY KEY``
+a table's implicit ``rowid``                  a ``rowid BIGSERIAL`` column
+``WITHOUT ROWID``                             (nothing: every table is so in PostgreSQL)
+a column named ``user``                       ``"user"`` (a keyword in PostgreSQL)
+============================================  ==============================================================
 
 Types are widened on purpose: SQLite's ``INTEGER`` holds 64 bits and its
 ``REAL`` is a double, PostgreSQL's ``INTEGER`` and ``REAL`` are half that.
@@ -35,6 +36,11 @@ import re
 __all__ = ["bulk", "columns_as_text", "copyable", "ddl", "dml", "unique_rows"]
 
 _DML = [
+    # "x IN (a set-returning function)" is planned with a guess of 100 rows and whatever the table's
+    # statistics say, which before the first ANALYZE is a scan of the table; "x = ANY(an array)" is
+    # planned as lookups in x's index.
+    (re.compile(r"\bIN\s+\(SELECT value FROM json_each\(\?\)\)"),
+     "= ANY(ARRAY(SELECT json_array_elements_text(?::json)))"),
     (re.compile(r"\bjson_each\(\?\)"), "json_array_elements_text(?::json)"),
     (re.compile(r"\bjson_group_array\(([^()]*)\)"), r"json_agg(\1)::text"),
     (re.compile(r"\bjson_extract\(([^(),]+), '\$'\)"), r"(\1::jsonb #>> '{}')"),

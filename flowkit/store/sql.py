@@ -327,12 +327,26 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
         keys = list(keys)
         if not keys:
             return set()
-        # Through the index of what task runs produced: the producer the entry names made its artifact.
-        rows = self.query(
-            "SELECT c.key FROM cache c WHERE c.key IN (SELECT value FROM json_each(?)) AND NOT EXISTS "
-            "(SELECT 1 FROM task_runs p WHERE p.artifact_id = c.artifact_id AND p.status = 'completed' "
-            "AND p.task = c.task AND p.run_id || '/' || p.node = c.task_run_id)", (json.dumps(keys),))
-        return {r[0] for r in rows}
+        entries = self.query("SELECT key, task, artifact_id, task_run_id FROM cache WHERE key IN "
+                             "(SELECT value FROM json_each(?))", (json.dumps(keys),))
+        # The producer each entry names, by the task runs' primary key: a task run id is
+        # "<run id>/<node>", and both a node under a subflow and a run id given by hand may
+        # hold a "/", so every split is a candidate (the id was made by one of them). Two
+        # plain index lookups, not a join the planner could turn into a scan of all the task
+        # runs that made the same bytes (every task that returned None).
+        runs: set[str] = set()
+        nodes: set[str] = set()
+        for _key, _task, _artifact, producer in entries:
+            at = producer.find("/") if producer else -1
+            while at > 0:
+                runs.add(producer[:at])
+                nodes.add(producer[at + 1:])
+                at = producer.find("/", at + 1)
+        made = set(self.query(
+            "SELECT run_id || '/' || node, task, artifact_id FROM task_runs WHERE status = 'completed' AND run_id IN "
+            "(SELECT value FROM json_each(?)) AND node IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(runs)), json.dumps(sorted(nodes))))) if runs else set()
+        return {key for key, task, artifact, producer in entries if (producer, task, artifact) not in made}
 
     def cache_entries(self) -> list[CacheEntry]:
         rows = self.query("SELECT c.key, c.task, c.artifact_id, c.created, a.size, a.type FROM cache c "

@@ -187,6 +187,14 @@ def test_cache_entries_are_bound_to_the_task_run_they_name_and_carry_their_signa
     batch.task_runs.append(task_run("r1", "t#2", 2, "a1"))  # now t#2 did make a1
     db.flush(batch)
     assert db.unbound_entries(["k1", "k2"]) == set()
+    # A task run id is "<run id>/<node>": a node under a subflow has a "/", and so may a run id given by hand.
+    db.start_run(run_row("team/nightly"))
+    batch.task_runs.extend([task_run("r1", "sub/t", 3, "a1"), task_run("team/nightly", "sub/t", 1, "a1")])
+    batch.cache.extend([CacheRow("k3", "a1", "sub/t", "r1/sub/t", 100.0, "r1", False, None, None),
+                        CacheRow("k4", "a1", "sub/t", "team/nightly/sub/t", 100.0, "team/nightly", False, None, None),
+                        CacheRow("k5", "a2", "sub/t", "team/nightly/sub/t", 100.0, "team/nightly", False, None, None)])
+    db.flush(batch)
+    assert db.unbound_entries(["k3", "k4", "k5"]) == {"k5"}  # k5 names a task run that made a1, not a2
     assert db.artifact("a2").signature == "sig-a2" and db.artifact("a1").versions is None
     batch.artifacts.append(ArtifactRow("a3", None, "pickle", "x.Y", 1, None, None, None, 100.0, b"z",
                                        json.dumps({"python": "3.12.1"})))
