@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -586,3 +587,75 @@ def test_a_run_starts_with_the_senders_share_spent_so_its_first_moments_are_left
     emitter.begin(openlineage._RunHandle(None))  # a second run beside it does not reset the thread's budget
     emitter._allowance = openlineage._BURST
     assert not emitter._hold_back()
+
+
+class _Clock:
+    """The sender's clocks, moved by hand: wall time, and the CPU time of the other threads."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.others = 0.0  # CPU seconds the rest of the process used
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    monotonic = perf_counter
+
+    def thread_time(self) -> float:
+        return 0.0
+
+    def process_time(self) -> float:
+        return self.others
+
+
+def test_the_client_is_set_up_only_once_a_busy_run_has_earned_its_cost(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(openlineage, "time", clock)
+    monkeypatch.setattr(openlineage._Emitter, "_work", lambda self: None)
+    emitter = openlineage._Emitter(("test",), "flowkit", 1.0)
+    emitter.wake = wake = _Wake()
+    emitter.begin(openlineage._RunHandle(None))
+    setup = 0.3  # CPU seconds importing the client takes (openlineage._SETUP_IMPORT)
+    for second in range(1, 60):  # the run keeps the interpreter busy: the thread waits, looking every _LOOK s
+        clock.now, clock.others = float(second), float(second)
+        assert emitter._hold_back(setup)
+    assert max(wake.pauses) <= openlineage._LOOK
+    clock.now = clock.others = 61.0  # 0.5% of 61 s covers the setup
+    assert not emitter._hold_back(setup)
+    clock.now = clock.others = 1000.0  # what it earns is bounded by what it needs
+    assert not emitter._hold_back(setup) and emitter._allowance == pytest.approx(setup)
+
+
+def test_a_run_that_leaves_the_interpreter_idle_lets_the_client_be_set_up_at_once(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(openlineage, "time", clock)
+    monkeypatch.setattr(openlineage._Emitter, "_work", lambda self: None)
+    emitter = openlineage._Emitter(("test",), "flowkit", 1.0)
+    emitter.wake = _Wake()
+    emitter.begin(openlineage._RunHandle(None))
+
+    def pause(timeout: float | None = None) -> bool:  # the run's tasks wait on I/O meanwhile
+        clock.now += timeout or 0.0
+        return False
+
+    emitter.wake.wait = pause
+    assert emitter._hold_back(0.3)  # one pause, which shows nobody else used the interpreter
+    assert not emitter._hold_back(0.3)
+
+
+def test_a_busy_short_run_sets_the_client_up_after_its_end_and_still_delivers_everything(receiver, monkeypatch,
+                                                                                        tmp_path):
+    (tmp_path / "notes.txt").write_text("checked by hand")
+    made_while: list[float] = []
+    make = openlineage.make_client
+
+    def make_client() -> Any:
+        made_while.append(time.time())
+        return make()
+
+    monkeypatch.setattr(openlineage, "make_client", make_client)
+    monkeypatch.setattr(openlineage._Emitter, "_setup_cost", lambda self: 1e6, raising=False)  # never earned while a run goes
+    run = report.run(rows=3)
+    events = delivered(receiver)
+    assert len(events) == 2 * (len(run.task_runs) + 1)
+    assert len(made_while) == 1 and made_while[0] >= run.ended  # made once, after the run ended

@@ -19,6 +19,8 @@ tuples; one background thread per configuration builds the OpenLineage events fr
 them (:mod:`flowkit.export.openlineage_events`) and sends them through the client.
 While runs go, that thread uses at most :data:`RUN_SHARE` of the time (and
 none in a run's first 0.1 s), so a CPU-bound run is slowed by a few percent at most;
+that counts its setup too: importing the client takes about 0.25 s of CPU, which a
+CPU-bound run earns in about a minute (a shorter one has its events sent from its end);
 a run's end waits for its events for at most :data:`END_SHARE` of its duration (and
 never more than ``FLOWKIT_OPENLINEAGE_TIMEOUT`` seconds, default 10); what is left is
 sent in the background, and the interpreter's exit waits for it up to that timeout. Use
@@ -36,6 +38,7 @@ import importlib.util
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -64,6 +67,11 @@ COOLDOWN = 10.0
 #: A run's events queued at most; past it a task's events are built from its final record at the run's end.
 QUEUE_SIZE = 50_000
 _BURST = 0.0005  # CPU seconds the thread may spend at once while runs go
+#: CPU seconds the thread's setup takes (importing the client and the event builder, ~0.25 s here), when
+#: nothing of them is imported yet; a CPU-bound run earns that much of RUN_SHARE in 50 s.
+_SETUP_IMPORT = 0.3
+_SETUP_CLIENT = 0.002  # the same once they are imported: making a client
+_LOOK = 0.1  # seconds a pause lasts at most before the thread looks again at how busy the runs are
 _FREE_BELOW = 0.5  # share of a pause the rest of the process used below which the runs leave the GIL free
 _FREE_FOR = 0.05  # seconds of sending at full speed after such a pause
 
@@ -196,6 +204,8 @@ class _Emitter:
         self.idle = False
         self.lock = threading.Lock()
         self.broken = False  # the client could not be made: nothing is sent
+        self.client: Any = None  # made by the thread when it first has an event to send (see _setup)
+        self._live: Any = None  # the LiveRun class, imported with the client
         self.retired = False  # the configuration changed: it ends once its runs are handled
         self.destination = "the OpenLineage backend"
         self.cost = 0.001  # seconds an event takes to handle (a moving average)
@@ -274,7 +284,8 @@ class _Emitter:
                 return handle
         return None
 
-    def _work(self) -> None:
+    def _setup(self) -> None:
+        """Import the client and the event builder and make the client (``broken`` when it cannot be made)."""
         try:
             self.client = make_client()
             self.destination = where(self.client.transport)
@@ -284,6 +295,23 @@ class _Emitter:
             self.say("config", logging.ERROR, "flowkit: OpenLineage is configured but its client could not be set up "
                      "(%s); runs go on without sending lineage", _clean(error_line(exc)))
             return
+        self._live = LiveRun
+
+    def _setup_cost(self) -> float:
+        """What :meth:`_setup` is likely to take, in CPU seconds: the thread holds back for it like for an event."""
+        imported = "openlineage.client" in sys.modules and "flowkit.export.openlineage_events" in sys.modules
+        return _SETUP_CLIENT if imported else _SETUP_IMPORT
+
+    def _discard(self, handle: _RunHandle, event: Any) -> None:
+        """What a broken emitter does with an event: nothing, but the runs and flushes waiting are let go."""
+        if type(event) is _Flush:
+            event.done.set()
+        elif type(event) is RunFinished:
+            self._finished(handle)
+
+    def _work(self) -> None:
+        # The client is set up when there is a first event to send, under the same restraint as
+        # sending: importing it takes a CPU-bound run's interpreter for about 0.25 s.
         while True:
             handle = self._next()
             if handle is None:
@@ -300,17 +328,25 @@ class _Emitter:
                     self.wake.clear()
                 self.idle = False
                 continue
+            if self.broken:
+                self._discard(handle, handle.events.popleft())
+                continue
+            setup = self.client is None
             if self.going and not self.urgent:
-                if self._hold_back():
+                if self._hold_back(self._setup_cost() if setup else 0.0):
                     continue
             else:  # nothing to hold back for; a run that starts later gets the thread's restraint afresh
                 self._allowance, self._last = 0.0, time.perf_counter()
+            cpu, wall = time.thread_time(), time.perf_counter()
+            if setup:
+                self._setup()
+                self._allowance -= time.thread_time() - cpu
+                continue
             event = handle.events.popleft()
             if type(event) is _Flush:
                 event.done.set()
                 continue
-            cpu, wall = time.thread_time(), time.perf_counter()
-            self._handle(handle, event, LiveRun)
+            self._handle(handle, event, self._live)
             self._allowance -= time.thread_time() - cpu
             self.cost += (time.perf_counter() - wall - self.cost) / 16
 
@@ -327,30 +363,37 @@ class _Emitter:
         for ol_event in events:
             self._send(ol_event)
         if type(event) is RunFinished:
-            handle.live = None
-            with self.lock:  # with flush(), which adds its markers to the runs it finds under the lock
-                self.runs.remove(handle)
-                while handle.events:  # only flush markers come after the end of a run
-                    handle.events.popleft().done.set()
-            handle.done.set()
+            self._finished(handle)
 
-    def _hold_back(self) -> bool:
+    def _finished(self, handle: _RunHandle) -> None:
+        """A run's last event was handled: it leaves the thread's runs, and whoever waits for it is let go."""
+        handle.live = None
+        with self.lock:  # with flush(), which adds its markers to the runs it finds under the lock
+            self.runs.remove(handle)
+            while handle.events:  # only flush markers come after the end of a run
+                handle.events.popleft().done.set()
+        handle.done.set()
+
+    def _hold_back(self, need: float = 0.0) -> bool:
         """While runs go, use at most RUN_SHARE of the time; ``True`` when it paused instead.
 
-        A pause also measures how busy the rest of the process was meanwhile: when the runs
-        left the interpreter mostly free (their tasks wait on I/O, on a Dask cluster, in C
-        code), there is nobody to hold back for, and the thread sends at full speed for the
-        next :data:`_FREE_FOR` seconds before it looks again.
+        ``need``: the CPU seconds the next step is known to take at once (the setup), which
+        the thread waits to have earned; otherwise it goes on while it is not in debt, and
+        pays what a step took afterwards. A pause lasts at most :data:`_LOOK` and also
+        measures how busy the rest of the process was meanwhile: when the runs left the
+        interpreter mostly free (their tasks wait on I/O, on a Dask cluster, in C code), there
+        is nobody to hold back for, and the thread sends at full speed for the next
+        :data:`_FREE_FOR` seconds before it looks again.
         """
         now = time.perf_counter()
         if now < self._free_until:
             return False
-        self._allowance = min(_BURST, self._allowance + (now - self._last) * RUN_SHARE)
+        self._allowance = min(max(_BURST, need), self._allowance + (now - self._last) * RUN_SHARE)
         self._last = now
-        if self._allowance >= 0:
+        if self._allowance >= need:
             return False
         others = time.process_time() - time.thread_time()
-        self.wake.wait(-self._allowance / RUN_SHARE)
+        self.wake.wait(min(_LOOK, (need - self._allowance) / RUN_SHARE))
         self.wake.clear()
         paused = time.perf_counter() - now
         if paused > 0 and time.process_time() - time.thread_time() - others < _FREE_BELOW * paused:
