@@ -138,6 +138,12 @@ def delivered(mode: str, events_file: str, receiver: Any) -> int:
     return receiver.count()
 
 
+def settle() -> None:
+    """Have what a run wrote (its store, its events file) written back now, not during the next run."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
 def one_run(flow: fk.Flow[..., Any], n: int, mode: str, events_file: str, receiver: Any) -> tuple[float, float]:
     """(seconds of ``flow.run(n)``, seconds until its events were delivered), on a fresh store."""
     sends = mode in ("file", "http")
@@ -153,10 +159,7 @@ def one_run(flow: fk.Flow[..., Any], n: int, mode: str, events_file: str, receiv
         if sends:
             assert openlineage.flush(600), "the events were not delivered within 10 minutes"
         done = time.perf_counter() - start
-    # What this run wrote (its store, its events file) is written back now, not during the next run.
-    sync = getattr(os, "sync", None)
-    if sync is not None:
-        sync()
+    settle()
     if not sends:
         return took, 0.0
     got = delivered(mode, events_file, receiver) - before
@@ -224,7 +227,7 @@ def rotations(modes: list[str], repeat: int) -> Any:
     """Each repetition's order of the modes: each mode in each position, in turn."""
     for i in range(repeat):
         turn = i % len(modes)
-        yield i, modes[turn:] + modes[:turn]
+        yield modes[turn:] + modes[:turn]
 
 
 def paired(times: dict[str, list[float]], mode: str) -> float:
@@ -267,7 +270,7 @@ def main() -> int:
                 for shape, (_, tasks) in SHAPES.items():
                     times: dict[str, list[float]] = {m: [] for m in modes}
                     deliveries: dict[str, list[float]] = {m: [] for m in modes}
-                    for _, order in rotations(modes, args.repeat):
+                    for order in rotations(modes, args.repeat):
                         for mode in order:
                             took, done = ways[mode].run(shape, args.n)
                             times[mode].append(took)
@@ -287,14 +290,13 @@ def main() -> int:
             if args.fresh:
                 firsts: dict[str, list[float]] = {m: [] for m in modes}
                 env = {**os.environ, "FLOWKIT_OPENLINEAGE_TIMEOUT": "1"}
-                for _, order in rotations(modes, args.fresh):
+                for order in rotations(modes, args.fresh):
                     for mode in order:
                         out = subprocess.run([sys.executable, __file__, "--first-run", mode, "--n", str(args.n),
                                               "--events-file", files[mode], "--url", receiver.url], env=env,
                                              capture_output=True, text=True, check=True)
                         firsts[mode].append(float(out.stdout.split()[-1]))
-                        if hasattr(os, "sync"):
-                            os.sync()
+                        settle()
                 print(f"\nthe first run of a process (chain, N = {args.n:,}; the client set up in it)")
                 for mode in modes:
                     ratios["first run", mode] = paired(firsts, mode)

@@ -654,8 +654,27 @@ def test_a_busy_short_run_sets_the_client_up_after_its_end_and_still_delivers_ev
         return make()
 
     monkeypatch.setattr(openlineage, "make_client", make_client)
-    monkeypatch.setattr(openlineage._Emitter, "_setup_cost", lambda self: 1e6, raising=False)  # never earned while a run goes
+    monkeypatch.setattr(openlineage._Emitter, "_setup_cost", lambda self: 1e6)  # never earned while a run goes
+    monkeypatch.setattr(openlineage, "_FREE_BELOW", 0.0)  # the run never counts as idle: it is busy throughout
     run = report.run(rows=3)
     events = delivered(receiver)
     assert len(events) == 2 * (len(run.task_runs) + 1)
     assert len(made_while) == 1 and made_while[0] >= run.ended  # made once, after the run ended
+
+
+def test_a_configuration_the_client_refuses_is_said_once_and_lets_the_runs_go(monkeypatch, caplog, tmp_path):
+    (tmp_path / "notes.txt").write_text("checked by hand")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "nosuch")  # the client cannot import such a transport
+    begun = []
+    begin = openlineage._Emitter.begin
+    monkeypatch.setattr(openlineage._Emitter, "begin", lambda self, handle: (begun.append(handle), begin(self, handle)))
+    with caplog.at_level(logging.ERROR, logger="flowkit"):
+        first = report.run(rows=3)
+        assert openlineage.flush(10)
+        second = report.run(rows=4)  # a broken configuration adds no listener to later runs
+    assert first.status == second.status == "completed"
+    said = [r.getMessage() for r in caplog.records if "could not be set up" in r.getMessage()]
+    assert len(said) == 1 and "nosuch" in said[0]
+    (emitter,) = [e for e in openlineage._EMITTERS.values() if e.broken]
+    assert len(begun) == 1 and begun[0].done.is_set()  # the first run had the listener, and was let go
+    assert emitter.runs == [] and emitter.sent == 0  # nothing held for the run, nothing sent
