@@ -511,10 +511,14 @@ class LiveRun:
         return self.known.get(artifact_id) or self._describe(artifact_id)
 
     def events(self, event: Any) -> list[RunEvent]:
-        """The OpenLineage events a flowkit event makes (often none: a task's wait for the end of the run)."""
+        """The OpenLineage events a flowkit event makes (often none: a task's wait for the end of the run).
+
+        A task run may come alone, for a ``TaskFinished`` without inputs whose artifact an earlier
+        event of the run described (what the listener queues, see ``OpenLineageListener``).
+        """
         kind = type(event)
-        if kind is TaskFinished:
-            tr, info, rows = event[0], event[1], event[2]
+        if kind is TaskFinished or kind is TaskRun:  # a task run alone: a TaskFinished without inputs or new artifact
+            tr, info, rows = (event[0], event[1], event[2]) if kind is TaskFinished else (event, None, ())
             if info is not None:
                 d = info.description
                 self.known[info.digest] = Described(d.get("type"), info.size, d.get("columns"), d.get("dtypes"),
