@@ -366,19 +366,19 @@ def test_a_full_queue_still_sends_one_start_and_one_end_per_task_run(receiver, m
     assert len(by_run(events)) == len(run.task_runs) + 1
 
 
-def test_a_queued_task_keeps_nothing_alive_but_its_task_run_once_its_artifact_is_described(monkeypatch):
+def test_a_queued_task_keeps_nothing_alive_but_its_facts(monkeypatch):
     # What waits in the queue until the run's end makes the cyclic collector run more often (a
-    # 5,000-task fan-out lost 4% to it); a task run is kept alive by the run anyway.
+    # 5,000-task fan-out lost 4% to it): no event tuples, no empty lists, an artifact once.
     monkeypatch.setattr(openlineage._Emitter, "_work", lambda self: None)
     listener = openlineage.OpenLineageListener(openlineage._Emitter(("test",), "flowkit", 1.0), None)
     runs = [TaskRun(f"r/t#{i}", "r", f"t#{i}", "t", "completed", artifact_id="d") for i in range(4)]
     info = ArtifactInfo(("d", "pickle", 4, {"type": "builtins.NoneType"}, b"", None))
-    row = ("r", "t#3", "param", None, None, "n", "3", None)
+    row = ("r", "t#3", None, "param", None, "n", "3", "3")
     for i, tr in enumerate(runs):
         listener.on_event(TaskFinished(tr, info, [row] if i == 3 else [], True))
     queued = list(listener.handle.events)
-    assert [type(e) for e in queued] == [TaskFinished, TaskRun, TaskRun, TaskFinished]  # the last has an input
-    assert queued[1] is runs[1] and queued[3].inputs == [row]
+    assert queued == [info, runs[0], runs[1], runs[2], row, runs[3]]
+    assert all(a is b for a, b in zip(queued, [info, *runs[:3], row, runs[3]]))
 
 
 def test_a_run_without_a_store_sends_its_runs_without_artifacts(receiver):

@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flowkit.errors import FlowkitError
-from flowkit.events import RunFinished, RunStarted, TaskFinished, TasksCached
+from flowkit.events import RunFinished, RunStarted, TaskFinished
 
 __all__ = ["LineageExportError", "OpenLineageListener", "configured", "flush", "listener", "run_events", "send"]
 
@@ -64,7 +64,8 @@ RUN_SHARE = 0.005
 END_SHARE = 0.02
 #: Seconds during which events are dropped after the backend failed (then the next one is tried).
 COOLDOWN = 10.0
-#: A run's events queued at most; past it a task's events are built from its final record at the run's end.
+#: A run's queued items (task runs, their lineage rows, new artifacts) at most; past it a task's events are
+#: built from its final record at the run's end.
 QUEUE_SIZE = 50_000
 _BURST = 0.0005  # CPU seconds the thread may spend at once while runs go
 #: CPU seconds the thread's setup takes (importing the client and the event builder, ~0.25 s here), when
@@ -586,8 +587,8 @@ class OpenLineageListener:
         self.emitter = emitter
         self.handle = handle = _RunHandle(store)
         events = handle.events
-        append = events.append
-        described: set[str] = set()  # artifacts whose description is queued already
+        append, extend = events.append, events.extend
+        described: set[str] = set()  # artifacts queued already
 
         def on_event(event: Any) -> None:
             kind = type(event)
@@ -595,16 +596,17 @@ class OpenLineageListener:
                 if len(events) < QUEUE_SIZE:
                     # What waits in the queue until the run's end is kept alive, and each object more
                     # makes the cyclic collector run more often in a run of small tasks (a 5,000-task
-                    # fan-out lost 4% to it). The task run is kept alive by the run anyway: alone, it
-                    # costs nothing; the event only when it brings inputs or an artifact not seen yet.
+                    # fan-out lost 4% to it): the facts go in without the event around them. The task
+                    # run costs nothing (the run keeps it anyway); its artifact goes in only the first
+                    # time the run stores it, its lineage rows one by one (the sending thread pairs
+                    # them with the task run that follows).
                     info = event[1]
                     if info is not None and info[0] not in described:
                         described.add(info[0])
-                        append(event)
-                    elif event[2]:
-                        append(event)
-                    else:
-                        append(event[0])
+                        append(info)
+                    if event[2]:
+                        extend(event[2])
+                    append(event[0])
                 else:  # sent from its final record at the run's end, without its inputs
                     if not emitter.folded:
                         log.warning("flowkit: %d OpenLineage events of run %s wait to be sent; the next tasks' "
@@ -613,8 +615,6 @@ class OpenLineageListener:
                     emitter.folded += 1
                 if emitter.idle:
                     emitter.wake.set()
-            elif kind is TasksCached:
-                append(event)
             elif kind is RunStarted:
                 append(event)
                 emitter.begin(handle)

@@ -55,7 +55,8 @@ from openlineage.client.facet_v2 import (
 from openlineage.client.serde import Serde
 
 from flowkit import __version__
-from flowkit.events import RunFinished, RunStarted, TaskFinished
+from flowkit._worker import ArtifactInfo
+from flowkit.events import RunFinished, RunStarted
 from flowkit.records import CheckResult, TaskRun
 from flowkit.recording import json_default, json_params
 from flowkit.secrets import mask
@@ -503,6 +504,7 @@ class LiveRun:
         self.store = store
         self.known: dict[str, Described] = {}  # artifacts this run stored (not yet in the store, maybe)
         self.inputs: dict[str, list[InputRecord]] = {}
+        self.pending: list[InputRecord] = []  # the inputs of the task run queued next
         self.sent: set[str] = set()
         self.builder: EventBuilder | None = None
         self._describe, self._flow_of = _store_lookups(store)
@@ -511,19 +513,16 @@ class LiveRun:
         return self.known.get(artifact_id) or self._describe(artifact_id)
 
     def events(self, event: Any) -> list[RunEvent]:
-        """The OpenLineage events a flowkit event makes (often none: a task's wait for the end of the run).
+        """The OpenLineage events an item of the run's queue makes (often none).
 
-        A task run may come alone, for a ``TaskFinished`` without inputs whose artifact an earlier
-        event of the run described (what the listener queues, see ``OpenLineageListener``).
+        What the listener queues (``OpenLineageListener``): ``RunStarted``; per task run, the
+        artifact it stored when the run had not described it yet (an ``ArtifactInfo``), each
+        of its lineage rows (plain tuples), then the ``TaskRun`` itself; ``RunFinished``.
         """
         kind = type(event)
-        if kind is TaskFinished or kind is TaskRun:  # a task run alone: a TaskFinished without inputs or new artifact
-            tr, info, rows = (event[0], event[1], event[2]) if kind is TaskFinished else (event, None, ())
-            if info is not None:
-                d = info.description
-                self.known[info.digest] = Described(d.get("type"), info.size, d.get("columns"), d.get("dtypes"),
-                                                    d.get("rows"))
-            inputs = [InputRecord(r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        if kind is TaskRun:
+            tr, inputs = event, self.pending
+            self.pending = []
             if tr.started is None and tr.ended is None:  # sent at the end, from the run's final record
                 if inputs:
                     self.inputs[tr.node] = inputs
@@ -531,6 +530,14 @@ class LiveRun:
             assert self.builder is not None
             self.sent.add(tr.node)
             return list(self.builder.task_events(tr, inputs))
+        if kind is tuple:  # a lineage row of the next task run: (run, node, position, kind, artifact, name, token, shown)
+            self.pending.append(InputRecord(event[3], event[4], event[5], event[6], event[7]))
+            return []
+        if kind is ArtifactInfo:
+            d = event.description
+            self.known[event.digest] = Described(d.get("type"), event.size, d.get("columns"), d.get("dtypes"),
+                                                 d.get("rows"))
+            return []
         if kind is RunStarted:
             record = FlowRecord.starting(event)
             host = record.info.get("host")
