@@ -1,10 +1,15 @@
 """What sending OpenLineage events costs a run: the same flow with and without them.
 
 A chain and a fan-out of N no-op tasks (``--n``, default 5,000) run uncached, each on a
-fresh store, in four ways, each in a process of its own that runs them one after the other
-when this script says so (so that each keeps its sending thread and client from run to run,
-as a process running flows does), interleaved and in turn (off, again, file, http, then
-again, file, http, off...) so that the load of a shared machine weighs on all of them alike:
+fresh store, in four ways, interleaved and in turn (off, again, file, http, then again,
+file, http, off...) so that the load of a shared machine weighs on all of them alike. Each
+repetition starts four new processes, one per way, with the same hash seed (the
+repetition's number): each warms up (a run of each shape at 50 tasks: imports, its sending
+thread and client, the first connection), then runs each shape once when this script says
+so, as a process that runs flows does. A process keeps what it happens to be (its hash
+seed, where its memory lies) for as long as it lives, and here that moved the same runs
+by tens of percent from one process to the next; new processes per repetition make the
+paired ratios sample it:
 
 * off     no OpenLineage configuration: the runner adds no exporter
 * again   the same as off: the control, whose ratio to off is the noise of the measurement
@@ -203,9 +208,10 @@ def first_run(mode: str, events_file: str, url: str, n: int) -> None:
 class Way:
     """A worker process of one way (mode)."""
 
-    def __init__(self, mode: str, events_file: str, url: str) -> None:
+    def __init__(self, mode: str, events_file: str, url: str, seed: str) -> None:
         self.process = subprocess.Popen([sys.executable, __file__, "--worker", mode, "--events-file", events_file,
-                                         "--url", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                         "--url", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        env={**os.environ, "PYTHONHASHSEED": seed})
         assert self.process.stdout is not None and self.process.stdin is not None
         assert self.process.stdout.readline().strip() == "ready", f"the {mode} worker did not start"
 
@@ -261,40 +267,45 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             files = {m: os.path.join(folder, f"{m}.jsonl") for m in modes}
-            ways = {m: Way(m, files[m], receiver.url) for m in modes}
             header = (f"{'shape':<8} {'mode':<6} {'best (s)':>9} {'best/off':>9} {'paired median':>14} "
                       f"{'delivered after (s)':>20} {'events/s':>9}")
             print(header)
             print("-" * len(header))
-            try:
-                for shape, (_, tasks) in SHAPES.items():
-                    times: dict[str, list[float]] = {m: [] for m in modes}
-                    deliveries: dict[str, list[float]] = {m: [] for m in modes}
-                    for order in rotations(modes, args.repeat):
+            times: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
+            deliveries: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
+            for i, order in enumerate(rotations(modes, args.repeat)):
+                # New processes for each repetition, the same hash seed for the four: what a process
+                # happens to be (its seed, where its memory lies) moves its runs by tens of percent here,
+                # for as long as it lives, so each way is measured in as many processes as repetitions.
+                ways = {m: Way(m, files[m], receiver.url, str(i + 1)) for m in order}
+                try:
+                    for shape in SHAPES:
                         for mode in order:
                             took, done = ways[mode].run(shape, args.n)
-                            times[mode].append(took)
-                            deliveries[mode].append(done)
-                    base = min(times["off"])
-                    events = 2 * (tasks(args.n) + 1)
-                    for mode in modes:
-                        best = min(times[mode])
-                        ratios[shape, mode] = paired(times, mode)
-                        late = statistics.median(deliveries[mode]) if mode in ("file", "http") else 0.0
-                        after, rate = (f"{late:>20.2f}", f"{events / late:>9,.0f}") if late else ("", "")
-                        print(f"{shape:<8} {mode:<6} {best:>9.4f} {best / base:>8.3f}x {ratios[shape, mode]:>13.3f}x "
-                              f"{after:>20} {rate:>9}")
-            finally:
-                for way in ways.values():
-                    way.close()
+                            times[shape][mode].append(took)
+                            deliveries[shape][mode].append(done)
+                finally:
+                    for way in ways.values():
+                        way.close()
+            for shape, (_, tasks) in SHAPES.items():
+                base = min(times[shape]["off"])
+                events = 2 * (tasks(args.n) + 1)
+                for mode in modes:
+                    best = min(times[shape][mode])
+                    ratios[shape, mode] = paired(times[shape], mode)
+                    late = statistics.median(deliveries[shape][mode]) if mode in ("file", "http") else 0.0
+                    after, rate = (f"{late:>20.2f}", f"{events / late:>9,.0f}") if late else ("", "")
+                    print(f"{shape:<8} {mode:<6} {best:>9.4f} {best / base:>8.3f}x {ratios[shape, mode]:>13.3f}x "
+                          f"{after:>20} {rate:>9}")
             if args.fresh:
                 firsts: dict[str, list[float]] = {m: [] for m in modes}
                 env = {**os.environ, "FLOWKIT_OPENLINEAGE_TIMEOUT": "1"}
-                for order in rotations(modes, args.fresh):
+                for i, order in enumerate(rotations(modes, args.fresh)):
                     for mode in order:
                         out = subprocess.run([sys.executable, __file__, "--first-run", mode, "--n", str(args.n),
-                                              "--events-file", files[mode], "--url", receiver.url], env=env,
-                                             capture_output=True, text=True, check=True)
+                                              "--events-file", files[mode], "--url", receiver.url],
+                                             env={**env, "PYTHONHASHSEED": str(i + 1)}, capture_output=True,
+                                             text=True, check=True)
                         firsts[mode].append(float(out.stdout.split()[-1]))
                         settle()
                 print(f"\nthe first run of a process (chain, N = {args.n:,}; the client set up in it)")
