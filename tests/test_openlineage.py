@@ -551,7 +551,7 @@ def test_the_export_of_a_run_in_process_matches_its_live_events(receiver, tmp_pa
     report.run()
     first = report.run(rows=4)  # loads and cleans anew; nothing cached by content
     failing.run()
-    twins.run()  # its second and third load queue their task runs alone: the artifact was described already
+    twins.run()  # its second and third `constant` queue their task runs alone: the artifact was described already
     live = delivered(receiver)
     for run in fk.runs(limit=4):
         past = [json.loads(openlineage_events.to_json(e)) for e in openlineage.run_events(run.id)]

@@ -14,8 +14,8 @@ any of the client's transports (http, file, console, kafka, composite...);
 nothing of the client is imported. What the events hold: ``docs/lineage.md``.
 
 The run never waits for the backend and never fails because of it. Its listener
-(:class:`OpenLineageListener`, added by the runner) only queues the run's event
-tuples; one background thread per configuration builds the OpenLineage events from
+(:class:`OpenLineageListener`, added by the runner) only queues what the run's
+events say (task runs, lineage rows, artifacts); one background thread per configuration builds the OpenLineage events from
 them (:mod:`flowkit.export.openlineage_events`) and sends them through the client.
 While runs go, that thread uses at most :data:`RUN_SHARE` of the time (and
 none in a run's first 0.1 s), so a CPU-bound run is slowed by a few percent at most;
@@ -577,7 +577,7 @@ class OpenLineageListener:
     """The run listener that hands a run's events to the sending thread (see the module docstring).
 
     The runner adds one to every run while OpenLineage is configured (:func:`listener`).
-    Handing an event over is one append to the run's own queue: the events are built and
+    Handing an event over is an append or two to the run's own queue: the events are built and
     sent in the background.
     """
 
