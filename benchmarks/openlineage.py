@@ -22,7 +22,9 @@ The runs' processes are kept on CPU 0 and the receiver on CPU 1 (where there are
 Each repetition (``--repeat``) runs ``flow.run(n)`` once per way, gc.collect() before each;
 the time includes the run's bounded wait for its events at its end. After each run its
 process waits (untimed) for every event to be delivered, checks that 2 x (tasks + 1)
-events arrived, and reports how long delivery took from the run's start.
+events arrived, and reports how long delivery took from the run's start, and the CPU time
+the sending thread used during the run (its CPU clock), as a share of the run's time (the
+median): with the runs' process on one CPU, that much the thread took from the run.
 
 Two ratios to off are printed: of the best runs, and the median over the repetitions of
 each one's ratio (a run over the off run of the same repetition, seconds apart). The
@@ -149,8 +151,28 @@ def settle() -> None:
         os.sync()
 
 
-def one_run(flow: fk.Flow[..., Any], n: int, mode: str, events_file: str, receiver: Any) -> tuple[float, float]:
-    """(seconds of ``flow.run(n)``, seconds until its events were delivered), on a fresh store."""
+def sender_clock() -> int | None:
+    """The CPU-time clock of the sending thread (``None`` without one, or where the platform has none)."""
+    emitters = list(openlineage._EMITTERS.values())
+    if not emitters or not hasattr(time, "pthread_getcpuclockid") or emitters[0].thread.ident is None:
+        return None
+    return time.pthread_getcpuclockid(emitters[0].thread.ident)
+
+
+def sender_cpu(clock: int | None) -> float:
+    # clock_gettime keeps the interpreter lock: reading it does not let the thread start its sending first
+    if clock is None:
+        return 0.0
+    try:
+        return time.clock_gettime(clock)
+    except OSError:  # the thread ended (its configuration changed): not measured
+        return float("nan")
+
+
+def one_run(flow: fk.Flow[..., Any], n: int, mode: str, events_file: str,
+            receiver: Any) -> tuple[float, float, float]:
+    """(seconds of ``flow.run(n)``, seconds until its events were delivered, the sender's CPU seconds during
+    the run), on a fresh store."""
     sends = mode in ("file", "http")
     if mode == "file" and os.path.exists(events_file):  # each run's events in a new file (opened per event)
         os.remove(events_file)
@@ -158,19 +180,22 @@ def one_run(flow: fk.Flow[..., Any], n: int, mode: str, events_file: str, receiv
     with tempfile.TemporaryDirectory() as home:
         runnable = flow.with_options(store=home)
         gc.collect()
+        clock = sender_clock()
+        cpu = sender_cpu(clock)
         start = time.perf_counter()
         run = runnable.run(n)
         took = time.perf_counter() - start
+        cpu = sender_cpu(clock) - cpu
         if sends:
             assert openlineage.flush(600), "the events were not delivered within 10 minutes"
         done = time.perf_counter() - start
     settle()
     if not sends:
-        return took, 0.0
+        return took, 0.0, 0.0
     got = delivered(mode, events_file, receiver) - before
     expected = 2 * (len(run.task_runs) + 1)
     assert got == expected, f"{mode}: {got} events delivered, {expected} expected"
-    return took, done
+    return took, done, cpu
 
 
 def pin(cpu: int) -> None:
@@ -189,8 +214,7 @@ def worker(mode: str, events_file: str, url: str) -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         shape, n = line.split()
-        took, done = one_run(SHAPES[shape][0], int(n), mode, events_file, receiver)
-        print(took, done, flush=True)
+        print(*one_run(SHAPES[shape][0], int(n), mode, events_file, receiver), flush=True)
 
 
 def first_run(mode: str, events_file: str, url: str, n: int) -> None:
@@ -215,13 +239,13 @@ class Way:
         assert self.process.stdout is not None and self.process.stdin is not None
         assert self.process.stdout.readline().strip() == "ready", f"the {mode} worker did not start"
 
-    def run(self, shape: str, n: int) -> tuple[float, float]:
+    def run(self, shape: str, n: int) -> tuple[float, float, float]:
         assert self.process.stdout is not None and self.process.stdin is not None
         self.process.stdin.write(f"{shape} {n}\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline().split()
         assert answer, "a worker stopped (its error is above)"
-        return float(answer[0]), float(answer[1])
+        return float(answer[0]), float(answer[1]), float(answer[2])
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -268,11 +292,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             files = {m: os.path.join(folder, f"{m}.jsonl") for m in modes}
             header = (f"{'shape':<8} {'mode':<6} {'best (s)':>9} {'best/off':>9} {'paired median':>14} "
-                      f"{'delivered after (s)':>20} {'events/s':>9}")
+                      f"{'delivered after (s)':>20} {'events/s':>9} {'sender CPU in run':>18}")
             print(header)
             print("-" * len(header))
             times: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
             deliveries: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
+            senders: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
             for i, order in enumerate(rotations(modes, args.repeat)):
                 # New processes for each repetition, the same hash seed for the four: what a process
                 # happens to be (its seed, where its memory lies) moves its runs by tens of percent here,
@@ -281,9 +306,10 @@ def main() -> int:
                 try:
                     for shape in SHAPES:
                         for mode in order:
-                            took, done = ways[mode].run(shape, args.n)
+                            took, done, cpu = ways[mode].run(shape, args.n)
                             times[shape][mode].append(took)
                             deliveries[shape][mode].append(done)
+                            senders[shape][mode].append(cpu / took)
                 finally:
                     for way in ways.values():
                         way.close()
@@ -295,8 +321,9 @@ def main() -> int:
                     ratios[shape, mode] = paired(times[shape], mode)
                     late = statistics.median(deliveries[shape][mode]) if mode in ("file", "http") else 0.0
                     after, rate = (f"{late:>20.2f}", f"{events / late:>9,.0f}") if late else ("", "")
+                    share = f"{100 * statistics.median(senders[shape][mode]):>17.2f}%" if late else ""
                     print(f"{shape:<8} {mode:<6} {best:>9.4f} {best / base:>8.3f}x {ratios[shape, mode]:>13.3f}x "
-                          f"{after:>20} {rate:>9}")
+                          f"{after:>20} {rate:>9} {share:>18}")
             if args.fresh:
                 firsts: dict[str, list[float]] = {m: [] for m in modes}
                 env = {**os.environ, "FLOWKIT_OPENLINEAGE_TIMEOUT": "1"}

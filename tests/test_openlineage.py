@@ -606,19 +606,6 @@ class _Wake:
         pass
 
 
-def test_a_run_starts_with_the_senders_share_spent_so_its_first_moments_are_left_alone(monkeypatch):
-    monkeypatch.setattr(openlineage._Emitter, "_work", lambda self: None)  # no thread sends anything here
-    emitter = openlineage._Emitter(("test",), "flowkit", 1.0)
-    emitter.wake = wake = _Wake()
-    emitter.begin(openlineage._RunHandle(None))
-    assert emitter._hold_back()  # the first thing the thread does for a new run is to pause
-    assert wake.pauses and wake.pauses[0] == pytest.approx(openlineage._BURST / openlineage.RUN_SHARE, rel=0.05)
-    assert openlineage._BURST / openlineage.RUN_SHARE == pytest.approx(0.1)  # the 0.1 s docs/lineage.md names
-    emitter.begin(openlineage._RunHandle(None))  # a second run beside it does not reset the thread's budget
-    emitter._allowance = openlineage._BURST
-    assert not emitter._hold_back()
-
-
 class _Clock:
     """The sender's clocks, moved by hand: wall time, and the CPU time of the other threads."""
 
@@ -636,6 +623,24 @@ class _Clock:
 
     def process_time(self) -> float:
         return self.others
+
+
+def test_a_run_starts_with_the_senders_share_spent_so_its_first_second_is_left_alone(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(openlineage, "time", clock)
+    monkeypatch.setattr(openlineage._Emitter, "_work", lambda self: None)  # no thread sends anything here
+    emitter = openlineage._Emitter(("test",), "flowkit", 1.0)
+    emitter.wake = wake = _Wake()
+    emitter.begin(openlineage._RunHandle(None))
+    assert openlineage.QUIET == 1.0  # the second docs/lineage.md names
+    for tenth in range(10):  # the run keeps the interpreter busy: the thread only looks, every _LOOK s
+        clock.now = clock.others = tenth / 10
+        assert emitter._hold_back()
+    assert wake.pauses and max(wake.pauses) <= openlineage._LOOK
+    clock.now = clock.others = openlineage.QUIET + 0.01
+    assert not emitter._hold_back()  # then it may send, within its share
+    emitter.begin(openlineage._RunHandle(None))  # a second run beside it does not reset the thread's budget
+    assert not emitter._hold_back()
 
 
 def test_the_client_is_set_up_only_once_a_busy_run_has_earned_its_cost(monkeypatch):

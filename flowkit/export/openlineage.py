@@ -18,7 +18,7 @@ The run never waits for the backend and never fails because of it. Its listener
 events say (task runs, lineage rows, artifacts); one background thread per configuration builds the OpenLineage events from
 them (:mod:`flowkit.export.openlineage_events`) and sends them through the client.
 While runs go, that thread uses at most :data:`RUN_SHARE` of the time (and
-none in a run's first 0.1 s), so a CPU-bound run is slowed by a few percent at most;
+none in a run's first :data:`QUIET` second), so a CPU-bound run is slowed by a few percent at most;
 that counts its setup too: importing the client takes about 0.25 s of CPU, which a
 CPU-bound run earns in about a minute (a shorter one has its events sent from its end);
 a run's end waits for its events for at most :data:`END_SHARE` of its duration (and
@@ -60,6 +60,10 @@ DEFAULT_TIMEOUT = 10.0
 #: is a few times what the thread itself uses: at 2% a run of 2,000 no-op tasks was 5-17% slower, at
 #: 0.5% (with a run's first 0.1 s left alone, see _Emitter.begin) 2-5%, about the noise of that figure.
 RUN_SHARE = 0.005
+#: Seconds at a run's start in which the thread sends nothing while the run keeps the interpreter busy:
+#: a shorter run loses nothing to it while it goes. (With 0.1 s, the flow run's ``START`` went out during
+#: runs of 5,000 no-op tasks, 0.15-0.3 s long, and took 3.5-7 ms of CPU from them over HTTP.)
+QUIET = 1.0
 #: Share of a run's duration its end waits for its events to be sent.
 END_SHARE = 0.02
 #: Seconds during which events are dropped after the backend failed (then the next one is tried).
@@ -224,10 +228,10 @@ class _Emitter:
     def begin(self, handle: _RunHandle) -> None:
         with self.lock:
             if not self.going:
-                # Runs start with the thread's restraint spent: a run's first moments (the
-                # burst over RUN_SHARE, 0.1 s) pass without it, and a run shorter than that
-                # loses nothing while it goes; its events are sent from its end.
-                self._allowance, self._last = -_BURST, time.perf_counter()
+                # Runs start with the thread's restraint spent, QUIET seconds in debt: a
+                # run's first second passes without it, and a run shorter than that loses
+                # nothing while it goes; its events are sent from its end.
+                self._allowance, self._last = -RUN_SHARE * QUIET, time.perf_counter()
             self.going += 1
             self.runs.append(handle)
 
