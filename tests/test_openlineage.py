@@ -7,6 +7,7 @@ for delivery with ``flowkit.export.openlineage.flush`` and for the receiver with
 
 from __future__ import annotations
 
+import gc
 import http.server
 import json
 import logging
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -379,6 +381,31 @@ def test_a_queued_task_keeps_nothing_alive_but_its_facts(monkeypatch):
     queued = list(listener.handle.events)
     assert queued == [info, runs[0], runs[1], runs[2], row, runs[3]]
     assert all(a is b for a, b in zip(queued, [info, *runs[:3], row, runs[3]]))
+
+
+class _Value:
+    """A result that can be watched with a weak reference."""
+
+
+@fk.task
+def make_value() -> _Value:
+    return _Value()
+
+
+@fk.flow
+def valued() -> _Value:
+    return make_value()
+
+
+def test_the_sender_keeps_nothing_of_a_delivered_run_alive(receiver):
+    # The last item the thread handled is a run's RunFinished, which holds the whole run: kept
+    # while the thread waited, it was freed on that thread in the middle of the next run.
+    run = valued.with_options(store=False).run()
+    watched = weakref.ref(run.result())
+    del run
+    assert len(delivered(receiver)) == 4
+    gc.collect()
+    assert watched() is None
 
 
 def test_a_run_without_a_store_sends_its_runs_without_artifacts(receiver):

@@ -327,6 +327,10 @@ class _Emitter:
                                 del _EMITTERS[self.config]
                             return
                     continue
+                # The last item handled goes before the thread waits: a RunFinished holds its whole
+                # run (graph, records, output value), which would otherwise stay alive until the
+                # next run's first event, and then be freed on this thread, in the middle of that run.
+                event = None
                 self.idle = True
                 if self._next() is None:
                     self.wake.wait()
