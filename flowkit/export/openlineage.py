@@ -327,10 +327,6 @@ class _Emitter:
                                 del _EMITTERS[self.config]
                             return
                     continue
-                # The last item handled goes before the thread waits: a RunFinished holds its whole
-                # run (graph, records, output value), which would otherwise stay alive until the
-                # next run's first event, and then be freed on this thread, in the middle of that run.
-                event = None
                 self.idle = True
                 if self._next() is None:
                     self.wake.wait()
@@ -351,11 +347,13 @@ class _Emitter:
                 self._setup()
                 self._allowance -= time.thread_time() - cpu
                 continue
-            event = handle.events.popleft()
-            if type(event) is _Flush:
-                event.done.set()
+            if type(handle.events[0]) is _Flush:
+                handle.events.popleft().done.set()
                 continue
-            self._handle(handle, event, self._live)
+            # Popped in the call, so that no local variable keeps the item while the thread waits: a
+            # RunFinished holds its whole run (graph, records, output value), which stayed alive until
+            # the next item replaced it, and was then freed on this thread, in the middle of the next run.
+            self._handle(handle, handle.events.popleft(), self._live)
             self._allowance -= time.thread_time() - cpu
             self.cost += (time.perf_counter() - wall - self.cost) / 16
 
