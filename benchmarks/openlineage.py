@@ -34,8 +34,9 @@ two ways that do the same thing (the control's line shows by how much).
 
 Then the first run of a process (``--fresh`` repetitions, default 9, the chain): a new
 process per run and way, which imports flowkit, runs the flow once and reports the run's
-time; there the sending thread also has to import the client and make it. Its delivery
-is not waited for (the process's exit waits 1 s for it, untimed).
+time and the sending thread's CPU time during it; there that thread also has to import the
+client and make it. Its delivery is not waited for (the process's exit waits 1 s for it,
+untimed).
 
 It ends with one PASS/FAIL line per transport and shape, and per transport for the first
 run: at most 1.05x the run without OpenLineage. The exit code is 0 whatever the result.
@@ -218,7 +219,7 @@ def worker(mode: str, events_file: str, url: str) -> None:
 
 
 def first_run(mode: str, events_file: str, url: str, n: int) -> None:
-    """A fresh process's first run of the chain: prints its seconds."""
+    """A fresh process's first run of the chain: prints its seconds and the sending thread's CPU seconds."""
     pin(RUNS_CPU)
     configure(mode, events_file, url)
     with tempfile.TemporaryDirectory() as home:
@@ -226,7 +227,8 @@ def first_run(mode: str, events_file: str, url: str, n: int) -> None:
         gc.collect()
         start = time.perf_counter()
         runnable.run(n)
-        print(time.perf_counter() - start, flush=True)
+        took = time.perf_counter() - start
+        print(took, sender_cpu(sender_clock()), flush=True)  # the thread was made by this run
 
 
 class Way:
@@ -326,6 +328,7 @@ def main() -> int:
                           f"{after:>20} {rate:>9} {share:>18}")
             if args.fresh:
                 firsts: dict[str, list[float]] = {m: [] for m in modes}
+                first_senders: dict[str, list[float]] = {m: [] for m in modes}
                 env = {**os.environ, "FLOWKIT_OPENLINEAGE_TIMEOUT": "1"}
                 for i, order in enumerate(rotations(modes, args.fresh)):
                     for mode in order:
@@ -333,13 +336,17 @@ def main() -> int:
                                               "--events-file", files[mode], "--url", receiver.url],
                                              env={**env, "PYTHONHASHSEED": str(i + 1)}, capture_output=True,
                                              text=True, check=True)
-                        firsts[mode].append(float(out.stdout.split()[-1]))
+                        took, cpu = out.stdout.split()[-2:]
+                        firsts[mode].append(float(took))
+                        first_senders[mode].append(float(cpu) / float(took))
                         settle()
                 print(f"\nthe first run of a process (chain, N = {args.n:,}; the client set up in it)")
                 for mode in modes:
                     ratios["first run", mode] = paired(firsts, mode)
+                    share = (f", sender CPU in run {100 * statistics.median(first_senders[mode]):.2f}%"
+                             if mode in ("file", "http") else "")
                     print(f"  {mode:<6} best {min(firsts[mode]):.4f} s, paired median "
-                          f"{ratios['first run', mode]:.3f}x")
+                          f"{ratios['first run', mode]:.3f}x{share}")
     finally:
         receiver.close()
     print("\ntargets (the median of the paired ratios)")
