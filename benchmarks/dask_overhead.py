@@ -10,7 +10,10 @@ flowkit runs on it through the executor, raw Dask through the executor's ``.clie
    (trace + engine, nothing stored); ``flowkit store`` the same with a fresh
    temporary store folder per repetition: the default path, store, cache and lineage on; ``raw submit`` is one
    ``client.submit(noop, *upstream_futures, pure=False, key=unique)`` per task,
-   then ``.result()`` of the last; ``raw client.get`` runs the equivalent dict graph.
+   then ``.result()`` of the last; ``raw client.get`` runs the equivalent dict graph;
+   ``raw + 2 events`` is raw submit of tasks that each send the two events flowkit's
+   worker function sends (``start`` and ``done``, through the scheduler to a subscribed
+   client, which the run waits for): the floor of how flowkit learns of a task on Dask.
 2. four CPU-bound tasks of about ``--cpu-seconds`` each (a pure-Python loop
    calibrated in this process, holding the GIL), store=False, run sequentially
    in-process with ``fk.LocalExecutor()`` and on the 2 workers (ideal ratio 0.5).
@@ -31,6 +34,7 @@ import argparse
 import gc
 import platform
 import tempfile
+import threading
 import time
 import timeit
 import uuid
@@ -81,6 +85,45 @@ def raw_fanout(client: distributed.Client, n: int) -> None:
     del futures
 
 
+def reporting(topic: str, node: str, *deps: Any) -> None:
+    """A no-op task that reports as flowkit's worker function does: a ``start`` and a ``done`` event."""
+    worker = distributed.get_worker()
+    key = worker.get_current_task()
+    worker.log_event(topic, ("start", node, key, worker.address))
+    started = time.time()
+    worker.log_event(topic, ("done", node, key, worker.address, started, time.time(), None))
+
+
+def raw_reported(client: distributed.Client, n: int, shape: str) -> None:
+    """Raw submit of ``reporting`` tasks, done when the last result and every task's ``done`` event are in."""
+    tag = f"raw-events-{shape}-{uuid.uuid4().hex}"
+    tasks = n if shape == "chain" else n + 1
+    done = threading.Event()
+    seen = [0]
+
+    def on_event(event: tuple[float, Any]) -> None:  # the client's event loop, as flowkit's handler
+        if event[1][0] == "done":
+            seen[0] += 1
+            if seen[0] == tasks:
+                done.set()
+
+    client.subscribe_topic(tag, on_event)
+    try:
+        if shape == "chain":
+            futures = [client.submit(reporting, tag, "0", key=f"{tag}-0", pure=False)]
+            for i in range(1, n):
+                futures.append(client.submit(reporting, tag, str(i), futures[-1], key=f"{tag}-{i}", pure=False))
+            last = futures[-1]
+        else:
+            futures = [client.submit(reporting, tag, str(i), key=f"{tag}-{i}", pure=False) for i in range(n)]
+            last = client.submit(reporting, tag, "reduce", *futures, key=f"{tag}-reduce", pure=False)
+        last.result()
+        assert done.wait(60), f"{tasks - seen[0]} done events did not arrive"
+        del futures, last
+    finally:
+        client.unsubscribe_topic(tag)
+
+
 def get_chain(client: distributed.Client, n: int) -> None:
     tag = f"get-chain-{uuid.uuid4().hex}"
     dsk: dict[str, Any] = {f"{tag}-0": (noop,), **{f"{tag}-{i}": (noop, f"{tag}-{i - 1}") for i in range(1, n)}}
@@ -127,6 +170,7 @@ def runners(ex: fk.DaskExecutor, n: int) -> dict[str, dict[str, Callable[[str], 
             "flowkit store": lambda home, f=flow: f.with_options(executor=ex, store=home).run(n).result(),
             "raw submit": lambda home, raw=raw: raw(client, n),
             "raw client.get": lambda home, get=get: get(client, n),
+            "raw + 2 events": lambda home, shape=shape: raw_reported(client, n, shape),
         }
     return out
 
@@ -161,17 +205,19 @@ def main() -> int:
         columns = list(table["chain"])
         print(f"1. no-op tasks, N = {n:,}: ms per task (wall time / tasks)")
         header = (f"  {'shape':<8} {'tasks':>7} " + " ".join(f"{c:>20}" for c in columns)
-                  + f" {'store=False/submit':>19} {'store/submit':>13}")
+                  + f" {'store=False/submit':>19} {'store/submit':>13} {'events/submit':>14}")
         print(header + "\n  " + "-" * (len(header) - 2))
         ratios: dict[str, float] = {}
         store_ratios: dict[str, float] = {}
+        floors: dict[str, float] = {}
         for shape, fns in table.items():
             tasks = n if shape == "chain" else n + 1
             ms = {c: best_seconds(f"{shape} {c}", fns[c], args.repeat, client) / tasks * 1e3 for c in columns}
             ratio = ratios[shape] = ms["flowkit store=False"] / ms["raw submit"]
             store_ratios[shape] = ms["flowkit store"] / ms["raw submit"]
+            floors[shape] = ms["raw + 2 events"] / ms["raw submit"]
             print(f"  {shape:<8} {tasks:>7,} " + " ".join(f"{ms[c]:>20.3f}" for c in columns)
-                  + f" {ratio:>18.2f}x {ms['flowkit store'] / ms['raw submit']:>12.2f}x", flush=True)
+                  + f" {ratio:>18.2f}x {store_ratios[shape]:>12.2f}x {floors[shape]:>13.2f}x", flush=True)
         for leak in LEAKS:
             print(f"  warning: {leak}")
 
@@ -201,7 +247,8 @@ def main() -> int:
               f"ratio {ratio:.3f} ({verdict(ratio <= RATIO_TARGET)})")
     for shape, ratio in store_ratios.items():
         print(f"  {shape}: flowkit with the defaults (store, cache, lineage) <= {STORE_TARGET:g}x raw client.submit, "
-              f"N = {n:,}: ratio {ratio:.3f} ({verdict(ratio <= STORE_TARGET)})")
+              f"N = {n:,}: ratio {ratio:.3f} ({verdict(ratio <= STORE_TARGET)}; the floor of two events per "
+              f"task: {floors[shape]:.3f}x)")
     print(f"  {CPU_TASKS} CPU-bound tasks on 2 single-thread workers < {CPU_RATIO_TARGET:g}x sequential local: "
           f"ratio {cpu_ratio:.3f} ({verdict(cpu_ratio < CPU_RATIO_TARGET)})")
     return 0

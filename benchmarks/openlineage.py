@@ -43,7 +43,7 @@ first way too comes after the same kind of process as in the other repetitions.
 It ends with one PASS/FAIL line per transport and shape, and per transport for the first
 run: at most 1.05x the run without OpenLineage. The exit code is 0 whatever the result.
 
-    python benchmarks/openlineage.py [--n 5000] [--repeat 8] [--fresh 12]
+    python benchmarks/openlineage.py [--n 5000] [--repeat 16] [--fresh 12]
 """
 
 from __future__ import annotations
@@ -279,10 +279,19 @@ def paired(times: dict[str, list[float]], mode: str) -> float:
     return statistics.median(t / off for t, off in zip(times[mode], times["off"]))
 
 
+def spread(times: dict[str, list[float]], mode: str) -> str:
+    """The middle half of a way's paired ratios (their quartiles): how far one repetition is from the next."""
+    ratios = [t / off for t, off in zip(times[mode], times["off"])]
+    if len(ratios) < 2:
+        return ""
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f"{low:.2f}-{high:.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="no-op tasks per flow (default 5000)")
-    parser.add_argument("--repeat", type=int, default=8, help="runs per shape and way (default 8)")
+    parser.add_argument("--repeat", type=int, default=16, help="runs per shape and way (default 16)")
     parser.add_argument("--fresh", type=int, default=12, help="first runs of a process per way (default 12)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--first-run", help=argparse.SUPPRESS)
@@ -338,7 +347,7 @@ def main() -> int:
                     after, rate = (f"{late:>20.2f}", f"{events / late:>9,.0f}") if late else ("", "")
                     share = f"{100 * statistics.median(senders[shape][mode]):>17.2f}%" if late else ""
                     print(f"{shape:<8} {mode:<6} {best:>9.4f} {best / base:>8.3f}x {ratios[shape, mode]:>13.3f}x "
-                          f"{after:>20} {rate:>9} {share:>18}")
+                          f"{spread(times[shape], mode):>12} {after:>20} {rate:>9} {share:>18}")
             if args.fresh:
                 firsts: dict[str, list[float]] = {m: [] for m in modes}
                 first_senders: dict[str, list[float]] = {m: [] for m in modes}
@@ -365,7 +374,7 @@ def main() -> int:
                     share = (f", sender CPU in run {100 * statistics.median(first_senders[mode]):.2f}%"
                              if mode in ("file", "http") else "")
                     print(f"  {mode:<6} best {min(firsts[mode]):.4f} s, paired median "
-                          f"{ratios['first run', mode]:.3f}x{share}")
+                          f"{ratios['first run', mode]:.3f}x (middle half {spread(firsts, mode)}){share}")
     finally:
         receiver.close()
     print("\ntargets (the median of the paired ratios)")
