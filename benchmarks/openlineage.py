@@ -1,16 +1,9 @@
 """What sending OpenLineage events costs a run: the same flow with and without them.
 
-A chain and a fan-out of N no-op tasks (``--n``, default 5,000) run uncached, each on a
-fresh store, in four ways, interleaved in the orders of a Williams square (each way once in
-each position and once right after each other way per four repetitions, see ``orders``) so
-that the load of a shared machine weighs on all of them alike. Each
-repetition starts four new processes, one per way, with the same hash seed (the
-repetition's number): each warms up (a run of each shape at 50 tasks: imports, its sending
-thread and client, the first connection), then runs each shape once when this script says
-so, as a process that runs flows does. A process keeps what it happens to be (its hash
-seed, where its memory lies) for as long as it lives, and here that moved the same runs
-by tens of percent from one process to the next; new processes per repetition make the
-paired ratios sample it:
+**Rounds** (the verdict for the two shapes). A chain and a fan-out of N no-op tasks
+(``--n``, default 500) run uncached, each on a fresh store, in one process per transport
+(kept on CPU 0; the receiver on CPU 1), which turns OpenLineage on and off between runs by
+its environment, as a user would:
 
 * off     no OpenLineage configuration: the runner adds no exporter
 * again   the same as off: the control, whose ratio to off is the noise of the measurement
@@ -18,32 +11,38 @@ paired ratios sample it:
 * http    ``OPENLINEAGE_URL`` of a receiver on 127.0.0.1, in a child process answering 200
           to each event
 
-The runs' processes are kept on CPU 0 and the receiver on CPU 1 (where there are two).
+Each round (``--rounds``, default 60) runs each shape once in each of off, again and the
+process's transport, in the orders of a Williams square and its mirror (each way as often in
+each position, and right after each other way), ``gc.collect()`` before each run. The time
+includes the run's bounded wait for its events at its end. After a run with OpenLineage the
+process waits (untimed) for every event to be delivered, checks that 2 x (tasks + 1) events
+arrived, and reports how long delivery took from the run's start and the CPU time the sending
+thread used during the run (its CPU clock), as a share of the run's time (the median).
 
-Each repetition (``--repeat``) runs ``flow.run(n)`` once per way, gc.collect() before each;
-the time includes the run's bounded wait for its events at its end. After each run its
-process waits (untimed) for every event to be delivered, checks that 2 x (tasks + 1)
-events arrived, and reports how long delivery took from the run's start, and the CPU time
-the sending thread used during the run (its CPU clock), as a share of the run's time (the
-median): with the runs' process on one CPU, that much the thread took from the run.
+The verdict is the median over the rounds of each run's ratio to the off run of the same
+round, the quartiles of those ratios beside it (``middle half``). On this shared machine one
+run of a few tenths of a second differs from the next by 10-20% with nothing changed, in the
+same process as in two processes, and the noise comes and goes within a second: a verdict of
+5% needs many pairs of runs close in time. Nine to sixteen repetitions of 5,000-task runs in
+new processes (this script's earlier design) had a control anywhere from 0.95x to 1.03x and
+the transports' medians from 0.85x to 1.31x from one run of the script to the next; a run of
+5,000 tasks has 10,002 events to deliver, which takes 18 s over HTTP, so rounds of such runs
+cannot be many. 500 tasks per run (1,002 events, about 2 s) allow 60 rounds in a few minutes.
 
-Two ratios to off are printed: of the best runs, and the median over the repetitions of
-each one's ratio (a run over the off run of the same repetition, seconds apart). The
-verdict takes the median of the paired ratios: the best of each way is the luckiest of
-its runs, taken minutes apart, so on a shared machine it moves by several percent between
-two ways that do the same thing (the control's line shows by how much).
-
-Then the first run of a process (``--fresh`` repetitions, default 12, the chain): a new
-process per run and way, which imports flowkit, runs the flow once and reports the run's
-time and the sending thread's CPU time during it; there that thread also has to import the
-client and make it. Its delivery is not waited for (the process's exit waits 1 s for it,
-untimed). Each repetition starts with an untimed process without OpenLineage, so that its
-first way too comes after the same kind of process as in the other repetitions.
+**The first run of a process** (``--fresh`` repetitions, default 12, the chain of
+``--first-n`` tasks, default 5,000): a new process per run and way, which imports flowkit,
+runs the flow once and reports the run's time and the sending thread's CPU time during it;
+there that thread also has to import the client and make it. Its delivery is not waited for
+(the process's exit waits 1 s for it, untimed). The ways take turns in the orders of a
+Williams square, and each repetition starts with an untimed process without OpenLineage, so
+that each way's process comes after each kind of process equally often. Its paired ratios
+vary from process to process by far more than the rounds' (the control's middle half is
+typically 0.9-1.1x), so its line is the least certain.
 
 It ends with one PASS/FAIL line per transport and shape, and per transport for the first
 run: at most 1.05x the run without OpenLineage. The exit code is 0 whatever the result.
 
-    python benchmarks/openlineage.py [--n 5000] [--repeat 16] [--fresh 12]
+    python benchmarks/openlineage.py [--n 500] [--rounds 60] [--first-n 5000] [--fresh 12]
 """
 
 from __future__ import annotations
@@ -207,16 +206,24 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
-def worker(mode: str, events_file: str, url: str) -> None:
-    """One way's process: runs ``SHAPE N`` read from stdin, answers ``TOOK DONE`` (seconds) on stdout."""
+def worker(modes: str, events_file: str, url: str) -> None:
+    """A process that runs flows: ``SHAPE N MODE`` read from stdin, answers ``TOOK DONE CPU`` (seconds).
+
+    ``modes``: the ways it runs (comma-separated), each warmed up first: imports, the sending
+    thread and its client, the first connection. Before each run the environment is set for the
+    run's way, as a user who turns OpenLineage on and off would (``again`` is ``off``).
+    """
     pin(RUNS_CPU)
     receiver = Endpoint(url)
-    configure(mode, events_file, url)
-    for flow, _ in SHAPES.values():  # warm up: imports, the client, the first connection
-        one_run(flow, 50, mode, events_file, receiver)
+    for mode in modes.split(","):
+        configure(mode, events_file, url)
+        for flow, _ in SHAPES.values():
+            one_run(flow, 50, mode, events_file, receiver)
     print("ready", flush=True)
     for line in sys.stdin:
-        shape, n = line.split()
+        shape, n, mode = line.split()
+        mode = "off" if mode == "again" else mode
+        configure(mode, events_file, url)
         print(*one_run(SHAPES[shape][0], int(n), mode, events_file, receiver), flush=True)
 
 
@@ -234,18 +241,18 @@ def first_run(mode: str, events_file: str, url: str, n: int) -> None:
 
 
 class Way:
-    """A worker process of one way (mode)."""
+    """A worker process that runs flows in the ways ``modes`` (see :func:`worker`)."""
 
-    def __init__(self, mode: str, events_file: str, url: str, seed: str) -> None:
-        self.process = subprocess.Popen([sys.executable, __file__, "--worker", mode, "--events-file", events_file,
-                                         "--url", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                        env={**os.environ, "PYTHONHASHSEED": seed})
+    def __init__(self, modes: list[str], events_file: str, url: str, seed: str) -> None:
+        self.process = subprocess.Popen([sys.executable, __file__, "--worker", ",".join(modes), "--events-file",
+                                         events_file, "--url", url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, env={**os.environ, "PYTHONHASHSEED": seed})
         assert self.process.stdout is not None and self.process.stdin is not None
-        assert self.process.stdout.readline().strip() == "ready", f"the {mode} worker did not start"
+        assert self.process.stdout.readline().strip() == "ready", f"the worker of {modes} did not start"
 
-    def run(self, shape: str, n: int) -> tuple[float, float, float]:
+    def run(self, shape: str, n: int, mode: str) -> tuple[float, float, float]:
         assert self.process.stdout is not None and self.process.stdin is not None
-        self.process.stdin.write(f"{shape} {n}\n")
+        self.process.stdin.write(f"{shape} {n} {mode}\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline().split()
         assert answer, "a worker stopped (its error is above)"
@@ -260,8 +267,8 @@ class Way:
 def orders(modes: list[str], repeat: int) -> Any:
     """Each repetition's order of the modes, the rows of a Williams square in turn.
 
-    Over ``len(modes)`` repetitions each mode is once in each position and follows each other
-    mode once. A simple rotation (off, again, file, http; again, file, http, off...) has each
+    Over ``len(modes)`` repetitions (twice that for an odd number of modes) each mode is as
+    often in each position and right after each other mode. A simple rotation (off, again, file, http; again, file, http, off...) has each
     mode nearly always right after the same one, and what a process leaves behind as it exits
     moved the next one's first run: in rotation the first run over the file transport, always
     after the control's process, was 1.03-1.22x in six runs of this script, and 1.00x in 24
@@ -271,8 +278,11 @@ def orders(modes: list[str], repeat: int) -> Any:
     first = [0]  # 0, 1, n-1, 2, n-2, ...: each difference between neighbours once
     for step in range(1, count):
         first.append((step + 1) // 2 if step % 2 else count - step // 2)
+    rows = [[modes[(j + i) % count] for j in first] for i in range(count)]
+    if count % 2:  # an odd square is balanced together with its mirror image
+        rows += [row[::-1] for row in rows]
     for i in range(repeat):
-        yield [modes[(j + i) % count] for j in first]
+        yield rows[i % len(rows)]
 
 
 def paired(times: dict[str, list[float]], mode: str) -> float:
@@ -290,8 +300,9 @@ def spread(times: dict[str, list[float]], mode: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=5000, help="no-op tasks per flow (default 5000)")
-    parser.add_argument("--repeat", type=int, default=16, help="runs per shape and way (default 16)")
+    parser.add_argument("--n", type=int, default=500, help="no-op tasks per flow in the rounds (default 500)")
+    parser.add_argument("--rounds", type=int, default=60, help="rounds per shape and transport (default 60)")
+    parser.add_argument("--first-n", type=int, default=5000, help="no-op tasks of the first runs (default 5000)")
     parser.add_argument("--fresh", type=int, default=12, help="first runs of a process per way (default 12)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--first-run", help=argparse.SUPPRESS)
@@ -307,54 +318,53 @@ def main() -> int:
     import openlineage.client
 
     print(f"flowkit {fk.__version__}, openlineage-python {openlineage.client.__version__}, Python "
-          f"{platform.python_version()} on {platform.machine()}; N = {args.n:,}, {args.repeat} repetitions, "
-          f"{args.fresh} first runs\n")
+          f"{platform.python_version()} on {platform.machine()}; rounds: N = {args.n:,}, {args.rounds} per shape and "
+          f"transport; first runs: N = {args.first_n:,}, {args.fresh} per way\n")
     receiver = Receiver()
-    modes = ["off", "again", "file", "http"]
-    ratios: dict[tuple[str, str], float] = {}
+    transports = ["file", "http"]
+    modes = ["off", "again", *transports]
+    ratios: dict[tuple[str, str], tuple[float, float]] = {}  # (shape, transport) -> (its ratio, the control's)
     try:
         with tempfile.TemporaryDirectory() as folder:
             files = {m: os.path.join(folder, f"{m}.jsonl") for m in modes}
-            header = (f"{'shape':<8} {'mode':<6} {'best (s)':>9} {'best/off':>9} {'paired median':>14} "
-                      f"{'delivered after (s)':>20} {'events/s':>9} {'sender CPU in run':>18}")
+            header = (f"{'shape':<8} {'transport':<9} {'paired median':>14} {'middle half':>12} {'control':>8} "
+                      f"{'middle half':>12} {'best/off':>9} {'delivered after (s)':>20} {'events/s':>9} "
+                      f"{'sender CPU in run':>18}")
             print(header)
             print("-" * len(header))
-            times: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
-            deliveries: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
-            senders: dict[str, dict[str, list[float]]] = {shape: {m: [] for m in modes} for shape in SHAPES}
-            for i, order in enumerate(orders(modes, args.repeat)):
-                # New processes for each repetition, the same hash seed for the four: what a process
-                # happens to be (its seed, where its memory lies) moves its runs by tens of percent here,
-                # for as long as it lives, so each way is measured in as many processes as repetitions.
-                ways = {m: Way(m, files[m], receiver.url, str(i + 1)) for m in order}
+            for index, transport in enumerate(transports):
+                ways = ["off", "again", transport]
+                times = {shape: {m: [] for m in ways} for shape in SHAPES}
+                deliveries: dict[str, list[float]] = {shape: [] for shape in SHAPES}
+                senders: dict[str, list[float]] = {shape: [] for shape in SHAPES}
+                process = Way(["off", transport], files[transport], receiver.url, str(index + 1))
                 try:
-                    for shape in SHAPES:
-                        for mode in order:
-                            took, done, cpu = ways[mode].run(shape, args.n)
-                            times[shape][mode].append(took)
-                            deliveries[shape][mode].append(done)
-                            senders[shape][mode].append(cpu / took)
+                    for order in orders(ways, args.rounds):
+                        for shape in SHAPES:
+                            for mode in order:
+                                took, done, cpu = process.run(shape, args.n, mode)
+                                times[shape][mode].append(took)
+                                if mode == transport:
+                                    deliveries[shape].append(done)
+                                    senders[shape].append(cpu / took)
                 finally:
-                    for way in ways.values():
-                        way.close()
-            for shape, (_, tasks) in SHAPES.items():
-                base = min(times[shape]["off"])
-                events = 2 * (tasks(args.n) + 1)
-                for mode in modes:
-                    best = min(times[shape][mode])
-                    ratios[shape, mode] = paired(times[shape], mode)
-                    late = statistics.median(deliveries[shape][mode]) if mode in ("file", "http") else 0.0
-                    after, rate = (f"{late:>20.2f}", f"{events / late:>9,.0f}") if late else ("", "")
-                    share = f"{100 * statistics.median(senders[shape][mode]):>17.2f}%" if late else ""
-                    print(f"{shape:<8} {mode:<6} {best:>9.4f} {best / base:>8.3f}x {ratios[shape, mode]:>13.3f}x "
-                          f"{spread(times[shape], mode):>12} {after:>20} {rate:>9} {share:>18}")
+                    process.close()
+                for shape, (_, tasks) in SHAPES.items():
+                    ratio, control = paired(times[shape], transport), paired(times[shape], "again")
+                    ratios[shape, transport] = ratio, control
+                    late = statistics.median(deliveries[shape])
+                    events = 2 * (tasks(args.n) + 1)
+                    best = min(times[shape][transport]) / min(times[shape]["off"])
+                    print(f"{shape:<8} {transport:<9} {ratio:>13.3f}x {spread(times[shape], transport):>12} "
+                          f"{control:>7.3f}x {spread(times[shape], 'again'):>12} {best:>8.3f}x {late:>20.2f} "
+                          f"{events / late:>9,.0f} {100 * statistics.median(senders[shape]):>17.2f}%", flush=True)
             if args.fresh:
                 firsts: dict[str, list[float]] = {m: [] for m in modes}
                 first_senders: dict[str, list[float]] = {m: [] for m in modes}
                 env = {**os.environ, "FLOWKIT_OPENLINEAGE_TIMEOUT": "1"}
 
                 def fresh_run(mode: str, seed: int) -> tuple[str, str]:
-                    out = subprocess.run([sys.executable, __file__, "--first-run", mode, "--n", str(args.n),
+                    out = subprocess.run([sys.executable, __file__, "--first-run", mode, "--n", str(args.first_n),
                                           "--events-file", files[mode], "--url", receiver.url],
                                          env={**env, "PYTHONHASHSEED": str(seed)}, capture_output=True, text=True,
                                          check=True)
@@ -368,21 +378,22 @@ def main() -> int:
                         took, cpu = fresh_run(mode, i + 1)
                         firsts[mode].append(float(took))
                         first_senders[mode].append(float(cpu) / float(took))
-                print(f"\nthe first run of a process (chain, N = {args.n:,}; the client set up in it)")
+                print(f"\nthe first run of a process (chain, N = {args.first_n:,}; the client set up in it)")
                 for mode in modes:
-                    ratios["first run", mode] = paired(firsts, mode)
+                    ratios["first run", mode] = paired(firsts, mode), paired(firsts, "again")
                     share = (f", sender CPU in run {100 * statistics.median(first_senders[mode]):.2f}%"
-                             if mode in ("file", "http") else "")
-                    print(f"  {mode:<6} best {min(firsts[mode]):.4f} s, paired median "
-                          f"{ratios['first run', mode]:.3f}x (middle half {spread(firsts, mode)}){share}")
+                             if mode in transports else "")
+                    print(f"  {mode:<6} best {min(firsts[mode]):.4f} s ({min(firsts[mode]) / min(firsts['off']):.3f}x), "
+                          f"paired median {paired(firsts, mode):.3f}x (middle half {spread(firsts, mode)}){share}")
     finally:
         receiver.close()
     print("\ntargets (the median of the paired ratios)")
-    for (shape, mode), ratio in ratios.items():
-        if mode in ("file", "http"):
-            print(f"  {shape}: {args.n:,} no-op tasks with OpenLineage over {mode} take <= {TARGET:g}x the run "
-                  f"without: {ratio:.3f}x ({verdict(ratio <= TARGET)}; the control: "
-                  f"{ratios[shape, 'again']:.3f}x)")
+    for (shape, transport), (ratio, control) in ratios.items():
+        if transport not in transports:
+            continue
+        tasks = args.first_n if shape == "first run" else args.n
+        print(f"  {shape}: {tasks:,} no-op tasks with OpenLineage over {transport} take <= {TARGET:g}x the run "
+              f"without: {ratio:.3f}x ({verdict(ratio <= TARGET)}; the control: {control:.3f}x)")
     return 0
 
 
