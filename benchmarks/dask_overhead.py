@@ -12,8 +12,9 @@ flowkit runs on it through the executor, raw Dask through the executor's ``.clie
    ``client.submit(noop, *upstream_futures, pure=False, key=unique)`` per task,
    then ``.result()`` of the last; ``raw client.get`` runs the equivalent dict graph;
    ``raw + 2 events`` is raw submit of tasks that each send the two events flowkit's
-   worker function sends (``start`` and ``done``, through the scheduler to a subscribed
-   client, which the run waits for): the floor of how flowkit learns of a task on Dask.
+   worker function sends (``start`` to the scheduler, ``done`` through it to the
+   subscribed client, which the run waits for): the floor of how flowkit learns of a
+   task on Dask.
 2. four CPU-bound tasks of about ``--cpu-seconds`` each (a pure-Python loop
    calibrated in this process, holding the GIL), store=False, run sequentially
    in-process with ``fk.LocalExecutor()`` and on the 2 workers (ideal ratio 0.5).
@@ -45,6 +46,7 @@ import dask
 import distributed
 
 import flowkit as fk
+from flowkit.executors._dask_client import forget_topic
 from shapes import chain, fanout, noop, verdict
 
 RATIO_TARGET = 1.25
@@ -86,10 +88,11 @@ def raw_fanout(client: distributed.Client, n: int) -> None:
 
 
 def reporting(topic: str, node: str, *deps: Any) -> None:
-    """A no-op task that reports as flowkit's worker function does: a ``start`` and a ``done`` event."""
+    """A no-op task that reports as flowkit's worker function does: a ``start`` event to the scheduler (on a
+    topic nobody subscribes to) and a ``done`` event on to the client."""
     worker = distributed.get_worker()
     key = worker.get_current_task()
-    worker.log_event(topic, ("start", node, key, worker.address))
+    worker.log_event(f"{topic}-start", ("start", node, key, worker.address))
     started = time.time()
     worker.log_event(topic, ("done", node, key, worker.address, started, time.time(), None))
 
@@ -122,6 +125,8 @@ def raw_reported(client: distributed.Client, n: int, shape: str) -> None:
         del futures, last
     finally:
         client.unsubscribe_topic(tag)
+        for topic in (tag, f"{tag}-start"):
+            client.run_on_scheduler(forget_topic, topic)
 
 
 def get_chain(client: distributed.Client, n: int) -> None:

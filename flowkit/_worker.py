@@ -23,7 +23,7 @@ from flowkit.store.artifacts import ArtifactWriteError
 from flowkit.store.serializers import load_artifact
 
 __all__ = ["ArtifactInfo", "Output", "call_with_timeout", "collect", "load_artifact", "on_dask", "run_task",
-           "store_value", "unpack_report"]
+           "started_topic", "store_value", "unpack_report"]
 
 
 def call_with_timeout(name: str, timeout: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -216,15 +216,22 @@ def unpack_report(report: bytes | None) -> tuple[Any, str | None, Any]:
     return pickle.loads(report)  # noqa: S301 - written by on_dask in a worker of this same run
 
 
+def started_topic(topic: str) -> str:
+    """The topic of a run's ``start`` events, beside its topic of ``done`` events."""
+    return f"{topic}-start"
+
+
 def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...], *deps: Any) -> Any:
     """What a Dask worker runs for one node: ``fn(*args, *deps)``, reporting to the client.
 
     Upstream values arrive as ``deps`` (Dask resolves the futures on the
     worker); an upstream :class:`Output` is unwrapped to its value. Small
-    events go to the client through the scheduler: ``start`` as the call
-    begins (the scheduler's plugin also reads it, to tell who was running when
-    a worker died: :mod:`flowkit.executors._dask_deaths`), and ``done``, with
-    the timings and the artifact record. The value itself stays on the worker.
+    events go through the scheduler: ``start`` as the call begins, on a topic
+    of its own (:func:`started_topic`), which the scheduler's plugin reads to
+    tell who was running when a worker died
+    (:mod:`flowkit.executors._dask_deaths`) and the client only when a live
+    display wants it; and ``done``, to the client, with the timings and the
+    artifact record. The value itself stays on the worker.
     """
     import pickle
     import time
@@ -234,7 +241,7 @@ def on_dask(topic: str, node: str, fn: Callable[..., Any], args: tuple[Any, ...]
     from flowkit.logs import capturing
 
     worker = get_worker()
-    worker.log_event(topic, ("start", node, worker.get_current_task(), worker.address))
+    worker.log_event(started_topic(topic), ("start", node, worker.get_current_task(), worker.address))
     started = time.time()
     values = [d.value if type(d) is Output else d for d in deps]
     with capturing():

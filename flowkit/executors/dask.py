@@ -33,7 +33,7 @@ import distributed
 from distributed import Client, KilledWorker, LocalCluster
 from distributed.core import Status
 
-from flowkit._worker import Output, on_dask, unpack_report
+from flowkit._worker import Output, on_dask, started_topic, unpack_report
 from flowkit.clock import Clock
 from flowkit.errors import FlowkitError
 from flowkit.executors import Completion
@@ -240,6 +240,7 @@ class _DaskSession:
         self._on_running: dict[str, Callable[[str], None]] = {}  # dask key -> who wants its "start" event
         self._no_workers_since: float | None = None
         self._broken: DaskClusterError | None = None  # once set, everything in flight or submitted fails with it
+        self._starts = False  # subscribed to the topic of the "start" events (see _worker.on_dask)
         client.subscribe_topic(self.topic, self._on_event)
 
     @property
@@ -288,6 +289,9 @@ class _DaskSession:
         self._node_of[dask_key] = key
         self._client_state.sessions[dask_key] = self
         if on_running is not None:
+            if not self._starts:  # sent before the task, on the same stream: no start is missed
+                self._starts = True
+                self.client.subscribe_topic(started_topic(self.topic), self._on_event)
             self._on_running[dask_key] = on_running
         future = self.client.submit(on_dask, self.topic, key, fn, args, *deps, key=dask_key, pure=False,
                                     resources=resources or None)
@@ -516,8 +520,11 @@ class _DaskSession:
     def close(self) -> None:
         try:
             self.client.unsubscribe_topic(self.topic)
+            if self._starts:
+                self.client.unsubscribe_topic(started_topic(self.topic))
             # The scheduler keeps every event of a topic: drop this run's, or a shared cluster grows.
-            self.client.run_on_scheduler(_forget_topic, self.topic)
+            for topic in (self.topic, started_topic(self.topic)):
+                self.client.run_on_scheduler(_forget_topic, topic)
         except Exception:  # noqa: BLE001 - the client may be gone already
             pass
         for dask_key in self._node_of:
