@@ -46,7 +46,7 @@ import dask
 import distributed
 
 import flowkit as fk
-from flowkit.executors._dask_client import forget_topic
+from flowkit.executors._dask_client import leave_topics
 from shapes import chain, fanout, noop, verdict
 
 RATIO_TARGET = 1.25
@@ -124,9 +124,7 @@ def raw_reported(client: distributed.Client, n: int, shape: str) -> None:
         assert done.wait(60), f"{tasks - seen[0]} done events did not arrive"
         del futures, last
     finally:
-        client.unsubscribe_topic(tag)
-        for topic in (tag, f"{tag}-start"):
-            client.run_on_scheduler(forget_topic, topic)
+        leave_topics(client, tag, f"{tag}-start")
 
 
 def get_chain(client: distributed.Client, n: int) -> None:

@@ -268,7 +268,8 @@ def orders(modes: list[str], repeat: int) -> Any:
     """Each repetition's order of the modes, the rows of a Williams square in turn.
 
     Over ``len(modes)`` repetitions (twice that for an odd number of modes) each mode is as
-    often in each position and right after each other mode. A simple rotation (off, again, file, http; again, file, http, off...) has each
+    often in each position and right after each other mode. A simple rotation (off, again,
+    file, http; again, file, http, off...) has each
     mode nearly always right after the same one, and what a process leaves behind as it exits
     moved the next one's first run: in rotation the first run over the file transport, always
     after the control's process, was 1.03-1.22x in six runs of this script, and 1.00x in 24
@@ -383,7 +384,8 @@ def main() -> int:
                     ratios["first run", mode] = paired(firsts, mode), paired(firsts, "again")
                     share = (f", sender CPU in run {100 * statistics.median(first_senders[mode]):.2f}%"
                              if mode in transports else "")
-                    print(f"  {mode:<6} best {min(firsts[mode]):.4f} s ({min(firsts[mode]) / min(firsts['off']):.3f}x), "
+                    best = min(firsts[mode])
+                    print(f"  {mode:<6} best {best:.4f} s ({best / min(firsts['off']):.3f}x), "
                           f"paired median {paired(firsts, mode):.3f}x (middle half {spread(firsts, mode)}){share}")
     finally:
         receiver.close()

@@ -17,6 +17,7 @@ import pytest
 import flowkit as fk
 from conftest import add, chain_of, diamond, failing, fan, inc, linear, one
 from flowkit.executors.dask import DaskConnectionError
+from flowkit.executors._dask_deaths import LOST_TOPIC
 
 pytestmark = pytest.mark.dask
 
@@ -542,3 +543,29 @@ def test_a_failed_tasks_traceback_starts_at_the_users_frame_on_dask(dask_executo
     assert tb.splitlines()[0] == "Traceback (most recent call last):"
     assert tb.splitlines()[1].endswith(", in boom") and tb.rstrip().endswith("ValueError: boom on 1")
     assert "flowkit/" not in tb and "distributed/" not in tb
+
+
+def _run_topics(dask_scheduler=None):
+    broker = getattr(dask_scheduler, "_broker", None)
+    return sorted(t for t in getattr(broker, "_topics", {}) if t.startswith("flowkit-") and t != LOST_TOPIC)
+
+
+def test_the_scheduler_keeps_no_topic_of_a_finished_run(dask_executor):
+    client = dask_executor.client
+    assert diamond.with_options(executor=dask_executor, store=False).run().result() == 4  # starts unsubscribed
+    assert fk.run_flow(diamond.with_options(executor=dask_executor, store=False), listeners=[Recorded()]).result() == 4
+    assert client.run_on_scheduler(lambda dask_scheduler: hasattr(dask_scheduler, "_broker"))  # what forget_topic uses
+    assert client.run_on_scheduler(_run_topics) == []
+    # nor the client a handler (which would keep each run's session alive)
+    assert [t for t in getattr(client, "_event_handlers", {}) if t.startswith("flowkit-") and t != LOST_TOPIC] == []
+
+
+class Recorded:
+    """A live listener: the run streams task starts (and so subscribes to its start events)."""
+
+    def __init__(self):
+        self.running = []
+
+    def on_event(self, event):
+        if type(event).__name__ == "TaskRunning":
+            self.running.append(event.node)

@@ -8,6 +8,8 @@ reports reach the run they belong to.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import weakref
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from distributed import Client
 from flowkit.executors._dask_deaths import LOST_TOPIC, LostAttempts
 from flowkit.hashing import user_modules
 
-__all__ = ["CLIENTS", "client_state", "forget_topic"]
+__all__ = ["CLIENTS", "client_state", "forget_topic", "leave_topics"]
 
 log = logging.getLogger("flowkit")
 
@@ -84,8 +86,8 @@ def client_state(client: Client) -> _ClientState:
     return state
 
 
-def forget_topic(topic: str, dask_scheduler: Any = None) -> None:
-    """Runs on the scheduler: drop the events of a finished run's topic.
+def forget_topic(*topics: str, dask_scheduler: Any = None) -> None:
+    """Runs on the scheduler: drop the events of a finished run's topics.
 
     The scheduler keeps every topic and its recent events for its lifetime, and
     distributed has no public call that drops one (``Client.unsubscribe_topic``
@@ -97,5 +99,25 @@ def forget_topic(topic: str, dask_scheduler: Any = None) -> None:
     broker = getattr(dask_scheduler, "_broker", None)
     if broker is None:
         return
-    broker.truncate(topic)
-    getattr(broker, "_topics", {}).pop(topic, None)
+    for topic in topics:
+        broker.truncate(topic)
+        getattr(broker, "_topics", {}).pop(topic, None)
+
+
+def leave_topics(client: Client, *topics: str) -> None:
+    """Stop taking a finished run's topics and have the scheduler drop them (see :func:`forget_topic`).
+
+    ``Client.unsubscribe_topic`` leaves the client's handler in place (and with it the run's
+    session), and its message to the scheduler, on the batched stream, may arrive after the
+    call that drops the topic, which its handling then makes anew, empty; dropping a topic on
+    the scheduler drops its subscribers with it, so the handlers go here, without that message.
+    """
+    handlers = getattr(client, "_event_handlers", None)
+    for topic in topics:
+        if isinstance(handlers, dict):
+            handlers.pop(topic, None)
+        else:  # another version of distributed: the public call, late message and all
+            with contextlib.suppress(ValueError):
+                client.unsubscribe_topic(topic)
+    client.run_on_scheduler(forget_topic, *topics)
+

@@ -39,7 +39,7 @@ from flowkit.errors import FlowkitError
 from flowkit.executors import Completion
 from flowkit.executors._dask_client import CLIENTS as _CLIENTS  # noqa: F401 - read by the tests
 from flowkit.executors._dask_client import client_state as _client_state
-from flowkit.executors._dask_client import forget_topic as _forget_topic
+from flowkit.executors._dask_client import leave_topics as _leave_topics
 
 __all__ = ["DaskClusterError", "DaskConnectionError", "DaskExecutor", "KilledWorkersError"]
 
@@ -519,12 +519,8 @@ class _DaskSession:
 
     def close(self) -> None:
         try:
-            self.client.unsubscribe_topic(self.topic)
-            if self._starts:
-                self.client.unsubscribe_topic(started_topic(self.topic))
             # The scheduler keeps every event of a topic: drop this run's, or a shared cluster grows.
-            for topic in (self.topic, started_topic(self.topic)):
-                self.client.run_on_scheduler(_forget_topic, topic)
+            _leave_topics(self.client, self.topic, started_topic(self.topic))
         except Exception:  # noqa: BLE001 - the client may be gone already
             pass
         for dask_key in self._node_of:
