@@ -17,6 +17,7 @@ import pytest
 import flowkit as fk
 from conftest import add, chain_of, diamond, failing, fan, inc, linear, one
 from flowkit.executors.dask import DaskConnectionError
+from flowkit.executors._dask_client import client_state
 from flowkit.executors._dask_deaths import LOST_TOPIC
 
 pytestmark = pytest.mark.dask
@@ -550,14 +551,28 @@ def _run_topics(dask_scheduler=None):
     return sorted(t for t in getattr(broker, "_topics", {}) if t.startswith("flowkit-") and t != LOST_TOPIC)
 
 
+def _late_event(topic, dask_scheduler=None):
+    """What the scheduler does with the done event of a task still running when its run ended."""
+    dask_scheduler.log_event(topic, ("done", "node", "key", "tcp://127.0.0.1:1", 0.0, 0.0, None))
+
+
 def test_the_scheduler_keeps_no_topic_of_a_finished_run(dask_executor):
     client = dask_executor.client
     assert diamond.with_options(executor=dask_executor, store=False).run().result() == 4  # starts unsubscribed
-    assert fk.run_flow(diamond.with_options(executor=dask_executor, store=False), listeners=[Recorded()]).result() == 4
+    live = Recorded()
+    assert fk.run_flow(diamond.with_options(executor=dask_executor, store=False), listeners=[live]).result() == 4
+    assert sorted(live.running) == ["add", "inc", "inc#2", "one"]  # its start events came, by their own topic
     assert client.run_on_scheduler(lambda dask_scheduler: hasattr(dask_scheduler, "_broker"))  # what forget_topic uses
     assert client.run_on_scheduler(_run_topics) == []
-    # nor the client a handler (which would keep each run's session alive)
-    assert [t for t in getattr(client, "_event_handlers", {}) if t.startswith("flowkit-") and t != LOST_TOPIC] == []
+    # A late event makes a topic again on the scheduler, which drops it; the client ignores it.
+    left = list(client_state(client).left)
+    assert len(left) >= 3  # the first run's topic, the second's two
+    for topic in left[-3:]:
+        client.run_on_scheduler(_late_event, topic)
+    assert client.run_on_scheduler(_run_topics) == []
+    # The client keeps a finished run's topic only with a handler that holds nothing of the run.
+    handlers = {t: h for t, h in client._event_handlers.items() if t.startswith("flowkit-") and t != LOST_TOPIC}
+    assert set(handlers) == set(left) and {h.__name__ for h in handlers.values()} == {"_ignore"}
 
 
 class Recorded:

@@ -8,8 +8,8 @@ reports reach the run they belong to.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-
 import logging
 import weakref
 from collections.abc import Callable
@@ -36,6 +36,7 @@ class _ClientState:
         self.sessions: dict[str, Any] = {}  # dask key -> the session that submitted it
         self.modules: set[str] = set()  # user modules registered to pickle by value
         self.fns: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()  # task code already looked at
+        self.left: collections.deque[str] = collections.deque()  # topics of finished runs, oldest first
         client.register_plugin(LostAttempts(), name=LostAttempts.name)
         client.subscribe_topic(LOST_TOPIC, self._on_event)
 
@@ -102,6 +103,17 @@ def forget_topic(*topics: str, dask_scheduler: Any = None) -> None:
     for topic in topics:
         broker.truncate(topic)
         getattr(broker, "_topics", {}).pop(topic, None)
+    plugin = getattr(dask_scheduler, "plugins", {}).get(LostAttempts.name)
+    if plugin is not None:  # a late event would make the topic again: the plugin drops it then
+        plugin.forgotten(topics)
+
+
+#: Finished runs' topics whose late events the client still takes, and ignores (see :func:`leave_topics`).
+KEEP_LEFT = 1000
+
+
+def _ignore(event: Any) -> None:
+    """The handler of a finished run's topic: a late event (a task still running when the run ended) is dropped."""
 
 
 def leave_topics(client: Client, *topics: str) -> None:
@@ -109,15 +121,23 @@ def leave_topics(client: Client, *topics: str) -> None:
 
     ``Client.unsubscribe_topic`` leaves the client's handler in place (and with it the run's
     session), and its message to the scheduler, on the batched stream, may arrive after the
-    call that drops the topic, which its handling then makes anew, empty; dropping a topic on
-    the scheduler drops its subscribers with it, so the handlers go here, without that message.
+    call that drops the topic, which its handling then makes anew, empty. So the run's
+    handlers are replaced by one that ignores what comes (a task still running when the run
+    ended reports later; without a handler the client logs an error for it, and unsubscribes)
+    and are dropped :data:`KEEP_LEFT` runs later; dropping a topic on the scheduler drops its
+    subscribers with it.
     """
     handlers = getattr(client, "_event_handlers", None)
-    for topic in topics:
-        if isinstance(handlers, dict):
-            handlers.pop(topic, None)
-        else:  # another version of distributed: the public call, late message and all
+    if isinstance(handlers, dict):
+        left = client_state(client).left
+        for topic in topics:
+            if topic in handlers:
+                handlers[topic] = _ignore
+                left.append(topic)
+        while len(left) > KEEP_LEFT:
+            handlers.pop(left.popleft(), None)
+    else:  # another version of distributed: the public call, late message and all
+        for topic in topics:
             with contextlib.suppress(ValueError):
                 client.unsubscribe_topic(topic)
     client.run_on_scheduler(forget_topic, *topics)
-

@@ -33,6 +33,7 @@ time and fails with ``KilledWorker`` after ``allowed-failures`` + 1 deaths, as i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -41,6 +42,9 @@ __all__ = ["LOST_TOPIC", "LostAttempts"]
 
 #: The topic the plugin logs lost attempts on: ``(dask key, worker address, blamed)``.
 LOST_TOPIC = "flowkit-lost-attempts"
+
+#: Finished runs' topics the plugin remembers, to drop again when a late event makes one anew.
+FORGOTTEN = 10_000
 
 #: The prefix of the topics flowkit's attempts report on (one per run).
 RUN_TOPICS = "flowkit-"
@@ -58,11 +62,24 @@ class LostAttempts(SchedulerPlugin):
         self.given: dict[str, dict[Any, None]] = {}  # worker -> keys processing there, in the order handed over
         self.running: dict[str, set[Any]] = {}  # worker -> keys processing there whose attempt has started
         self.blamed: dict[str, set[Any]] = {}  # dead worker -> the keys its death is blamed on
+        self.gone: dict[str, None] = {}  # topics of finished runs, oldest first (see forgotten)
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
 
+    def forgotten(self, topics: Iterable[str]) -> None:
+        """Finished runs' topics, dropped from the scheduler (``_dask_client.forget_topic``)."""
+        gone = self.gone
+        for topic in topics:
+            gone[topic] = None
+        while len(gone) > FORGOTTEN:
+            del gone[next(iter(gone))]
+
     def log_event(self, topic: str, msg: Any) -> None:
+        if topic in self.gone:  # a task that was still running when its run ended: its topic was made again
+            broker = getattr(self.scheduler, "_broker", None)
+            getattr(broker, "_topics", {}).pop(topic, None)
+            return
         # ("start", node, key, worker) from flowkit's worker function; msgpack makes tuples lists.
         if (isinstance(topic, str) and topic.startswith(RUN_TOPICS) and isinstance(msg, (list, tuple))
                 and len(msg) >= 4 and msg[0] == "start"):
