@@ -286,13 +286,18 @@ def orders(modes: list[str], repeat: int) -> Any:
         yield rows[i % len(rows)]
 
 
+def ratios_to_off(times: dict[str, list[float]], mode: str) -> list[float]:
+    """Each of a way's runs over the off run of the same round (or repetition)."""
+    return [t / off for t, off in zip(times[mode], times["off"])]
+
+
 def paired(times: dict[str, list[float]], mode: str) -> float:
-    return statistics.median(t / off for t, off in zip(times[mode], times["off"]))
+    return statistics.median(ratios_to_off(times, mode))
 
 
 def spread(times: dict[str, list[float]], mode: str) -> str:
     """The middle half of a way's paired ratios (their quartiles): how far one repetition is from the next."""
-    ratios = [t / off for t, off in zip(times[mode], times["off"])]
+    ratios = ratios_to_off(times, mode)
     if len(ratios) < 2:
         return ""
     low, _, high = statistics.quantiles(ratios, n=4)
