@@ -36,6 +36,7 @@ from flowkit import secrets as _secrets
 from flowkit.secrets import mask
 from flowkit.store import Store, owner
 from flowkit.store.metadata import Batch, CacheHit
+from flowkit.store.protocols import inputs_column
 from flowkit.store.writer import BatchWriter, merge
 
 __all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "run_context", "short_repr"]
@@ -161,6 +162,7 @@ class Recorder:
         self._seq = 0
         self._handed = 0  # self._seq when rows last went to the writer
         self._artifacts: set[str] = set()  # artifacts recorded by this run: one row each, however many made them
+        self._computed: set[str] = set()  # nodes a task run of this run completed (see _own_inputs)
         self._last_flush = clock.monotonic()
 
     def on_event(self, event: RunEvent) -> None:
@@ -215,9 +217,14 @@ class Recorder:
         error, traceback = tr.error, tr.traceback
         if _secrets._ordered:  # a known secret's value in an exception's text (the logs are masked as captured)
             error, traceback = mask(error), mask(traceback)
+        column = None
+        if inputs and inputs[0][3] == "artifact":
+            column, inputs = self._own_inputs(inputs)
         batch.task_runs.append((tr.run_id, tr.node, self._seq, tr.name, tr.status, tr.attempts, tr.started,
                                 tr.ended, tr.cache_key, tr.artifact_id, error, traceback, tr.worker, tr.logs,
-                                tr.source))
+                                tr.source, column))
+        if tr.status == "completed":
+            self._computed.add(tr.node)
         if info is not None:
             digest = info.digest
             if digest not in self._artifacts:
@@ -249,6 +256,26 @@ class Recorder:
                 self.clock.monotonic() - self._last_flush >= self.flush_every) or (
                 not seq & 255 and len(batch) >= self.max_rows):
             self.hand_over()
+
+    def _own_inputs(self, inputs: list[tuple[Any, ...]]) -> tuple[str | None, list[tuple[Any, ...]]]:
+        """The ``inputs`` column of a task run whose artifact inputs were all computed in this run, and the rest.
+
+        Their artifacts are their producers' task runs' (rows of the same transaction or an
+        earlier one), so one column says what a row per input said. An input from another
+        run (a cached value) keeps every artifact input of the task run in rows.
+        """
+        computed = self._computed
+        if len(inputs) == 1:  # one upstream value and no constant: a chain's link, the common case
+            row = inputs[0]
+            return (inputs_column(((row[2], row[5]),)), ()) if row[5] in computed else (None, inputs)
+        count = 0
+        for row in inputs:  # artifact rows come first (lineage_rows)
+            if row[3] != "artifact":
+                break
+            if row[5] not in computed:
+                return None, inputs
+            count += 1
+        return inputs_column([(row[2], row[5]) for row in inputs[:count]]), inputs[count:]
 
     def tracked(self, tr: TaskRun) -> None:
         """The metrics (a number each), params and tags (JSON text) the task logged."""

@@ -134,3 +134,45 @@ def test_two_parameters_with_the_same_value_are_two_inputs(home):
     g = fk.lineage(run.task_run("both"))
     params = sorted(d["name"] for _, d in g.nodes(data=True) if d["kind"] == "param")
     assert params == ["n", "x"]
+
+
+@fk.task
+def pair(a: int, b: int, label: str = "") -> tuple[int, int]:
+    return a, b
+
+
+@fk.flow
+def fc(x: int = 5) -> tuple[int, int]:
+    return pair(double(x), add_two(x), label="both")
+
+
+def test_inputs_computed_in_the_run_are_one_column_and_read_as_before():
+    """A cold run keeps its artifact inputs as each consumer's column; a rerun with a cached input, as rows."""
+    store = fk.Store.open()
+    cold = fc.run()
+    rows = store.db.query("SELECT kind, name FROM inputs WHERE run_id = ? AND node = 'pair'", (cold.id,))
+    assert rows == [("param", "label")]  # the artifacts are in the column
+    assert [(i.kind, i.artifact_id, i.name) for i in store.db.consumed(cold.id, "pair")] == [
+        ("artifact", cold.artifact_id("double"), "double"), ("artifact", cold.artifact_id("add_two"), "add_two"),
+        ("param", None, "label")]
+    assert store.db.run_edges(cold.id) == [("add_two", "pair"), ("double", "pair")]
+    assert (cold.id, "pair") in store.db.artifact_consumers(cold.artifact_id("double"))
+
+    rerun = fc.run()  # everything cached: nothing consumed anew, the edges are the source's
+    assert all(tr.status == "cached" for tr in rerun.task_runs)
+    assert store.db.run_edges(rerun.id) == [("add_two", "pair"), ("double", "pair")]
+
+    @fk.task
+    def double_again(x: int) -> int:  # the same bytes as double(5) under another key: pair's input is cached
+        return x * 2
+
+    @fk.flow
+    def fd(x: int = 5) -> tuple[int, int]:
+        return pair(double(x), double_again(x))
+
+    mixed = fd.run()  # double(5) cached from fc, double_again computed
+    assert mixed.task_run("double").status == "cached"
+    rows = store.db.query("SELECT kind, name FROM inputs WHERE run_id = ? AND node = 'pair'", (mixed.id,))
+    assert rows == [("artifact", "double"), ("artifact", "double_again"), ("param", "label")]
+    g = fk.lineage(mixed.task_run("pair"))
+    assert f"{mixed.id}/double_again" in g and f"{cold.id}/double" in g  # the cached input: its producer

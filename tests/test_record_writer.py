@@ -23,7 +23,7 @@ ROOT = Path(fk.__file__).parent.parent
 
 
 def task_run_row(run_id: str, node: str, seq: int) -> tuple:
-    return (run_id, node, seq, "t", "completed", 1, 1.0, 2.0, None, None, None, None, None, None, None)
+    return (run_id, node, seq, "t", "completed", 1, 1.0, 2.0, None, None, None, None, None, None, None, None)
 
 
 def batch_of(run_id: str, nodes: range) -> Batch:

@@ -14,7 +14,7 @@ and every guarantee the store contract tests hold are the same on both:
   write), opened on first use and again after the server dropped it;
 - migrations are applied by the first process that opens a database, under
   the same lock; versions live in ``schema_versions``;
-- a young table that doubled since it was last analyzed is ``ANALYZE``\ d at
+- a young table that doubled since it was last analyzed is analyzed (``ANALYZE``) at
   once (see :data:`ANALYZE_YOUNG`), not a minute later by autovacuum: a rerun
   planned on the statistics of an empty table scans it for each lookup.
 

@@ -39,6 +39,7 @@ from flowkit.store.protocols import (
     LineageStep,
     RunRecord,
     TaskRunRow,
+    read_inputs_column,
 )
 from flowkit.store.sqlite_browse import BrowseTables, _where
 from flowkit.store.sqlite_predictions import PredictionTables
@@ -72,7 +73,8 @@ _RUN_FIELDS = frozenset(RunRecord.__dataclass_fields__)
 _STEP = ("SELECT tr.run_id, tr.node, tr.task, tr.status, tr.started, tr.cache_key, tr.artifact_id, tr.source, "
          "r.flow, r.git_commit FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id ")
 _PUT_TASK_RUNS = upsert("task_runs", ("run_id", "node", "seq", "task", "status", "attempts", "started", "ended",
-                                      "cache_key", "artifact_id", "error", "traceback", "worker", "logs", "source"),
+                                      "cache_key", "artifact_id", "error", "traceback", "worker", "logs", "source",
+                                      "inputs"),
                         ("run_id", "node"))
 # most rows of a rerun: only the columns a cached task run has
 _PUT_CACHED = upsert("task_runs", ("run_id", "node", "seq", "task", "status", "cache_key", "artifact_id", "source",
@@ -286,7 +288,7 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
 
     def task_runs(self, run_id: str) -> list[TaskRunRow]:
         rows = self.query("SELECT run_id, node, seq, task, status, attempts, started, ended, cache_key, artifact_id, "
-                          "error, traceback, worker, logs, source FROM task_runs WHERE run_id = ? ORDER BY seq",
+                          "error, traceback, worker, logs, source, inputs FROM task_runs WHERE run_id = ? ORDER BY seq",
                           (run_id,))
         return [TaskRunRow(*r) for r in rows]
 
@@ -442,9 +444,21 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
         return LineageStep(*rows[0]) if rows else None
 
     def consumed(self, run_id: str, node: str) -> list[InputRecord]:
+        own = self.query("SELECT inputs FROM task_runs WHERE run_id = ? AND node = ? AND inputs IS NOT NULL",
+                         (run_id, node))
         rows = self.query("SELECT kind, artifact_id, name, token, repr FROM inputs WHERE run_id = ? AND node = ? "
                           "ORDER BY rowid", (run_id, node))
-        return [InputRecord(*r) for r in rows]
+        records = [InputRecord(*r) for r in rows]
+        if own:  # artifact inputs computed in the run: its producers' artifacts, before the parameters
+            producers = [producer for _, producer in read_inputs_column(own[0][0])]
+            made = self._produced_in(run_id, producers)
+            records[:0] = [InputRecord("artifact", made[p], p, None, None) for p in producers if made.get(p)]
+        return records
+
+    def _produced_in(self, run_id: str, nodes: Iterable[str]) -> dict[str, str | None]:
+        """The artifact of each of these nodes' task runs in ``run_id``."""
+        return dict(self.query("SELECT node, artifact_id FROM task_runs WHERE run_id = ? AND node IN "
+                               "(SELECT value FROM json_each(?))", (run_id, json.dumps(sorted(set(nodes))))))
 
     # --- file inputs ---------------------------------------------------------------------------
 

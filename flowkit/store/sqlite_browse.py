@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flowkit.store.migrations import register_migrations
-from flowkit.store.protocols import RunRecord
+from flowkit.store.protocols import RunRecord, read_inputs_column
 
 __all__ = ["BrowseTables"]
 
@@ -23,18 +23,29 @@ register_migrations("browse", [
     "CREATE INDEX inputs_artifact ON inputs(artifact_id)",
 ])
 
-# A cached task run's edges are those of its source ("<run id>/<node>"; run ids hold no "/").
-_EDGES = """
+# A cached task run's edges are those of its source ("<run id>/<node>"; run ids hold no "/"), the row
+# `{0}` this joins to `tr`, a cached task run.
+_SOURCE = """
+      ON {0}.run_id = substr(tr.source, 1, instr(tr.source, '/') - 1)
+     AND {0}.node = substr(tr.source, instr(tr.source, '/') + 1)
+    WHERE tr.run_id = ? AND tr.source IS NOT NULL"""
+
+_EDGES = f"""
     SELECT DISTINCT i.name, i.node FROM inputs i
     WHERE i.run_id = ? AND i.kind = 'artifact' AND i.name IS NOT NULL
     UNION
     SELECT DISTINCT i.name, tr.node FROM task_runs tr
-    JOIN inputs i
-      ON i.run_id = substr(tr.source, 1, instr(tr.source, '/') - 1)
-     AND i.node = substr(tr.source, instr(tr.source, '/') + 1)
-    WHERE tr.run_id = ? AND tr.source IS NOT NULL AND i.kind = 'artifact' AND i.name IS NOT NULL
+    JOIN inputs i {_SOURCE.format("i")} AND i.kind = 'artifact' AND i.name IS NOT NULL
 """
 
+# The same from the inputs kept as a task run's column: (node, column) of the run's task runs, and of
+# the sources of its cached ones, under the cached task run's node.
+_OWN_EDGES = f"""
+    SELECT node, inputs FROM task_runs WHERE run_id = ? AND inputs IS NOT NULL
+    UNION ALL
+    SELECT tr.node, s.inputs FROM task_runs tr
+    JOIN task_runs s {_SOURCE.format("s")} AND s.inputs IS NOT NULL
+"""
 
 def _where(since: float | None = None, until: float | None = None, **filters: str | None) -> tuple[str, list[Any]]:
     parts = [f"{column} = ?" for column, value in filters.items() if value is not None]
@@ -82,10 +93,25 @@ class BrowseTables:
 
     def run_edges(self, run_id: str) -> list[tuple[str, str]]:
         nodes = {r[0] for r in self.query("SELECT node FROM task_runs WHERE run_id = ?", (run_id,))}
-        return sorted((a, b) for a, b in self.query(_EDGES, (run_id, run_id)) if a in nodes and b in nodes)
+        edges = set(self.query(_EDGES, (run_id, run_id)))
+        edges.update((producer, node) for node, column in self.query(_OWN_EDGES, (run_id, run_id))
+                     for _, producer in read_inputs_column(column))
+        return sorted((a, b) for a, b in edges if a in nodes and b in nodes)
 
     def artifact_consumers(self, artifact_id: str) -> list[tuple[str, str]]:
         rows = self.query("SELECT DISTINCT i.run_id, i.node, r.started FROM inputs i LEFT JOIN runs r ON r.id = i.run_id "
-                          "WHERE i.artifact_id = ? AND i.kind = 'artifact' ORDER BY r.started, i.run_id, i.node",
-                          (artifact_id,))
-        return [(run_id, node) for run_id, node, _ in rows]
+                          "WHERE i.artifact_id = ? AND i.kind = 'artifact'", (artifact_id,))
+        found = {(run_id, node): started for run_id, node, started in rows}
+        # Inputs kept as the task run's column name producers of the same run, which computed these bytes.
+        producers: dict[str, set[str]] = {}
+        for run_id, node in self.query("SELECT run_id, node FROM task_runs WHERE artifact_id = ? "
+                                       "AND status = 'completed'", (artifact_id,)):
+            producers.setdefault(run_id, set()).add(node)
+        for run_id, made in producers.items():
+            for node, column, started in self.query(
+                    "SELECT tr.node, tr.inputs, r.started FROM task_runs tr LEFT JOIN runs r ON r.id = tr.run_id "
+                    "WHERE tr.run_id = ? AND tr.inputs IS NOT NULL", (run_id,)):
+                if any(producer in made for _, producer in read_inputs_column(column)):
+                    found[(run_id, node)] = started
+        order = sorted(found.items(), key=lambda item: (item[1] is not None, item[1] or 0.0, item[0]))
+        return [key for key, _ in order]

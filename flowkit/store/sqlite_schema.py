@@ -104,6 +104,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE artifacts ADD COLUMN versions TEXT;
     ALTER TABLE cache ADD COLUMN signature TEXT;
     """,
+    # A task run's artifact inputs as the nodes of its own run that produced them (JSON pairs of
+    # position and node; flowkit.store.protocols.inputs_column), when each of them was computed in
+    # that run: one column instead of an ``inputs`` row (and its two index entries) per input.
+    """
+    ALTER TABLE task_runs ADD COLUMN inputs TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,7 +16,7 @@ from flowkit.hashing import digest
 from flowkit.store import Store, open_store
 from flowkit.store import migrations as registry
 from flowkit.store.protocols import (ArtifactRow, Batch, CachedTaskRunRow, CacheRow, FileRecord, InputRow,
-                                     MetadataStore, ScheduleRecord, TaskRunRow)
+                                     MetadataStore, ScheduleRecord, TaskRunRow, inputs_column)
 
 
 def run_row(run_id: str, flow: str = "f", started: float = 100.0, status: str = "running") -> dict:
@@ -25,9 +25,10 @@ def run_row(run_id: str, flow: str = "f", started: float = 100.0, status: str = 
 
 
 def task_run(run_id: str, node: str, seq: int, artifact_id: str | None = None, started: float = 100.0,
-             status: str = "completed") -> TaskRunRow:
+             status: str = "completed", inputs: list[tuple[int, str]] | None = None) -> TaskRunRow:
     return TaskRunRow(run_id, node, seq, node.split("#")[0], status, 1, started, started + 1, f"key-{run_id}-{node}",
-                      artifact_id, None, None, "main", None, None)
+                      artifact_id, None, None, "main", None, None,
+                      inputs_column(inputs) if inputs is not None else None)
 
 
 def artifact(artifact_id: str, data: bytes | None = None, created: float = 100.0) -> ArtifactRow:
@@ -266,6 +267,39 @@ def test_a_page_of_runs_its_counts_and_a_runs_edges(metadata_url):
     assert db.run_edges("p2") == []
     assert db.artifact_consumers("d") == [("p0", "fit")]
     assert db.artifact_consumers("m") == []  # p1's cached fit consumed nothing
+
+
+def test_inputs_kept_as_a_task_runs_column_read_as_rows(metadata_url):
+    """Artifact inputs computed in the same run are the consumer's column; they read as if they were rows."""
+    db = open_store(metadata_url)
+    db.start_run(run_row("q0", started=100.0))
+    db.start_run(run_row("q1", started=200.0))
+    batch = Batch()
+    batch.task_runs.extend([
+        task_run("q0", "load", 1, "d"), task_run("q0", "part#0", 2, "p0"), task_run("q0", "part#1", 3, "p1"),
+        task_run("q0", "none", 4, None),
+        # position 0: `load`; position 1: a map's two items; position 2: a task that stored no value
+        task_run("q0", "fit", 5, "m", inputs=[(0, "load"), (1, "part#0"), (1, "part#1"), (2, "none")]),
+        task_run("q0", "again", 6, "m2", inputs=[(0, "load"), (1, "load")]),
+    ])
+    batch.inputs.append(InputRow("q0", "fit", None, "param", None, "alpha", "tok", "0.5"))
+    # q1: `load` cached from q0 (its bytes computed elsewhere: a row), `fit` recomputed, `again` cached
+    batch.cached.extend([CachedTaskRunRow("q1", "load", 1, "load", "k1", "d", "q0/load"),
+                         CachedTaskRunRow("q1", "again", 3, "again", "k3", "m2", "q0/again")])
+    batch.task_runs.append(task_run("q1", "fit", 2, "m3", started=200.0))
+    batch.inputs.append(InputRow("q1", "fit", 0, "artifact", "d", "load", None, None))
+    db.flush(batch)
+    assert [(i.kind, i.artifact_id, i.name) for i in db.consumed("q0", "fit")] == [
+        ("artifact", "d", "load"), ("artifact", "p0", "part#0"), ("artifact", "p1", "part#1"),
+        ("param", None, "alpha")]
+    assert [(i.artifact_id, i.name) for i in db.consumed("q0", "again")] == [("d", "load"), ("d", "load")]
+    assert db.run_edges("q0") == [("load", "again"), ("load", "fit"), ("none", "fit"), ("part#0", "fit"),
+                                  ("part#1", "fit")]
+    assert db.run_edges("q1") == [("load", "again"), ("load", "fit")]  # `again` shows its source's edges
+    assert db.artifact_consumers("d") == [("q0", "again"), ("q0", "fit"), ("q1", "fit")]
+    assert db.artifact_consumers("p1") == [("q0", "fit")]
+    assert db.artifact_consumers("m") == []
+    assert [tr.inputs for tr in db.task_runs("q0")][-1] == inputs_column([(0, "load"), (1, "load")])
 
 
 def test_file_records(metadata_url):
