@@ -581,8 +581,9 @@ def past_run_events(run_id: str, store: Any, namespace: str = "flowkit") -> list
     timed = [tr for tr in task_runs if tr.started is not None or tr.ended is not None]
     untimed = [tr for tr in task_runs if tr.started is None and tr.ended is None] if ended else []
     events = [builder.flow_start()]
+    inputs = store.db.run_inputs(run.id)
     for tr in timed + untimed:
-        events.extend(builder.task_events(tr, store.db.consumed(run.id, tr.node)))
+        events.extend(builder.task_events(tr, inputs.get(tr.node, [])))
     if ended:
         events.append(builder.flow_end(record))
     return events

@@ -553,6 +553,9 @@ class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, 
     def consumed(self, run_id: str, node: str) -> list[InputRecord]:
         """What a task run consumed, in the order recorded."""
 
+    def run_inputs(self, run_id: str) -> dict[str, list[InputRecord]]:
+        """What each task run of a run consumed (:meth:`consumed` of each, in a few queries for the run)."""
+
     # file inputs
     def file_record(self, path: str) -> FileRecord | None:
         """The digest recorded for a file (by its real path)."""

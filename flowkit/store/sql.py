@@ -100,6 +100,11 @@ def _artifact(r: Sequence[Any]) -> ArtifactRecord:
                           json.loads(r[13]) if r[13] else None)
 
 
+def _artifact_inputs(pairs: list[tuple[int, str]], made: dict[str, str | None]) -> list[InputRecord]:
+    """The input records of an ``inputs`` column, given what each producing node of the run made."""
+    return [InputRecord("artifact", made[node], node, None, None) for _, node in pairs if made.get(node)]
+
+
 def _like(prefix: str) -> str:
     """A LIKE pattern matching ids that start with ``prefix`` taken literally."""
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -450,10 +455,19 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
                           "ORDER BY rowid", (run_id, node))
         records = [InputRecord(*r) for r in rows]
         if own:  # artifact inputs computed in the run: its producers' artifacts, before the parameters
-            producers = [producer for _, producer in read_inputs_column(own[0][0])]
-            made = self._produced_in(run_id, producers)
-            records[:0] = [InputRecord("artifact", made[p], p, None, None) for p in producers if made.get(p)]
+            pairs = read_inputs_column(own[0][0])
+            records[:0] = _artifact_inputs(pairs, self._produced_in(run_id, [p for _, p in pairs]))
         return records
+
+    def run_inputs(self, run_id: str) -> dict[str, list[InputRecord]]:
+        rows = self.query("SELECT node, artifact_id, inputs FROM task_runs WHERE run_id = ?", (run_id,))
+        artifacts = {node: artifact_id for node, artifact_id, _ in rows}
+        out = {node: _artifact_inputs(read_inputs_column(column), artifacts)
+               for node, _, column in rows if column is not None}
+        for node, *row in self.query("SELECT node, kind, artifact_id, name, token, repr FROM inputs WHERE run_id = ? "
+                                     "ORDER BY rowid", (run_id,)):
+            out.setdefault(node, []).append(InputRecord(*row))
+        return {node: records for node, records in out.items() if records}
 
     def _produced_in(self, run_id: str, nodes: Iterable[str]) -> dict[str, str | None]:
         """The artifact of each of these nodes' task runs in ``run_id``."""

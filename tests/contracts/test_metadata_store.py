@@ -293,6 +293,10 @@ def test_inputs_kept_as_a_task_runs_column_read_as_rows(metadata_url):
         ("artifact", "d", "load"), ("artifact", "p0", "part#0"), ("artifact", "p1", "part#1"),
         ("param", None, "alpha")]
     assert [(i.artifact_id, i.name) for i in db.consumed("q0", "again")] == [("d", "load"), ("d", "load")]
+    for run_id in ("q0", "q1"):  # the whole run at once reads the same
+        assert db.run_inputs(run_id) == {tr.node: db.consumed(run_id, tr.node) for tr in db.task_runs(run_id)
+                                         if db.consumed(run_id, tr.node)}
+    assert set(db.run_inputs("q1")) == {"fit"}
     assert db.run_edges("q0") == [("load", "again"), ("load", "fit"), ("none", "fit"), ("part#0", "fit"),
                                   ("part#1", "fit")]
     assert db.run_edges("q1") == [("load", "again"), ("load", "fit")]  # `again` shows its source's edges
