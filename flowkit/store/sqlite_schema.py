@@ -110,6 +110,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE task_runs ADD COLUMN inputs TEXT;
     """,
+    # Entries are found by artifact only to drop the salted ones (``cache=False`` tasks, kept for
+    # ``resume=``) whose value gc removed: index those alone, not an entry of every computed task.
+    """
+    DROP INDEX cache_artifact;
+    CREATE INDEX cache_salted_artifact ON cache(artifact_id) WHERE salted = 1;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
