@@ -265,9 +265,6 @@ class Recorder:
         run (a cached value) keeps every artifact input of the task run in rows.
         """
         computed = self._computed
-        if len(inputs) == 1:  # one upstream value and no constant: a chain's link, the common case
-            row = inputs[0]
-            return (inputs_column(((row[2], row[5]),)), ()) if row[5] in computed else (None, inputs)
         count = 0
         for row in inputs:  # artifact rows come first (lineage_rows)
             if row[3] != "artifact":

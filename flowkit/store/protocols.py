@@ -27,9 +27,9 @@ Rules every backend keeps (``tests/contracts/`` checks them):
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii as _json_text
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_text
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 

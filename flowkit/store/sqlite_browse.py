@@ -47,6 +47,7 @@ _OWN_EDGES = f"""
     JOIN task_runs s {_SOURCE.format("s")} AND s.inputs IS NOT NULL
 """
 
+
 def _where(since: float | None = None, until: float | None = None, **filters: str | None) -> tuple[str, list[Any]]:
     parts = [f"{column} = ?" for column, value in filters.items() if value is not None]
     params: list[Any] = [v for v in filters.values() if v is not None]
