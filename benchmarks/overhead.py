@@ -21,6 +21,11 @@ weighs on each alike. Sections:
    task-run-like table (WAL, ``synchronous = NORMAL``, one transaction, as the
    store writes), times the rows the cold run wrote per task; plus the engine
    alone. ``dask.get`` below their sum cannot be met by writing those rows.
+   Then the run's own thread: the cold run with its records built and handed
+   to the writer but not written, what a writer entirely beside the run would
+   leave; and rows written beside a thread that runs Python, row by row
+   (``sqlite3``'s ``executemany``, which waits for the GIL after each row) and
+   as the store's one statement (flowkit.store.sqlite_bulk).
    For a cached rerun: the trace, the keys, the one batched lookup (the store's
    ``cache_lookup`` of every key) and one row per task run.
 
@@ -53,6 +58,7 @@ COLD_TARGET = 1.0  # x dask.get
 CACHED_TARGET = 2.0  # x the trace
 SCALE_TARGET = 1.25  # per task at the largest N over per task at 1,000
 TRACE_SECONDS_TARGET = 0.5
+BUSY_ROWS = 200  # rows written beside a busy thread (row by row, each waits up to a switch interval, 5 ms)
 
 
 def dask_chain(n: int) -> None:
@@ -150,6 +156,73 @@ def sqlite_row_floor(rows: int, repeat: int) -> float:
             best = min(best, (time.perf_counter() - start) / rows)
             conn.close()
     return best
+
+
+def run_thread_alone(shape: Shape, n: int, repeat: int) -> float:
+    """Seconds per task of a cold run whose records are built and handed over but not written (its end is).
+
+    What the run's own thread costs with the store's SQL taken out: the floor of a cold run
+    with a writer that works entirely beside it.
+    """
+    from flowkit.store.sql import SQLMetadataStore
+
+    write = SQLMetadataStore.flush
+
+    def drop(self: SQLMetadataStore, batch: Any) -> None:
+        end = batch.run_end
+        batch.clear()
+        batch.run_end = end
+        if end is not None:
+            write(self, batch)
+
+    SQLMetadataStore.flush = drop  # type: ignore[method-assign]
+    try:
+        best = float("inf")
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory() as home:
+                flow = shape.flow.with_options(store=home)
+                best = min(best, timed(lambda: flow.run(*shape.args(n)).result()))
+    finally:
+        SQLMetadataStore.flush = write  # type: ignore[method-assign]
+    return best / shape.tasks(n)
+
+
+def beside_busy_thread(rows: int) -> tuple[float, float]:
+    """Seconds per row to write task-run rows while another thread runs Python: row by row, and as one statement.
+
+    Row by row is ``sqlite3``'s ``executemany``, which takes the GIL back after each row;
+    one statement is what the store's connection makes of it (flowkit.store.sqlite_bulk).
+    """
+    import threading
+
+    from flowkit.store.sqlite_bulk import BulkConnection
+
+    data = [(f"{0:032x}", f"noop-{i:x}", i, "noop", "completed", 1, 1.7e9 + i, 1.7e9 + i, f"{i:032x}",
+             f"{i:032x}", None, None, "MainThread", None, None) for i in range(rows)]
+    took = []
+    for write in (sqlite3.Connection.executemany, BulkConnection.executemany):
+        with tempfile.TemporaryDirectory() as folder:
+            conn = sqlite3.connect(os.path.join(folder, "busy.db"), isolation_level=None, factory=BulkConnection,
+                                   check_same_thread=False)
+            conn.execute("CREATE TABLE t (run_id TEXT NOT NULL, node TEXT NOT NULL, "
+                         f"{', '.join(f'c{i}' for i in range(13))}, PRIMARY KEY (run_id, node)) WITHOUT ROWID")
+            stop = threading.Event()
+            spent: list[float] = []
+
+            def writer() -> None:
+                start = time.perf_counter()
+                write(conn, f"INSERT INTO t VALUES ({', '.join('?' * 15)})", data)
+                spent.append(time.perf_counter() - start)
+                stop.set()
+
+            thread = threading.Thread(target=writer)
+            thread.start()
+            while not stop.is_set():  # the run's thread: Python, all the time
+                sum(range(100))
+            thread.join()
+            conn.close()
+            took.append(spent[0] / rows)
+    return took[0], took[1]
 
 
 def cached_parts(shape: Shape, n: int, repeat: int) -> tuple[float, float]:
@@ -265,6 +338,15 @@ def main() -> int:
         print(f"   {name:<8} {rows[name]:.2f} rows/task x {row_us:.2f} = {sql:.2f} µs of SQL; engine alone "
               f"{us['engine']:.2f}; sum {sql + us['engine']:.2f} vs dask.get {us['dask.get']:.2f} "
               f"(cold {us['cold']:.2f})")
+
+    for name in ("chain", "fan-out"):
+        us = at_n[name]
+        alone = run_thread_alone(SHAPES[name], n, repeat) * 1e6
+        print(f"   {name:<8} the run's thread alone (records built, not written): {alone:.2f}; that over dask.get: "
+              f"{alone / us['dask.get']:.2f}x; the writer's share of the cold run: {us['cold'] - alone:.2f}")
+    by_row, at_once = (x * 1e6 for x in beside_busy_thread(BUSY_ROWS))
+    print(f"   {BUSY_ROWS} task-run rows written beside a thread running Python: row by row {by_row:,.1f} µs/row, "
+          f"as one statement {at_once:.2f} µs/row ({by_row / at_once:,.0f}x)")
 
     for name in ("chain", "fan-out"):
         us = at_n[name]

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from flowkit.errors import StoreError
 from flowkit.store.migrations import CORE
 from flowkit.store.sql import SQLMetadataStore
+from flowkit.store.sqlite_bulk import BulkConnection
 
 __all__ = ["SQLiteMetadataStore"]
 
@@ -112,7 +113,7 @@ class SQLiteMetadataStore(SQLMetadataStore):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                                       check_same_thread=False)
+                                       check_same_thread=False, factory=BulkConnection)
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = NORMAL")

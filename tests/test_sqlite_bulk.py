@@ -1,0 +1,145 @@
+"""SQLite's ``executemany`` of an ``INSERT`` as one statement (flowkit.store.sqlite_bulk).
+
+Each test writes the same rows twice into one real SQLite file, through the bulk form and
+row by row through :meth:`sqlite3.Connection.executemany`, and compares what the two tables
+hold, types included.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import flowkit as fk
+from flowkit.store import sql as store_sql
+from flowkit.store.sqlite import SQLiteMetadataStore
+from flowkit.store.sqlite_bulk import BulkConnection, bulk_statements
+
+pytestmark = pytest.mark.skipif(sqlite3.sqlite_version_info < (3, 38), reason="bulk writes need SQLite 3.38")
+
+_TABLE = "(k INTEGER PRIMARY KEY, t TEXT, i INTEGER, r REAL, b BLOB, n)"
+
+
+def _insert(table: str, tail: str = "") -> str:
+    return f"INSERT INTO {table} (k, t, i, r, b, n) VALUES (?, ?, ?, ?, ?, ?){tail}"
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> BulkConnection:
+    c = sqlite3.connect(tmp_path / "bulk.db", isolation_level=None, factory=BulkConnection)
+    for name in ("bulk", "rows"):
+        c.execute(f"CREATE TABLE {name} {_TABLE}")
+    return c
+
+
+def _both(conn: BulkConnection, rows: list[tuple], tail: str = "") -> tuple[list, list]:
+    """What the bulk form and row-by-row writes of ``rows`` left, each row with the SQL type of each value."""
+    conn.executemany(_insert("bulk", tail), rows)
+    sqlite3.Connection.executemany(conn, _insert("rows", tail), rows)
+    read = ("SELECT k, t, typeof(t), i, typeof(i), r, typeof(r), b, typeof(b), n, typeof(n) FROM {} ORDER BY k")
+    return conn.execute(read.format("bulk")).fetchall(), conn.execute(read.format("rows")).fetchall()
+
+
+def _statements(conn: BulkConnection) -> list[str]:
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    return seen
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+_scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                    st.floats(allow_nan=False), _text, st.binary(max_size=64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_text, _scalar, _scalar, st.one_of(st.none(), st.binary(max_size=64)), _scalar),
+                min_size=1, max_size=30))
+def test_rows_read_back_as_row_by_row_writes_leave_them(tmp_path_factory: pytest.TempPathFactory,
+                                                        values: list[tuple]) -> None:
+    path = tmp_path_factory.mktemp("bulk") / "bulk.db"
+    c = sqlite3.connect(path, isolation_level=None, factory=BulkConnection)
+    for name in ("bulk", "rows"):
+        c.execute(f"CREATE TABLE {name} {_TABLE}")
+    rows = [(k, *v) for k, v in enumerate(values)]
+    bulk, one_by_one = _both(c, rows)
+    assert bulk == one_by_one
+
+
+def test_many_rows_are_one_statement(conn: BulkConnection) -> None:
+    rows = [(k, f"t{k}", k, k / 3, bytes([k % 256]) * (k % 5), None) for k in range(500)]
+    seen = _statements(conn)
+    conn.executemany(_insert("bulk"), rows)
+    assert len(seen) == 1 and seen[0].startswith("WITH _rows(_row) AS MATERIALIZED")
+    assert conn.execute("SELECT COUNT(*), SUM(length(b)), SUM(b IS NULL) FROM bulk").fetchone() == (
+        500, sum(k % 5 for k in range(500)), 0)
+
+
+def test_empty_bytes_stay_empty_bytes_and_none_stays_null(conn: BulkConnection) -> None:
+    bulk, one_by_one = _both(conn, [(1, "a", 1, 1.0, b"", None), (2, "b", 2, 2.0, None, b""), (3, "", 0, 0.0, b"x", "")])
+    assert bulk == one_by_one
+    assert [r[7:9] for r in bulk] == [(b"", "blob"), (None, "null"), (b"x", "blob")]
+
+
+def test_a_later_row_of_the_same_key_updates_the_earlier_one(conn: BulkConnection) -> None:
+    upsert = " ON CONFLICT (k) DO UPDATE SET t = excluded.t, i = bulk.i + excluded.i"
+    rows = [(1, "first", 1, None, None, None), (2, "other", 5, None, None, None), (1, "second", 10, None, None, None)]
+    conn.executemany(_insert("bulk", upsert), rows)
+    assert conn.execute("SELECT k, t, i FROM bulk ORDER BY k").fetchall() == [(1, "second", 11), (2, "other", 5)]
+
+
+@pytest.mark.parametrize("odd", [math.nan, math.inf, "a\x00b"], ids=["nan", "infinity", "nul"])
+def test_what_json_cannot_say_goes_row_by_row(conn: BulkConnection, odd: object) -> None:
+    seen = _statements(conn)
+    bulk, one_by_one = _both(conn, [(1, "a", 1, 1.0, None, None), (2, "b", 2, 2.0, None, odd)])
+    assert bulk == one_by_one
+    assert not any(s.startswith("WITH _rows") for s in seen)
+
+
+def test_a_type_sqlite_cannot_bind_fails_as_row_by_row(conn: BulkConnection) -> None:
+    with pytest.raises(sqlite3.ProgrammingError, match="type"):
+        conn.executemany(_insert("bulk"), [(1, "a", 1, 1.0, None, object())])
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE bulk SET t = ? WHERE k = ?",
+    "DELETE FROM bulk WHERE k = ?",
+    "INSERT INTO bulk (k, t) SELECT ?, ?",
+    "INSERT INTO bulk (k, t) VALUES (?, lower(?))",
+    "INSERT INTO bulk (k, t) VALUES (?, ?) RETURNING k",
+    "INSERT INTO bulk (k, t) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET t = ?",
+])
+def test_statements_of_other_shapes_are_not_rewritten(sql: str) -> None:
+    assert bulk_statements(sql) is None
+
+
+def test_literals_among_the_marks_are_kept() -> None:
+    plain, _ = bulk_statements(store_sql._PUT_CACHED)  # status 'cached' and attempts 0 are literals
+    assert "'cached'" in plain and ", 0 FROM _rows" in plain
+
+
+def test_a_run_recorded_in_bulk_reads_back(tmp_path: Path) -> None:
+    @fk.task
+    def make(i: int) -> bytes:
+        return bytes([i]) * i
+
+    @fk.task
+    def size(b: bytes) -> int:
+        return len(b)
+
+    @fk.flow
+    def sizes(n: int) -> list[int]:
+        return [size(make(i)) for i in range(n)]
+
+    flow = sizes.with_options(store=tmp_path)
+    assert flow.run(40).result() == list(range(40))
+    assert flow.run(40).result() == list(range(40))  # every value found again, from the inline bytes
+    db = SQLiteMetadataStore(tmp_path / "flowkit.db")
+    assert isinstance(db.conn, BulkConnection)
+    run = db.runs(limit=1)[0]
+    rows = db.task_runs(run.id)
+    assert len(rows) == 80 and {r.status for r in rows} == {"cached"}
