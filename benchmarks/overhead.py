@@ -187,20 +187,21 @@ def run_thread_alone(shape: Shape, n: int, repeat: int) -> float:
     return best / shape.tasks(n)
 
 
-def beside_busy_thread(rows: int) -> tuple[float, float]:
+def beside_busy_thread(by_row: int, at_once: int) -> tuple[float, float]:
     """Seconds per row to write task-run rows while another thread runs Python: row by row, and as one statement.
 
-    Row by row is ``sqlite3``'s ``executemany``, which takes the GIL back after each row;
-    one statement is what the store's connection makes of it (flowkit.store.sqlite_bulk).
+    Row by row (``by_row`` rows) is ``sqlite3``'s ``executemany``, which takes the GIL back
+    after each row; one statement (``at_once`` rows) is what the store's connection makes of
+    it (flowkit.store.sqlite_bulk). Row by row is linear in the rows, so fewer of them do.
     """
     import threading
 
     from flowkit.store.sqlite_bulk import BulkConnection
 
-    data = [(f"{0:032x}", f"noop-{i:x}", i, "noop", "completed", 1, 1.7e9 + i, 1.7e9 + i, f"{i:032x}",
-             f"{i:032x}", None, None, "MainThread", None, None) for i in range(rows)]
     took = []
-    for write in (sqlite3.Connection.executemany, BulkConnection.executemany):
+    for write, rows in ((sqlite3.Connection.executemany, by_row), (BulkConnection.executemany, at_once)):
+        data = [(f"{0:032x}", f"noop-{i:x}", i, "noop", "completed", 1, 1.7e9 + i, 1.7e9 + i, f"{i:032x}",
+                 f"{i:032x}", None, None, "MainThread", None, None) for i in range(rows)]
         with tempfile.TemporaryDirectory() as folder:
             conn = sqlite3.connect(os.path.join(folder, "busy.db"), isolation_level=None, factory=BulkConnection,
                                    check_same_thread=False)
@@ -344,9 +345,9 @@ def main() -> int:
         alone = run_thread_alone(SHAPES[name], n, repeat) * 1e6
         print(f"   {name:<8} the run's thread alone (records built, not written): {alone:.2f}; that over dask.get: "
               f"{alone / us['dask.get']:.2f}x; the writer's share of the cold run: {us['cold'] - alone:.2f}")
-    by_row, at_once = (x * 1e6 for x in beside_busy_thread(BUSY_ROWS))
-    print(f"   {BUSY_ROWS} task-run rows written beside a thread running Python: row by row {by_row:,.1f} µs/row, "
-          f"as one statement {at_once:.2f} µs/row ({by_row / at_once:,.0f}x)")
+    by_row, at_once = (x * 1e6 for x in beside_busy_thread(BUSY_ROWS, n))
+    print(f"   task-run rows written beside a thread running Python: row by row ({BUSY_ROWS}) {by_row:,.1f} µs/row, "
+          f"as one statement ({n:,}) {at_once:.2f} µs/row ({by_row / at_once:,.0f}x)")
 
     for name in ("chain", "fan-out"):
         us = at_n[name]

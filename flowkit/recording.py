@@ -256,6 +256,8 @@ class Recorder:
                 self.clock.monotonic() - self._last_flush >= self.flush_every) or (
                 not seq & 255 and len(batch) >= self.max_rows):
             self.hand_over()
+        elif not seq & 15:
+            self.writer.make_way()
 
     def _own_inputs(self, inputs: list[tuple[Any, ...]]) -> tuple[str | None, list[tuple[Any, ...]]]:
         """The ``inputs`` column of a task run whose artifact inputs were all computed in this run, and the rest.

@@ -57,6 +57,37 @@ def test_batches_submitted_are_committed_by_another_thread_and_drain_waits_for_t
     assert writer.idle
 
 
+def test_the_run_makes_way_for_the_writer_only_while_it_writes(tmp_path, monkeypatch):
+    from flowkit.store import writer as writer_module
+
+    db = SQLiteMetadataStore(tmp_path / "flowkit.db")
+    started(db, "r")
+    writing, release = threading.Event(), threading.Event()
+    flush = db.flush
+
+    def held(batch):
+        writing.set()
+        release.wait()
+        flush(batch)
+
+    db.flush = held  # type: ignore[method-assign]
+    sleeps: list[float] = []
+    monkeypatch.setattr(writer_module.time, "sleep", sleeps.append)
+    writer = BatchWriter(db)
+    writer.make_way()
+    assert sleeps == []  # nothing to write: nothing to wait for
+    writer.submit(batch_of("r", range(10)))
+    assert writing.wait(30)
+    writer.make_way()
+    assert sleeps == [0]  # the GIL given up, for no time
+    release.set()
+    writer.drain()
+    writer.make_way()
+    assert sleeps == [0]
+    writer.close()
+    assert [row.seq for row in db.task_runs("r")] == list(range(10))
+
+
 class FullAfter(SQLiteMetadataStore):
     """A store whose disk fills up after ``room`` batches."""
 

@@ -117,6 +117,13 @@ def test_statements_of_other_shapes_are_not_rewritten(sql: str) -> None:
     assert bulk_statements(sql) is None
 
 
+def test_an_insert_without_a_column_list_is_one_statement_too(conn: BulkConnection) -> None:
+    seen = _statements(conn)
+    conn.executemany("INSERT INTO bulk VALUES (?, ?, ?, ?, ?, ?)", [(1, "a", 1, 1.5, b"x", None), (2, "b", 2, 2.5, None, 3)])
+    assert len(seen) == 1
+    assert conn.execute("SELECT * FROM bulk ORDER BY k").fetchall() == [(1, "a", 1, 1.5, b"x", None), (2, "b", 2, 2.5, None, 3)]
+
+
 def test_literals_among_the_marks_are_kept() -> None:
     plain, _ = bulk_statements(store_sql._PUT_CACHED)  # status 'cached' and attempts 0 are literals
     assert "'cached'" in plain and ", 0 FROM _rows" in plain

@@ -36,7 +36,7 @@ __all__ = ["BulkConnection", "bulk_statements"]
 _BULK = sqlite3.sqlite_version_info >= (3, 38)
 _EXTRACT = "_row->>'{}'"  # the element at a path of a row's JSON text, as an SQL value
 _MARK = re.compile(r"\?|'[^',?]*'|NULL|-?\d+(?:\.\d+)?")
-_SHAPE = re.compile(r"(?is)(\s*INSERT\b[^?]*?\)\s*)VALUES\s*\((.*?)\)(\s*(?:ON\s+CONFLICT\b[^?]*)?)")
+_SHAPE = re.compile(r"(?is)(\s*INSERT\b[^?]*?)\bVALUES\s*\((.*?)\)(\s*(?:ON\s+CONFLICT\b[^?]*)?)")
 
 
 @functools.lru_cache(maxsize=256)

@@ -4,7 +4,9 @@
 thread that runs a flow (:meth:`~BatchWriter.submit` returns at once) and
 writes them through the metadata store's :meth:`~MetadataStore.flush` on a
 thread with its own connection (both backends keep one connection per thread),
-so the run goes on while SQLite or PostgreSQL commits. Batches that queue while
+so the run goes on while SQLite or PostgreSQL commits: many rows go in one statement
+(:mod:`flowkit.store.sqlite_bulk`), during which the database works without the GIL,
+and the run makes way for the writer between tasks (:meth:`~BatchWriter.make_way`). Batches that queue while
 a write is under way are merged and go in the next transaction, so a fast run
 makes few large transactions and a slow one commits each result soon after it
 is made.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any
 
 from flowkit.store.protocols import Batch
@@ -60,6 +63,18 @@ class BatchWriter:
     def idle(self) -> bool:
         """Nothing waits to be written and nothing is being written."""
         return not self._pending and not self._busy
+
+    def make_way(self) -> None:
+        """While a batch is being written, let the writer's thread take the GIL for a moment.
+
+        The database drivers let go of the GIL while the database works and take it back
+        after each step of a statement; a thread that runs Python all the time (the run's
+        own) hands it over only every switch interval (5 ms), so a write of a few statements
+        would wait tens of milliseconds for it, its batch growing meanwhile. The run calls this
+        between tasks: a write then waits for the GIL as long as a few tasks take.
+        """
+        if self._busy:
+            time.sleep(0)  # gives up the GIL, even for no time
 
     @property
     def failed(self) -> bool:
