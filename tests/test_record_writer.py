@@ -72,7 +72,7 @@ def test_the_run_makes_way_for_the_writer_only_while_it_writes(tmp_path, monkeyp
 
     db.flush = held  # type: ignore[method-assign]
     sleeps: list[float] = []
-    monkeypatch.setattr(writer_module.time, "sleep", sleeps.append)
+    monkeypatch.setattr(writer_module, "time", type("Clock", (), {"sleep": staticmethod(sleeps.append)}))
     writer = BatchWriter(db)
     writer.make_way()
     assert sleeps == []  # nothing to write: nothing to wait for

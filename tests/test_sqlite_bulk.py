@@ -51,9 +51,13 @@ def _statements(conn: BulkConnection) -> list[str]:
     return seen
 
 
+def _in_bulk(seen: list[str]) -> list[str]:
+    return [s for s in seen if "WITH _rows(_at, _row) AS MATERIALIZED" in s]
+
+
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
 _scalar = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                    st.floats(allow_nan=False), _text, st.binary(max_size=64))
+                    st.floats(allow_nan=False, allow_infinity=False), _text, st.binary(max_size=64))
 
 
 @settings(max_examples=60, deadline=None)
@@ -66,15 +70,35 @@ def test_rows_read_back_as_row_by_row_writes_leave_them(tmp_path_factory: pytest
     for name in ("bulk", "rows"):
         c.execute(f"CREATE TABLE {name} {_TABLE}")
     rows = [(k, *v) for k, v in enumerate(values)]
+    seen = _statements(c)
     bulk, one_by_one = _both(c, rows)
     assert bulk == one_by_one
+    assert len(_in_bulk(seen)) == 1  # written as one statement, not fallen back to rows
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), _scalar, _scalar), min_size=1, max_size=30))
+def test_an_upsert_of_repeated_keys_ends_as_row_by_row_writes_end(tmp_path_factory: pytest.TempPathFactory,
+                                                                  values: list[tuple]) -> None:
+    c = sqlite3.connect(tmp_path_factory.mktemp("bulk") / "bulk.db", isolation_level=None, factory=BulkConnection)
+    for name in ("bulk", "rows"):
+        c.execute(f"CREATE TABLE {name} {_TABLE}")
+    upsert = " ON CONFLICT (k) DO UPDATE SET t = excluded.t, i = coalesce({0}.i, 0) + coalesce(excluded.i, 0)"
+    rows = [(k, t, i, None, None, None) for k, t, i in values]
+    seen = _statements(c)
+    cursor = c.executemany(_insert("bulk", upsert.format("bulk")), rows)
+    expected = sqlite3.Connection.executemany(c, _insert("rows", upsert.format("rows")), rows)
+    assert len(_in_bulk(seen)) == 1
+    assert cursor.rowcount == expected.rowcount == len(rows)
+    read = "SELECT k, t, typeof(t), i, typeof(i) FROM {} ORDER BY k"
+    assert c.execute(read.format("bulk")).fetchall() == c.execute(read.format("rows")).fetchall()
 
 
 def test_many_rows_are_one_statement(conn: BulkConnection) -> None:
     rows = [(k, f"t{k}", k, k / 3, bytes([k % 256]) * (k % 5), None) for k in range(500)]
     seen = _statements(conn)
-    conn.executemany(_insert("bulk"), rows)
-    assert len(seen) == 1 and seen[0].startswith("WITH _rows(_row) AS MATERIALIZED")
+    cursor = conn.executemany(_insert("bulk"), rows)
+    assert len(seen) == 1 and _in_bulk(seen) == seen and cursor.rowcount == 500
     assert conn.execute("SELECT COUNT(*), SUM(length(b)), SUM(b IS NULL) FROM bulk").fetchone() == (
         500, sum(k % 5 for k in range(500)), 0)
 
@@ -92,17 +116,48 @@ def test_a_later_row_of_the_same_key_updates_the_earlier_one(conn: BulkConnectio
     assert conn.execute("SELECT k, t, i FROM bulk ORDER BY k").fetchall() == [(1, "second", 11), (2, "other", 5)]
 
 
-@pytest.mark.parametrize("odd", [math.nan, math.inf, "a\x00b"], ids=["nan", "infinity", "nul"])
+class Label(str):
+    """A subclass of a plain type, which an adapter may bind as it likes."""
+
+
+@pytest.mark.parametrize("odd", [math.nan, math.inf, "a\x00b", Label("x")], ids=["nan", "infinity", "nul", "subclass"])
 def test_what_json_cannot_say_goes_row_by_row(conn: BulkConnection, odd: object) -> None:
     seen = _statements(conn)
     bulk, one_by_one = _both(conn, [(1, "a", 1, 1.0, None, None), (2, "b", 2, 2.0, None, odd)])
     assert bulk == one_by_one
-    assert not any(s.startswith("WITH _rows") for s in seen)
+    assert not _in_bulk(seen)
 
 
-def test_a_type_sqlite_cannot_bind_fails_as_row_by_row(conn: BulkConnection) -> None:
-    with pytest.raises(sqlite3.ProgrammingError, match="type"):
-        conn.executemany(_insert("bulk"), [(1, "a", 1, 1.0, None, object())])
+@pytest.mark.parametrize("row", [(1, "a", 1, 1.0, None, object()), (1, "a", 1, 1.0, b"x", [1, 2]),
+                                 (1, "a", 1, 1.0, None, {"a": 1}), (1, "a", 1, 1.0, None), (1, "a", 1, 1.0, None, 2, 3)],
+                         ids=["object", "list-beside-bytes", "dict", "too-short", "too-long"])
+def test_what_sqlite_cannot_bind_fails_as_row_by_row(conn: BulkConnection, row: tuple) -> None:
+    with pytest.raises(sqlite3.ProgrammingError):
+        conn.executemany(_insert("bulk"), [(0, "ok", 0, 0.0, b"y", None), row])
+    assert conn.execute("SELECT COUNT(*) FROM bulk").fetchone() == (1,)  # what came before it, as row by row
+
+
+def test_more_rows_than_a_statement_takes_go_in_order(conn: BulkConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowkit.store import sqlite_bulk
+
+    monkeypatch.setattr(sqlite_bulk, "CHUNK", 7)
+    upsert = " ON CONFLICT (k) DO UPDATE SET t = excluded.t"
+    rows = [(k % 10, f"v{k}", k, None, bytes([k]), None) for k in range(50)]
+    seen = _statements(conn)
+    conn.executemany(_insert("bulk", upsert), rows)
+    assert len(_in_bulk(seen)) == 8  # 50 rows, 7 a statement
+    assert conn.execute("SELECT k, t FROM bulk ORDER BY k").fetchall() == [(k, f"v{40 + k}") for k in range(10)]
+
+
+def test_the_stores_own_inserts_are_one_statement_each() -> None:
+    from flowkit.store.sqlite_predictions import _INSERT as predictions
+    from flowkit.store.sqlite_schedules import _FIRE_COLUMNS
+    from flowkit.store.sqlite_tracking import INSERT_CHECKS, INSERT_TRACKED
+
+    for sql in (store_sql._PUT_TASK_RUNS, store_sql._PUT_CACHED, store_sql._PUT_ATTEMPTS, store_sql._PUT_CACHE,
+                INSERT_TRACKED, INSERT_CHECKS, predictions, store_sql._PUT_ARTIFACTS,
+                f"INSERT INTO fires ({_FIRE_COLUMNS}) VALUES (?, ?, 'missed', NULL, ?, ?) ON CONFLICT DO NOTHING"):
+        assert bulk_statements(sql) is not None, sql
 
 
 @pytest.mark.parametrize("sql", [
@@ -125,8 +180,8 @@ def test_an_insert_without_a_column_list_is_one_statement_too(conn: BulkConnecti
 
 
 def test_literals_among_the_marks_are_kept() -> None:
-    plain, _ = bulk_statements(store_sql._PUT_CACHED)  # status 'cached' and attempts 0 are literals
-    assert "'cached'" in plain and ", 0 FROM _rows" in plain
+    plain, _, marks = bulk_statements(store_sql._PUT_CACHED)  # status 'cached' and attempts 0 are literals
+    assert "'cached'" in plain and ", 0 FROM _rows" in plain and marks == 7
 
 
 def test_a_run_recorded_in_bulk_reads_back(tmp_path: Path) -> None:

@@ -105,6 +105,8 @@ def test_bad_names_and_steps_are_refused(home):
             fk.log_param("a\x00b", 1)
         elif kind == "step":
             fk.log_metric("loss", 1.0, step=-1)
+        elif kind == "huge step":
+            fk.log_metric("loss", 1.0, step=2**63)  # more than the store's INTEGER holds
         else:
             fk.log_metrics([("a", 1.0)])  # type: ignore[arg-type]
         return 1
@@ -114,7 +116,7 @@ def test_bad_names_and_steps_are_refused(home):
         return bad(kind)
 
     for kind, text in [("name", "non-empty string"), ("nul", "without NUL"), ("step", "non-negative integer"),
-                       ("map", "takes a mapping")]:
+                       ("huge step", "at most 2**63 - 1"), ("map", "takes a mapping")]:
         run = f.run(kind=kind)
         assert run.status == "failed" and text in run.failed[0].error, (kind, run.failed[0].error)
 

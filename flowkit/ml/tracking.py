@@ -73,11 +73,15 @@ def _number(name: str, value: Any, task: str) -> float:
     return number
 
 
+_MAX_STEP = 2**63 - 1  # the store's INTEGER
+
+
 def _step(step: Any, name: str) -> int | None:
-    if step is None or (type(step) is int and step >= 0):
+    if step is None or (type(step) is int and 0 <= step <= _MAX_STEP):
         return step
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-        raise TrackingError(f"metric {name!r}: step must be a non-negative integer, not {step!r}")
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step <= _MAX_STEP:
+        raise TrackingError(f"metric {name!r}: step must be a non-negative integer of at most 2**63 - 1, "
+                            f"not {step!r}")
     return int(step)
 
 

@@ -83,6 +83,11 @@ _PUT_ATTEMPTS = upsert("attempts", ("run_id", "node", "number", "started", "ende
                        ("run_id", "node", "number"))
 _PUT_CACHE = upsert("cache", ("key", "artifact_id", "task", "task_run_id", "created", "run_id", "salted", "expires",
                               "content"), ("key",))
+# the same bytes stored again: a removed record comes back to life
+_PUT_ARTIFACTS = ("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, created, data, "
+                  "versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                  "uri = excluded.uri, serializer = excluded.serializer, data = excluded.data, "
+                  "removed = NULL, removed_by = NULL WHERE artifacts.removed IS NOT NULL")
 _PUT_FILE = upsert("files", ("path", "size", "mtime_ns", "digest"), ("path",))
 
 
@@ -252,12 +257,7 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
                 c.executemany("UPDATE artifacts SET removed = ?, removed_by = 'damaged', data = NULL WHERE id = ?",
                               batch.forget_artifacts)
             if batch.artifacts:  # the same bytes stored again: a removed record comes back to life
-                c.executemany("INSERT INTO artifacts (id, uri, serializer, type, size, columns, dtypes, rows, "
-                              "created, data, versions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) "
-                              "DO UPDATE SET "
-                              "uri = excluded.uri, serializer = excluded.serializer, data = excluded.data, "
-                              "removed = NULL, removed_by = NULL WHERE artifacts.removed IS NOT NULL",
-                              batch.artifacts)
+                c.executemany(_PUT_ARTIFACTS, batch.artifacts)
             if batch.task_runs:
                 c.executemany(_PUT_TASK_RUNS, batch.task_runs)
             if batch.cached:  # most rows of a rerun: only the columns a cached task run has

@@ -8,29 +8,42 @@ alone take minutes beside a busy thread, and a background writer writes nothing 
 run waits for it. :class:`BulkConnection` sends the rows of an ``INSERT ... VALUES (?, ...)``
 as one JSON parameter instead::
 
-    WITH _rows(_row) AS MATERIALIZED (SELECT value FROM json_each(?1))
-    INSERT INTO t (a, b) SELECT _row->>'$[0]', _row->>'$[1]' FROM _rows WHERE true ON CONFLICT ...
+    INSERT INTO t (a, b) WITH _rows(_at, _row) AS MATERIALIZED (SELECT key, value FROM json_each(?1))
+    SELECT _row->>'$[0]', _row->>'$[1]' FROM _rows WHERE true ORDER BY _at ON CONFLICT ...
 
-one step that writes every row without the GIL. Bytes (an artifact's inline value) go in a
-second parameter, all of them joined, each row naming its piece by offset and length.
+one step that writes every row without the GIL (up to :data:`CHUNK` rows a statement).
+Bytes (an artifact's inline value) go in a second parameter, all of them joined, each row
+naming its piece by offset and length.
 
 What the rows mean is unchanged: the same order, so a later row of the same key updates an
 earlier one as it would row by row; the same types (JSON keeps text, integers, floats as
-``repr`` writes them, ``NULL``; booleans are 1 and 0, as :mod:`sqlite3` binds them). Rows JSON
-cannot say exactly (a NaN, a text with a NUL character, a type of its own) and statements of
-another shape go through :meth:`sqlite3.Connection.executemany` as before.
+``repr`` writes them, ``NULL``; booleans are 1 and 0, as :mod:`sqlite3` binds them); the
+same ``rowcount`` (of the last statement, past :data:`CHUNK` rows). Rows of other values (a
+NaN, a text with a NUL character, a subclass, which an adapter may bind, a row of the wrong
+length) and statements of another shape go through :meth:`sqlite3.Connection.executemany`,
+which writes them, or refuses them, as before. Integers are taken to fit in 64 bits, as
+SQLite's do: the store's own are counts and sizes, and a metric's step is checked where a
+task logs it.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["BulkConnection", "bulk_statements"]
+__all__ = ["CHUNK", "BulkConnection", "bulk_statements"]
+
+#: Rows per statement: one parameter stays far below SQLite's limit on a value (1e9 bytes)
+#: even with inline values of 32 KiB, and the rows' texts below a few times the batch's size.
+CHUNK = 4096
+#: The types a row's values may have to be sent as JSON (exactly these: a subclass, which an
+#: adapter may bind otherwise, goes row by row).
+_PLAIN = frozenset({str, int, float, type(None), bool, bytes})
 
 # The ->> operator and MATERIALIZED came with SQLite 3.38 and 3.35; before, rows go one by one.
 _BULK = sqlite3.sqlite_version_info >= (3, 38)
@@ -40,8 +53,8 @@ _SHAPE = re.compile(r"(?is)(\s*INSERT\b[^?]*?)\bVALUES\s*\((.*?)\)(\s*(?:ON\s+CO
 
 
 @functools.lru_cache(maxsize=256)
-def bulk_statements(sql: str) -> tuple[str, str] | None:
-    """The ``INSERT ... SELECT FROM json_each`` forms of ``sql``: without bytes, and with a blob parameter.
+def bulk_statements(sql: str) -> tuple[str, str, int] | None:
+    """The ``INSERT ... SELECT FROM json_each`` forms of ``sql`` (without bytes, with a blob parameter) and its marks.
 
     ``None`` when ``sql`` is not an ``INSERT ... VALUES (...)`` of ``?`` marks and plain literals,
     with at most an ``ON CONFLICT`` clause after it.
@@ -65,11 +78,14 @@ def bulk_statements(sql: str) -> tuple[str, str] | None:
         blobs.append(f"CASE json_type(_row, '$[{n}]') WHEN 'array' THEN substr(?2, {_EXTRACT.format(f'$[{n}][0]')}, "
                      f"{_EXTRACT.format(f'$[{n}][1]')}) ELSE {at} END")
         n += 1
-    # The rows once, as a table of their texts (MATERIALIZED: else json_each renders a row's text
-    # again for each column read from it); WHERE true: without it SQLite reads ON CONFLICT as a join's.
-    rows = "WITH _rows(_row) AS MATERIALIZED (SELECT value FROM json_each(?1)) "
-    select = " SELECT {} FROM _rows WHERE true"
-    return (rows + head + select.format(", ".join(plain)) + tail, rows + head + select.format(", ".join(blobs)) + tail)
+    # The rows once, as a table of their texts and places (MATERIALIZED: else json_each renders
+    # a row's text again for each column read from it). The INSERT comes first, so that sqlite3
+    # sees one (its rowcount, its implicit transaction); WHERE true: without it SQLite reads ON
+    # CONFLICT as a join's.
+    rows = " WITH _rows(_at, _row) AS MATERIALIZED (SELECT key, value FROM json_each(?1))"
+    select = " SELECT {} FROM _rows WHERE true ORDER BY _at"
+    return (head.rstrip() + rows + select.format(", ".join(plain)) + tail,
+            head.rstrip() + rows + select.format(", ".join(blobs)) + tail, n)
 
 
 class BulkConnection(sqlite3.Connection):
@@ -80,13 +96,18 @@ class BulkConnection(sqlite3.Connection):
         if forms is None:
             return super().executemany(sql, rows)
         rows = rows if isinstance(rows, (list, tuple)) else list(rows)
+        if not rows or not _plain(rows, forms[2]):
+            return super().executemany(sql, rows)
+        for at in range(0, len(rows), CHUNK):  # in order: a later row of a key still comes after
+            cursor = self._one_statement(sql, forms, rows[at:at + CHUNK])
+        return cursor
+
+    def _one_statement(self, sql: str, forms: tuple[str, str, int], rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
         pieces: list[bytes] = []
         offset = 1  # substr counts from 1
 
-        def blob(value: Any) -> list[int]:
+        def blob(value: bytes) -> list[int]:  # only bytes reach it: _plain let no other type through
             nonlocal offset
-            if type(value) is not bytes:
-                raise TypeError(type(value).__name__)
             pieces.append(value)
             at, offset = offset, offset + len(value)
             return [at, len(value)]
@@ -94,10 +115,15 @@ class BulkConnection(sqlite3.Connection):
         try:
             text = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":"),
                                     default=blob).encode(rows)
-        except (TypeError, ValueError):  # a NaN, a type JSON has no word for: row by row, as sqlite3 does it
+        except ValueError:  # a NaN or an infinity: row by row, as sqlite3 writes them
             return super().executemany(sql, rows)
         if "\\u0000" in text:  # SQLite's JSON functions end a text at a NUL character
             return super().executemany(sql, rows)
         if pieces:
             return self.execute(forms[1], (text, b"".join(pieces) or b"\0"))  # b"": substr of it is NULL
         return self.execute(forms[0], (text,))
+
+
+def _plain(rows: Sequence[Sequence[Any]], width: int) -> bool:
+    """Each row has ``width`` values, each of a type JSON says as sqlite3 binds it."""
+    return all(len(row) == width for row in rows) and set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN
