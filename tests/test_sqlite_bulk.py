@@ -205,3 +205,58 @@ def test_a_run_recorded_in_bulk_reads_back(tmp_path: Path) -> None:
     run = db.runs(limit=1)[0]
     rows = db.task_runs(run.id)
     assert len(rows) == 80 and {r.status for r in rows} == {"cached"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                                                   st.floats(allow_nan=False, allow_infinity=False), _text)),
+                max_size=30),
+       st.lists(st.integers(0, 8), max_size=12))
+def test_updates_and_deletes_by_key_end_as_row_by_row_ones_end(tmp_path_factory: pytest.TempPathFactory,
+                                                               updates: list[tuple], deletes: list[int]) -> None:
+    c = sqlite3.connect(tmp_path_factory.mktemp("bulk") / "bulk.db", isolation_level=None, factory=BulkConnection)
+    for name in ("bulk", "rows"):
+        c.execute(f"CREATE TABLE {name} {_TABLE}")
+        c.executemany(f"INSERT INTO {name} (k, t) VALUES (?, ?)", [(k, f"t{k}") for k in range(6)])  # no key 6
+    seen = _statements(c)
+    for name, many in (("bulk", c.executemany), ("rows", lambda sql, rows: sqlite3.Connection.executemany(c, sql, rows))):
+        many(f"UPDATE {name} SET n = ?, t = 'updated', i = NULL WHERE k = ?", [(v, k) for k, v in updates])
+        many(f"DELETE FROM {name} WHERE k = ?", [(k,) for k in deletes])
+    read = "SELECT k, t, i, n, typeof(n) FROM {} ORDER BY k"
+    assert c.execute(read.format("bulk")).fetchall() == c.execute(read.format("rows")).fetchall()
+    bulk = [s for s in seen if "json_each" in s]
+    assert len(bulk) == (1 if updates else 0) + (1 if deletes else 0)
+
+
+def test_an_update_by_key_counts_the_rows_it_changed(conn: BulkConnection) -> None:
+    conn.executemany(_insert("bulk"), [(k, "a", k, None, None, None) for k in range(5)])
+    cursor = conn.executemany("UPDATE bulk SET t = ? WHERE k = ?", [("x", 1), ("y", 1), ("z", 3), ("w", 9)])
+    assert cursor.rowcount == 2  # keys 1 and 3 (one row each; 9 is not there)
+    assert conn.execute("SELECT k, t FROM bulk WHERE t != 'a' ORDER BY k").fetchall() == [(1, "y"), (3, "z")]
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE bulk SET t = t || ? WHERE k = ?",  # depends on the row: rows of one key cannot be one
+    "UPDATE bulk SET t = ? WHERE k = ? AND i = 1",
+    "UPDATE bulk SET t = ? WHERE k > ?",
+    "DELETE FROM bulk WHERE k = ? AND i = 1",
+    "DELETE FROM bulk WHERE k IN (?)",
+])
+def test_keyed_statements_of_other_shapes_are_not_rewritten(sql: str) -> None:
+    from flowkit.store.sqlite_bulk import keyed_statement
+
+    assert keyed_statement(sql) is None
+
+
+def test_the_stores_own_updates_and_deletes_by_key_are_one_statement_each() -> None:
+    import inspect
+
+    from flowkit.store.sqlite_bulk import keyed_statement
+
+    source = inspect.getsource(store_sql.SQLMetadataStore)
+    for sql in ("UPDATE artifacts SET removed = ?, removed_by = 'damaged', data = NULL WHERE id = ?",
+                "DELETE FROM cache WHERE key = ?", "UPDATE artifacts SET signature = ? WHERE id = ?",
+                "UPDATE cache SET signature = ? WHERE key = ?",
+                "UPDATE artifacts SET removed = ?, removed_by = ?, data = NULL WHERE id = ?"):
+        assert f'"{sql}"' in source, sql  # the statement as the store says it
+        assert keyed_statement(sql) is not None, sql

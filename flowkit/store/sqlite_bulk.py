@@ -13,7 +13,10 @@ as one JSON parameter instead::
 
 one step that writes every row without the GIL (up to :data:`CHUNK` rows a statement).
 Bytes (an artifact's inline value) go in a second parameter, all of them joined, each row
-naming its piece by offset and length.
+naming its piece by offset and length. An ``UPDATE t SET c = ?, ... WHERE k = ?`` (values
+from the row or literals) and a ``DELETE FROM t WHERE k = ?`` are one statement too
+(:func:`keyed_statement`): a key's last row stands for its rows, as it does row by row, and
+``rowcount`` counts each changed row once.
 
 What the rows mean is unchanged: the same order, so a later row of the same key updates an
 earlier one as it would row by row; the same types (JSON keeps text, integers, floats as
@@ -36,7 +39,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["CHUNK", "BulkConnection", "bulk_statements"]
+__all__ = ["CHUNK", "BulkConnection", "bulk_statements", "keyed_statement"]
 
 #: Rows per statement: one parameter stays far below SQLite's limit on a value (1e9 bytes)
 #: even with inline values of 32 KiB, and the rows' texts below a few times the batch's size.
@@ -88,18 +91,74 @@ def bulk_statements(sql: str) -> tuple[str, str, int] | None:
             head.rstrip() + rows + select.format(", ".join(blobs)) + tail, n)
 
 
+_UPDATE = re.compile(r"(?is)\s*UPDATE\s+(\w+)\s+SET\s+(.*?)\s+WHERE\s+(\w+)\s*=\s*\?\s*")
+_DELETE = re.compile(r"(?is)\s*DELETE\s+FROM\s+(\w+)\s+WHERE\s+(\w+)\s*=\s*\?\s*")
+_ASSIGN = re.compile(r"\s*(\w+)\s*=\s*(.*?)\s*")
+
+
+@functools.lru_cache(maxsize=256)
+def keyed_statement(sql: str) -> tuple[str, int] | None:
+    """One statement for the rows of an ``UPDATE t SET ... WHERE k = ?`` or a ``DELETE FROM t WHERE k = ?``, and its marks.
+
+    The key is the last mark. Rows of one key are one (the last: what row by row leaves), so
+    that each row of ``t`` meets one row of the parameter. ``None`` for other statements.
+    """
+    if not _BULK:
+        return None
+    delete = _DELETE.fullmatch(sql)
+    if delete is not None:
+        table, key = delete.groups()
+        return f"DELETE FROM {table} WHERE {key} IN (SELECT value->>'$[0]' FROM json_each(?1))", 1
+    update = _UPDATE.fullmatch(sql)
+    if update is None:
+        return None
+    table, assignments, key = update.groups()
+    sets, n = [], 0
+    for item in assignments.split(","):
+        assign = _ASSIGN.fullmatch(item)
+        if assign is None or not _MARK.fullmatch(assign.group(2)):
+            return None
+        column, value = assign.groups()
+        if value == "?":
+            value = f"_keyed._{n}"
+            n += 1
+        sets.append(f"{column} = {value}")
+    picks = ", ".join(f"value->>'$[{i}]' AS _{i}" for i in range(n + 1))
+    return (f"UPDATE {table} SET {', '.join(sets)} FROM (SELECT {picks} FROM json_each(?1)) AS _keyed "
+            f"WHERE {table}.{key} = _keyed._{n}", n + 1)
+
+
 class BulkConnection(sqlite3.Connection):
     """A connection whose ``executemany`` of an ``INSERT`` is one statement (see the module docstring)."""
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> sqlite3.Cursor:  # type: ignore[override]
         forms = bulk_statements(sql)
         if forms is None:
-            return super().executemany(sql, rows)
+            keyed = keyed_statement(sql)
+            if keyed is None:
+                return super().executemany(sql, rows)
+            return self._keyed(sql, keyed, rows if isinstance(rows, (list, tuple)) else list(rows))
         rows = rows if isinstance(rows, (list, tuple)) else list(rows)
         if not rows or not _plain(rows, forms[2]):
             return super().executemany(sql, rows)
         for at in range(0, len(rows), CHUNK):  # in order: a later row of a key still comes after
             cursor = self._one_statement(sql, forms, rows[at:at + CHUNK])
+        return cursor
+
+    def _keyed(self, sql: str, keyed: tuple[str, int], rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+        statement, width = keyed
+        if not rows or not _plain(rows, width) or any(type(v) is bytes for row in rows for v in row):
+            return super().executemany(sql, rows)
+        last = list({row[-1]: row for row in rows}.values())  # a key's last row is what row by row leaves
+        for at in range(0, len(last), CHUNK):
+            try:
+                text = json.dumps(last[at:at + CHUNK], ensure_ascii=False, allow_nan=False, check_circular=False,
+                                  separators=(",", ":"))
+            except ValueError:  # a NaN or an infinity
+                return super().executemany(sql, rows)
+            if "\\u0000" in text:
+                return super().executemany(sql, rows)
+            cursor = self.execute(statement, (text,))
         return cursor
 
     def _one_statement(self, sql: str, forms: tuple[str, str, int], rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
