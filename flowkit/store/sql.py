@@ -309,12 +309,12 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
         if not keys:
             return {}
         rows = self.query(
-            f"SELECT c.key, {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
+            f"SELECT {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
             "WHERE c.key IN (SELECT value FROM json_each(?)) AND a.removed IS NULL",
             (json.dumps(keys),),
         )
         new = tuple.__new__  # a CacheHit per row without a Python-level __new__: rows are many
-        return {r[0]: new(CacheHit, r[1:]) for r in rows}
+        return {r[8]: new(CacheHit, r) for r in rows}  # r[8]: the hit's key
 
     def content_lookup(self, contents: Iterable[str]) -> dict[str, CacheHit]:
         contents = list(contents)
