@@ -47,6 +47,7 @@ CHUNK = 4096
 #: The types a row's values may have to be sent as JSON (exactly these: a subclass, which an
 #: adapter may bind otherwise, goes row by row).
 _PLAIN = frozenset({str, int, float, type(None), bool, bytes})
+_KEYED = _PLAIN - {bytes}  # an update by key sends no bytes parameter
 
 # The ->> operator and MATERIALIZED came with SQLite 3.38 and 3.35; before, rows go one by one.
 _BULK = sqlite3.sqlite_version_info >= (3, 38)
@@ -133,35 +134,25 @@ class BulkConnection(sqlite3.Connection):
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> sqlite3.Cursor:  # type: ignore[override]
         forms = bulk_statements(sql)
-        if forms is None:
-            keyed = keyed_statement(sql)
-            if keyed is None:
-                return super().executemany(sql, rows)
-            return self._keyed(sql, keyed, rows if isinstance(rows, (list, tuple)) else list(rows))
+        keyed = keyed_statement(sql) if forms is None else None
+        if forms is None and keyed is None:
+            return super().executemany(sql, rows)
         rows = rows if isinstance(rows, (list, tuple)) else list(rows)
-        if not rows or not _plain(rows, forms[2]):
-            return super().executemany(sql, rows)
-        for at in range(0, len(rows), CHUNK):  # in order: a later row of a key still comes after
-            cursor = self._one_statement(sql, forms, rows[at:at + CHUNK])
-        return cursor
+        if forms is not None and rows and _plain(rows, forms[2], _PLAIN):
+            for at in range(0, len(rows), CHUNK):  # in order: a later row of a key still comes after
+                cursor = self._inserted(sql, forms, rows[at:at + CHUNK])
+            return cursor
+        if keyed is not None and rows and _plain(rows, keyed[1], _KEYED):
+            last = list({row[-1]: row for row in rows}.values())  # a key's last row is what row by row leaves
+            for at in range(0, len(last), CHUNK):
+                text = _json(last[at:at + CHUNK])
+                if text is None:
+                    return super().executemany(sql, rows)
+                cursor = self.execute(keyed[0], (text,))
+            return cursor
+        return super().executemany(sql, rows)
 
-    def _keyed(self, sql: str, keyed: tuple[str, int], rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
-        statement, width = keyed
-        if not rows or not _plain(rows, width) or any(type(v) is bytes for row in rows for v in row):
-            return super().executemany(sql, rows)
-        last = list({row[-1]: row for row in rows}.values())  # a key's last row is what row by row leaves
-        for at in range(0, len(last), CHUNK):
-            try:
-                text = json.dumps(last[at:at + CHUNK], ensure_ascii=False, allow_nan=False, check_circular=False,
-                                  separators=(",", ":"))
-            except ValueError:  # a NaN or an infinity
-                return super().executemany(sql, rows)
-            if "\\u0000" in text:
-                return super().executemany(sql, rows)
-            cursor = self.execute(statement, (text,))
-        return cursor
-
-    def _one_statement(self, sql: str, forms: tuple[str, str, int], rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
+    def _inserted(self, sql: str, forms: tuple[str, str, int], rows: Sequence[Sequence[Any]]) -> sqlite3.Cursor:
         pieces: list[bytes] = []
         offset = 1  # substr counts from 1
 
@@ -171,18 +162,24 @@ class BulkConnection(sqlite3.Connection):
             at, offset = offset, offset + len(value)
             return [at, len(value)]
 
-        try:
-            text = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":"),
-                                    default=blob).encode(rows)
-        except ValueError:  # a NaN or an infinity: row by row, as sqlite3 writes them
-            return super().executemany(sql, rows)
-        if "\\u0000" in text:  # SQLite's JSON functions end a text at a NUL character
+        text = _json(rows, blob)
+        if text is None:
             return super().executemany(sql, rows)
         if pieces:
             return self.execute(forms[1], (text, b"".join(pieces) or b"\0"))  # b"": substr of it is NULL
         return self.execute(forms[0], (text,))
 
 
-def _plain(rows: Sequence[Sequence[Any]], width: int) -> bool:
-    """Each row has ``width`` values, each of a type JSON says as sqlite3 binds it."""
-    return all(len(row) == width for row in rows) and set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN
+def _plain(rows: Sequence[Sequence[Any]], width: int, kinds: frozenset[type]) -> bool:
+    """Each row has ``width`` values, each of one of ``kinds`` (types JSON says as sqlite3 binds them)."""
+    return all(len(row) == width for row in rows) and set(map(type, itertools.chain.from_iterable(rows))) <= kinds
+
+
+def _json(rows: Sequence[Sequence[Any]], default: Any = None) -> str | None:
+    """The rows as JSON text; ``None`` for what must go row by row (a NaN or an infinity, a NUL character)."""
+    try:
+        text = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":"),
+                                default=default).encode(rows)
+    except ValueError:
+        return None
+    return None if "\\u0000" in text else text  # SQLite's JSON functions end a text at a NUL character
