@@ -29,6 +29,18 @@ def _insert(table: str, tail: str = "") -> str:
     return f"INSERT INTO {table} (k, t, i, r, b, n) VALUES (?, ?, ?, ?, ?, ?){tail}"
 
 
+@pytest.fixture(autouse=True)
+def beside_a_busy_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As beside a run's thread: another thread wants the GIL, so rows go in one statement.
+
+    With no other thread (flowkit.store.parked.alone) they go row by row; that choice is
+    tested in a process of its own, where no other test's threads are alive.
+    """
+    from flowkit.store import sqlite_bulk
+
+    monkeypatch.setattr(sqlite_bulk, "alone", lambda: False)
+
+
 @pytest.fixture
 def conn(tmp_path: Path) -> BulkConnection:
     c = sqlite3.connect(tmp_path / "bulk.db", isolation_level=None, factory=BulkConnection)
@@ -248,3 +260,105 @@ def test_the_stores_own_updates_and_deletes_by_key_are_one_statement_each() -> N
                 "UPDATE artifacts SET removed = ?, removed_by = ?, data = NULL WHERE id = ?"):
         assert f'"{sql}"' in source, sql  # the statement as the store says it
         assert keyed_statement(sql) is not None, sql
+
+
+_ALONE = r"""
+import json, sqlite3, sys, tempfile, threading
+from pathlib import Path
+from flowkit.store import sqlite_bulk, writer as writer_module
+from flowkit.store.parked import alone, parked
+from flowkit.store.protocols import Batch
+from flowkit.store.sqlite import SQLiteMetadataStore
+from flowkit.store.writer import BatchWriter
+
+folder = Path(tempfile.mkdtemp())
+conn = sqlite3.connect(folder / "t.db", isolation_level=None, factory=sqlite_bulk.BulkConnection)
+conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+seen = []
+conn.set_trace_callback(seen.append)
+out = {}
+
+def bulk_statements(label, start):
+    seen.clear()
+    conn.executemany("INSERT INTO t (k, v) VALUES (?, ?)", [(start + i, "v") for i in range(5)])
+    out[label] = sum("json_each" in s for s in seen), len(seen)  # (in one statement, statements)
+
+bulk_statements("one thread", 0)
+stop = threading.Event()
+busy = threading.Thread(target=stop.wait)  # not parked: may want the GIL at any time
+busy.start()
+bulk_statements("beside a thread", 10)
+stop.set(); busy.join()
+go, stop = threading.Event(), threading.Event()
+def waits_on_the_writer():
+    with parked():
+        go.set()
+        stop.wait()
+quiet = threading.Thread(target=waits_on_the_writer)
+quiet.start(); go.wait()
+bulk_statements("beside a parked thread", 20)
+stop.set(); quiet.join()
+
+# The writer's thread, while the run's thread waits for it in drain().
+db = SQLiteMetadataStore(folder / "flowkit.db")
+db.start_run({"id": "r", "flow": "f", "status": "running", "started": 1.0})
+release, writing = threading.Event(), threading.Event()
+flush, real = db.flush, writer_module.parked
+seen_by_writer = []
+def held(batch):
+    writing.set()
+    release.wait()
+    seen_by_writer.append(alone())
+    flush(batch)
+db.flush = held
+class Announced:
+    def __enter__(self):
+        self.inner = real(); self.inner.__enter__()
+        release.set()  # parked now: the writer may look
+    def __exit__(self, *exc):
+        return self.inner.__exit__(*exc)
+writer_module.parked = Announced
+writer = BatchWriter(db)
+batch = Batch()
+batch.task_runs.append(("r", "n", 1, "t", "completed", 1, 1.0, 2.0, None, None, None, None, None, None, None, None))
+while_running = []
+writer.submit(batch)
+writing.wait()
+while_running.append(alone())  # this thread runs, the writer's is busy
+writer.drain()
+writer.close()
+out["writer, run waiting"] = seen_by_writer
+out["run, writer busy"] = while_running
+out["rows"] = [r.node for r in db.task_runs("r")]
+print(json.dumps(out))
+"""
+
+
+def test_rows_go_one_by_one_only_when_no_other_thread_wants_the_gil(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _ALONE], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["one thread"] == [0, 5]  # row by row (a statement each): no other thread
+    assert out["beside a thread"] == [1, 1]  # one statement: the other thread may want the GIL
+    assert out["beside a parked thread"] == [0, 5]
+    assert out["writer, run waiting"] == [True] and out["run, writer busy"] == [False]
+    assert out["rows"] == ["n"]
+
+
+def test_each_chunk_is_decided_as_it_is_written(conn: BulkConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowkit.store import sqlite_bulk
+
+    monkeypatch.setattr(sqlite_bulk, "CHUNK", 4)
+    answers = iter([False, True, False])  # the run's thread starts waiting, then another thread wakes
+    monkeypatch.setattr(sqlite_bulk, "alone", lambda: next(answers))
+    upsert = " ON CONFLICT (k) DO UPDATE SET t = excluded.t"
+    rows = [(k % 5, f"v{k}", k, None, None, None) for k in range(12)]
+    seen = _statements(conn)
+    conn.executemany(_insert("bulk", upsert), rows)
+    assert ["json_each" in s for s in seen] == [True, False, False, False, False, True]
+    assert conn.execute("SELECT k, t FROM bulk ORDER BY k").fetchall() == [
+        (0, "v10"), (1, "v11"), (2, "v7"), (3, "v8"), (4, "v9")]

@@ -11,7 +11,11 @@ as one JSON parameter instead::
     INSERT INTO t (a, b) WITH _rows(_at, _row) AS MATERIALIZED (SELECT key, value FROM json_each(?1))
     SELECT _row->>'$[0]', _row->>'$[1]' FROM _rows WHERE true ORDER BY _at ON CONFLICT ...
 
-one step that writes every row without the GIL (up to :data:`CHUNK` rows a statement).
+one step that writes every row without the GIL (up to :data:`CHUNK` rows a statement). It
+costs more CPU per row than ``executemany`` (the JSON text, made under the GIL, and read
+again by SQLite), so when no other thread wants the GIL (:func:`flowkit.store.parked.alone`:
+a run's end, when its thread waits for the writer; a process of one thread) the rows go
+row by row, each chunk decided as it is written.
 Bytes (an artifact's inline value) go in a second parameter, all of them joined, each row
 naming its piece by offset and length. An ``UPDATE t SET c = ?, ... WHERE k = ?`` (values
 from the row or literals) and a ``DELETE FROM t WHERE k = ?`` are one statement too
@@ -38,6 +42,8 @@ import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from flowkit.store.parked import alone
 
 __all__ = ["CHUNK", "BulkConnection", "bulk_statements", "keyed_statement"]
 
@@ -140,9 +146,12 @@ class BulkConnection(sqlite3.Connection):
         rows = rows if isinstance(rows, (list, tuple)) else list(rows)
         if forms is not None and rows and _plain(rows, forms[2], _PLAIN):
             for at in range(0, len(rows), CHUNK):  # in order: a later row of a key still comes after
-                cursor = self._inserted(sql, forms, rows[at:at + CHUNK])
+                if alone():  # nothing waits for the GIL (the run waits for these rows): cheaper row by row
+                    cursor = super().executemany(sql, rows[at:at + CHUNK])
+                else:
+                    cursor = self._inserted(sql, forms, rows[at:at + CHUNK])
             return cursor
-        if keyed is not None and rows and _plain(rows, keyed[1], _KEYED):
+        if keyed is not None and rows and not alone() and _plain(rows, keyed[1], _KEYED):
             last = list({row[-1]: row for row in rows}.values())  # a key's last row is what row by row leaves
             for at in range(0, len(last), CHUNK):
                 text = _json(last[at:at + CHUNK])

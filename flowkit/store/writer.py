@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Any
 
+from flowkit.store.parked import parked
 from flowkit.store.protocols import Batch
 
 __all__ = ["BatchWriter", "merge"]
@@ -97,7 +98,8 @@ class BatchWriter:
         """Wait until every batch submitted so far is committed; raise the error of a write that failed."""
         with self._cond:
             while (self._pending or self._busy) and self._error is None:
-                self._cond.wait()
+                with parked():  # the writer may write the last rows one by one (flowkit.store.parked)
+                    self._cond.wait()
             self._raise()
 
     def close(self) -> None:
@@ -107,7 +109,8 @@ class BatchWriter:
             self._closing = True
             self._cond.notify_all()
         if thread is not None:
-            thread.join()
+            with parked():
+                thread.join()
         with self._cond:
             self._closing = False
 
@@ -130,9 +133,13 @@ class BatchWriter:
             while True:
                 with cond:
                     while not self._pending or self._error is not None:
-                        if self._closing or (not cond.wait(IDLE_SECONDS) and (
-                                not self._pending or self._error is not None)):
-                            self._thread = None  # closed, or idle: a later submit starts anew
+                        if self._closing:  # (what was queued when it closed is written first)
+                            self._thread = None  # a later submit starts anew
+                            return
+                        with parked():  # an idle writer wants no GIL (flowkit.store.parked)
+                            woken = cond.wait(IDLE_SECONDS)
+                        if not woken and (not self._pending or self._error is not None):
+                            self._thread = None  # idle: a later submit starts anew
                             return
                     batches, self._pending = self._pending, []
                     self._busy = True
