@@ -349,11 +349,12 @@ def test_rows_go_one_by_one_only_when_no_other_thread_wants_the_gil(monkeypatch:
     assert out["rows"] == ["n"]
 
 
-def test_each_chunk_is_decided_as_it_is_written(conn: BulkConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_piece_is_decided_as_it_is_written(conn: BulkConnection, monkeypatch: pytest.MonkeyPatch) -> None:
     from flowkit.store import sqlite_bulk
 
     monkeypatch.setattr(sqlite_bulk, "CHUNK", 4)
-    answers = iter([False, True, False])  # the run's thread starts waiting, then another thread wakes
+    monkeypatch.setattr(sqlite_bulk, "BY_ROW", 2)
+    answers = iter([False, True, True, False])  # the run's thread starts waiting, then another thread wakes
     monkeypatch.setattr(sqlite_bulk, "alone", lambda: next(answers))
     upsert = " ON CONFLICT (k) DO UPDATE SET t = excluded.t"
     rows = [(k % 5, f"v{k}", k, None, None, None) for k in range(12)]

@@ -15,7 +15,7 @@ one step that writes every row without the GIL (up to :data:`CHUNK` rows a state
 costs more CPU per row than ``executemany`` (the JSON text, made under the GIL, and read
 again by SQLite), so when no other thread wants the GIL (:func:`flowkit.store.parked.alone`:
 a run's end, when its thread waits for the writer; a process of one thread) the rows go
-row by row, each chunk decided as it is written.
+row by row, :data:`BY_ROW` rows at a time, the choice made again before each piece.
 Bytes (an artifact's inline value) go in a second parameter, all of them joined, each row
 naming its piece by offset and length. An ``UPDATE t SET c = ?, ... WHERE k = ?`` (values
 from the row or literals) and a ``DELETE FROM t WHERE k = ?`` are one statement too
@@ -45,11 +45,14 @@ from typing import Any
 
 from flowkit.store.parked import alone
 
-__all__ = ["CHUNK", "BulkConnection", "bulk_statements", "keyed_statement"]
+__all__ = ["BY_ROW", "CHUNK", "BulkConnection", "bulk_statements", "keyed_statement"]
 
 #: Rows per statement: one parameter stays far below SQLite's limit on a value (1e9 bytes)
 #: even with inline values of 32 KiB, and the rows' texts below a few times the batch's size.
 CHUNK = 4096
+#: Rows written row by row before :func:`~flowkit.store.parked.alone` is asked again: a thread
+#: that wakes meanwhile waits for the GIL at most a few hundred rows' switch intervals.
+BY_ROW = 256
 #: The types a row's values may have to be sent as JSON (exactly these: a subclass, which an
 #: adapter may bind otherwise, goes row by row).
 _PLAIN = frozenset({str, int, float, type(None), bool, bytes})
@@ -145,11 +148,14 @@ class BulkConnection(sqlite3.Connection):
             return super().executemany(sql, rows)
         rows = rows if isinstance(rows, (list, tuple)) else list(rows)
         if forms is not None and rows and _plain(rows, forms[2], _PLAIN):
-            for at in range(0, len(rows), CHUNK):  # in order: a later row of a key still comes after
+            at = 0
+            while at < len(rows):  # in order: a later row of a key still comes after
                 if alone():  # nothing waits for the GIL (the run waits for these rows): cheaper row by row
-                    cursor = super().executemany(sql, rows[at:at + CHUNK])
+                    cursor = super().executemany(sql, rows[at:at + BY_ROW])
+                    at += BY_ROW
                 else:
                     cursor = self._inserted(sql, forms, rows[at:at + CHUNK])
+                    at += CHUNK
             return cursor
         if keyed is not None and rows and not alone() and _plain(rows, keyed[1], _KEYED):
             last = list({row[-1]: row for row in rows}.values())  # a key's last row is what row by row leaves
