@@ -326,6 +326,17 @@ writer.submit(batch)
 writing.wait()
 while_running.append(alone())  # this thread runs, the writer's is busy
 writer.drain()
+idle = threading.Event()
+class Idle(Announced):
+    def __enter__(self):
+        super().__enter__()
+        if threading.current_thread().name == "flowkit-recorder":
+            idle.set()  # the writer's thread, waiting for work
+writer_module.parked = Idle
+db.flush = flush
+writer.submit(Batch())  # the writer wakes, writes nothing, and waits again: parked
+idle.wait()
+out["run, writer idle"] = alone()
 writer.close()
 out["writer, run waiting"] = seen_by_writer
 out["run, writer busy"] = while_running
@@ -346,6 +357,7 @@ def test_rows_go_one_by_one_only_when_no_other_thread_wants_the_gil(monkeypatch:
     assert out["beside a thread"] == [1, 1]  # one statement: the other thread may want the GIL
     assert out["beside a parked thread"] == [0, 5]
     assert out["writer, run waiting"] == [True] and out["run, writer busy"] == [False]
+    assert out["run, writer idle"] is True  # the writer's idle thread is parked
     assert out["rows"] == ["n"]
 
 
@@ -363,3 +375,18 @@ def test_each_piece_is_decided_as_it_is_written(conn: BulkConnection, monkeypatc
     assert ["json_each" in s for s in seen] == [True, False, False, False, False, True]
     assert conn.execute("SELECT k, t FROM bulk ORDER BY k").fetchall() == [
         (0, "v10"), (1, "v11"), (2, "v7"), (3, "v8"), (4, "v9")]
+
+
+def test_rows_json_cannot_say_go_row_by_row_after_pieces_written_alone(conn: BulkConnection,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowkit.store import sqlite_bulk
+
+    monkeypatch.setattr(sqlite_bulk, "CHUNK", 4)
+    monkeypatch.setattr(sqlite_bulk, "BY_ROW", 2)
+    answers = iter([True, False])  # alone for the first piece; then the rows are looked at, and refused
+    monkeypatch.setattr(sqlite_bulk, "alone", lambda: next(answers))
+    seen = _statements(conn)
+    rows = [(k, f"t{k}", k, float(k), None, None) for k in range(5)] + [(5, "nan", 5, math.nan, None, None)]
+    bulk, one_by_one = _both(conn, rows)
+    assert bulk == one_by_one and len(bulk) == 6
+    assert not _in_bulk(seen)

@@ -147,15 +147,20 @@ class BulkConnection(sqlite3.Connection):
         if forms is None and keyed is None:
             return super().executemany(sql, rows)
         rows = rows if isinstance(rows, (list, tuple)) else list(rows)
-        if forms is not None and rows and _plain(rows, forms[2], _PLAIN):
+        if forms is not None and rows:
+            plain = None  # whether the rows can be JSON: looked at once, when one statement is wanted
             at = 0
             while at < len(rows):  # in order: a later row of a key still comes after
                 if alone():  # nothing waits for the GIL (the run waits for these rows): cheaper row by row
                     cursor = super().executemany(sql, rows[at:at + BY_ROW])
                     at += BY_ROW
-                else:
-                    cursor = self._inserted(sql, forms, rows[at:at + CHUNK])
-                    at += CHUNK
+                    continue
+                if plain is None:
+                    plain = _plain(rows, forms[2], _PLAIN)
+                if not plain:
+                    return super().executemany(sql, rows[at:])
+                cursor = self._inserted(sql, forms, rows[at:at + CHUNK])
+                at += CHUNK
             return cursor
         if keyed is not None and rows and not alone() and _plain(rows, keyed[1], _KEYED):
             last = list({row[-1]: row for row in rows}.values())  # a key's last row is what row by row leaves
