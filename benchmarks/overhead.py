@@ -25,8 +25,11 @@ weighs on each alike. Sections:
    to the writer but not written, what a writer entirely beside the run would
    leave; and rows written beside a thread that runs Python, row by row
    (``sqlite3``'s ``executemany``, which waits for the GIL after each row) and
-   as the store's one statement (flowkit.store.sqlite_bulk).
-   For a cached rerun: the trace, the keys, the one batched lookup (the store's
+   as the store's one statement (flowkit.store.sqlite_bulk). The least a cold
+   task's records need, in plain Python (its value pickled and hashed, its
+   content key, its task-run and cache rows, their JSON), with the engine and
+   the keys: what is left of a cold run above that is the general path's own
+   Python. For a cached rerun: the trace, the keys, the one batched lookup (the store's
    ``cache_lookup`` of every key) and one row per task run.
 
 It ends with one PASS/FAIL line per target (issue 18). Exit code 0 whatever
@@ -156,6 +159,44 @@ def sqlite_row_floor(rows: int, repeat: int) -> float:
             best = min(best, (time.perf_counter() - start) / rows)
             conn.close()
     return best
+
+
+def cold_essentials(n: int, repeat: int, with_input: bool) -> tuple[float, float]:
+    """Seconds per task of the least a cold task's records need, in plain Python: (the run's part, the writer's JSON).
+
+    The run's part: the value stored as the store stores a small result (``store_value``:
+    pickled and hashed), the content key hashed over its input's digest (``with_input``),
+    and the task-run and cache-entry rows built and kept. The writer's part: the JSON text
+    of those rows that its one statement sends (flowkit.store.sqlite_bulk). The cache key is
+    not in it: the keys are measured with the cached rerun's parts. What a cold run costs
+    beyond the engine, the keys and these is the general path's own Python.
+    """
+    from xxhash import xxh3_128_hexdigest
+
+    from flowkit._worker import store_value
+    from flowkit.store.sqlite_bulk import _json
+
+    run_id = "0" * 32
+
+    def records() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        task_runs: list[tuple[Any, ...]] = []
+        cache: list[tuple[Any, ...]] = []
+        digest = None
+        for i in range(n):
+            node = f"noop-{i:x}"
+            info = store_value(None, None, None)
+            content = xxh3_128_hexdigest(f"fingerprint|{digest}".encode()) if with_input and digest else None
+            column = f'[[0,"noop-{i - 1:x}"]]' if with_input and i else None
+            digest = info[0]
+            task_runs.append((run_id, node, i, "noop", "completed", 1, 1.7e9, 1.7e9, f"{i:032x}", digest, None,
+                              None, None, None, None, column))
+            cache.append((f"{i:032x}", digest, "noop", f"{run_id}/{node}", 1.7e9, run_id, False, None, content))
+        return task_runs, cache
+
+    made = min(timed(records) for _ in range(repeat))
+    task_runs, cache = records()
+    text = min(timed(lambda: (_json(task_runs), _json(cache))) for _ in range(repeat))
+    return made / n, text / n
 
 
 def run_thread_alone(shape: Shape, n: int, repeat: int) -> float:
@@ -349,9 +390,18 @@ def main() -> int:
     print(f"   task-run rows written beside a thread running Python: row by row ({BUSY_ROWS}) {by_row:,.1f} µs/row, "
           f"as one statement ({n:,}) {at_once:.2f} µs/row ({by_row / at_once:,.0f}x)")
 
+    parts = {name: tuple(x * 1e6 for x in cached_parts(SHAPES[name], n, repeat)) for name in ("chain", "fan-out")}
     for name in ("chain", "fan-out"):
         us = at_n[name]
-        keys, lookup = (x * 1e6 for x in cached_parts(SHAPES[name], n, repeat))
+        made, text = (x * 1e6 for x in cold_essentials(n, repeat, with_input=name == "chain"))
+        least = us["engine"] + parts[name][0] + made + text
+        print(f"   {name:<8} cold, the least its records need: engine {us['engine']:.2f} + keys {parts[name][0]:.2f} "
+              f"+ value, content key and rows {made:.2f} + their JSON {text:.2f} = {least:.2f} µs "
+              f"({least / us['dask.get']:.2f}x dask.get); the general path's Python on top: {us['cold'] - least:.2f}")
+
+    for name in ("chain", "fan-out"):
+        us = at_n[name]
+        keys, lookup = parts[name]
         floor = us["trace"] + keys + lookup + row_us
         print(f"   {name:<8} cached: trace {us['trace']:.2f} + keys {keys:.2f} + the lookup {lookup:.2f} + one "
               f"row {row_us:.2f} = {floor:.2f} µs ({floor / us['trace']:.2f}x the trace; cached {us['cached']:.2f})")

@@ -145,6 +145,8 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
             "value that can be pickled, or mark the task cache=False", node or "?", kind.__module__,
             kind.__qualname__, type(exc).__name__, exc)
         return None
+    if serializer is not None and encoded.serializer != serializer:
+        _not_as_asked(node, serializer, value)
     data = encoded.data
     d = digest(data)
     size = len(data) if isinstance(data, bytes) else data.nbytes
@@ -155,6 +157,27 @@ def store_value(files: Any, value: Any, serializer: str | None, node: str | None
     except ArtifactWriteError as exc:
         raise _not_stored(node, key, exc) from exc
     return ArtifactInfo((d, encoded.serializer, size, describe(value), None, str(path)))
+
+
+_warned: set[tuple[str, type]] = set()
+
+
+def _not_as_asked(node: str | None, serializer: str, value: Any) -> None:
+    """Warn, once per serializer and type in a process, that a result was not stored as its task asked."""
+    from flowkit.store.serializers import TAKES
+
+    kind = type(value)
+    if (serializer, kind) in _warned:
+        return
+    _warned.add((serializer, kind))
+    import logging
+
+    takes = TAKES.get(serializer)
+    why = (f"{serializer!r} takes only {takes[0]}" if takes is not None and not takes[1](value)
+           else f"{serializer!r} could not write it")
+    logging.getLogger("flowkit").warning(
+        "the result of task %r (a %s.%s) was stored with pickle, not the serializer=%r its task asks for: %s",
+        node or "?", kind.__module__, kind.__qualname__, serializer, why)
 
 
 def _not_stored(node: str | None, key: str | None, exc: ArtifactWriteError) -> StoreError:

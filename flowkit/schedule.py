@@ -84,6 +84,9 @@ class Cron:
         if max_catchup is not None and (isinstance(max_catchup, bool) or not isinstance(max_catchup, int)
                                         or max_catchup < 1):
             raise ScheduleError(f"max_catchup must be an int >= 1 or None, got {max_catchup!r}")
+        if max_catchup is not None and catchup != "all":
+            raise ScheduleError(f"max_catchup={max_catchup} limits the missed slots that catchup='all' runs; with "
+                                f"catchup={catchup!r} it would be ignored: give catchup='all', or leave it out")
         self.catchup = catchup
         self.overlap = overlap
         self.max_catchup = max_catchup

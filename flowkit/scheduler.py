@@ -114,11 +114,16 @@ class Scheduler:
         misfire_grace: a slot older than this many seconds at its tick counts as missed.
         background: launch runs on threads instead of waiting for them in ``tick``
             (``run_forever`` uses this so a long run does not delay other schedules).
+        name: this scheduler's name in the lease and the fires it records (default
+            ``host:pid:random``): a standby that takes over shows under its own.
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None, clock: Clock | None = None, *,
                  lease_seconds: float = 30.0, misfire_grace: float = 60.0, background: bool = False,
                  name: str | None = None) -> None:
+        if isinstance(home, Clock):
+            raise TypeError(f"Scheduler({home!r}): the first argument is the store's home folder; give the clock "
+                            f"as Scheduler(clock=...)")
         self.store = Store.open(home)
         self.clock = clock or SystemClock()
         self.lease_seconds = lease_seconds
@@ -170,7 +175,9 @@ class Scheduler:
         """Every stored schedule, by name (one whose parameters are refused has ``refused`` set, see above)."""
         out = []
         for r in self.store.db.schedules():
-            cron = Cron(r.expr, tz=r.tz, catchup=r.catchup, overlap=r.overlap, max_catchup=r.max_catchup)
+            # A row stored before Cron refused max_catchup without catchup="all" may have both.
+            cron = Cron(r.expr, tz=r.tz, catchup=r.catchup, overlap=r.overlap,
+                        max_catchup=r.max_catchup if r.catchup == "all" else None)
             params, refused = self._params(r)
             out.append(Schedule(r.name, r.flow_ref, r.flow, cron, params, r.paused, r.created, r.checked, refused))
         return out

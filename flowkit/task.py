@@ -72,10 +72,14 @@ class TaskOptions:
         cache: ``False`` marks the task non-deterministic (never served from cache).
         cache_version: bump it to invalidate cached results by hand.
         cache_ttl: seconds (or a ``timedelta``) a cached result stays valid.
-        serializer: how results are stored (one of ``SERIALIZERS``; ``None`` = by type).
+        serializer: how results are stored (one of ``SERIALIZERS``; ``None`` = by type). A result
+            the serializer does not take (``"npy"`` for a list) is pickled, with a warning, so that
+            it loads back as it was.
         nout: the number of values the task returns, so ``a, b = t(x)`` unpacks.
         tags: labels shown in UIs and dashboards.
-        resources: abstract resources an attempt needs, e.g. ``{"GPU": 1}``.
+        resources: abstract resources an attempt needs, e.g. ``{"GPU": 1}``: on Dask, only a worker
+            that offers them runs it (``dask worker --resources "GPU=1"``); ``LocalExecutor`` has
+            no resources to count and runs it as any other task.
         checks: gates on the task's result before it is committed (:mod:`flowkit.ml.checks`):
             ``fk.checks.*`` checks, callables ``(value) -> None | bool | str``, pandera schemas.
     """

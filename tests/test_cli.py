@@ -120,6 +120,12 @@ def test_a_failed_flow_exits_1_with_the_reason_and_no_traceback(flows, tmp_path,
         (["lineage", "0123456789"], "artifact '0123456789' is not in the store"),
         (["run", "{flows}:pipeline", "--resume", "nope"], "cannot resume: no run 'nope'"),
         (["run", "{flows}:pipeline", "--refresh-task", "nothing"], "refresh= names unknown task(s) nothing"),
+        (["run", "{flows}:pipeline", "--address", "tcp://127.0.0.1:1", "--workers", "2"],
+         "the cluster at --address has its own workers"),
+        (["run", "{flows}:pipeline", "--address", "tcp://127.0.0.1:1", "--executor", "local"],
+         "cannot go with --executor local"),
+        (["show", "0123456789", "--logs", "load", "--json"], "--logs and --json each print something else"),
+        (["show", "0123456789", "--traceback", "--logs", "load"], "--traceback and --logs each print"),
     ],
 )
 def test_bad_input_is_a_clear_message_exit_2_and_no_traceback(flows, tmp_path, home, args, words):
@@ -139,6 +145,46 @@ def test_an_unreachable_dask_address_is_a_clear_error(flows, tmp_path, home):
     assert out.returncode == 2
     assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+OWN_EXECUTOR = textwrap.dedent('''
+    import os
+    import flowkit as fk
+
+
+    class Marked(fk.LocalExecutor):
+        """A local executor that leaves a mark when a run opens it."""
+
+        def session(self, clock):
+            open(os.environ["MARK"], "a").write("opened\\n")
+            return super().session(clock)
+
+
+    @fk.task
+    def double(x: int) -> int:
+        return 2 * x
+
+
+    @fk.flow(executor=Marked(max_workers=2))
+    def mine(x: int = 2):
+        return double(x)
+''')
+
+
+def test_run_keeps_the_flows_own_executor_unless_an_option_names_another(tmp_path, home, monkeypatch):
+    path = tmp_path / "mine.py"
+    path.write_text(OWN_EXECUTOR)
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("MARK", str(mark))
+    out = flowkit("run", str(path), cwd=tmp_path, home=home)
+    assert out.returncode == 0, out.stderr
+    assert "result: 4" in out.stdout and mark.read_text() == "opened\n"
+    out = flowkit("run", str(path), "--executor", "local", "--refresh", cwd=tmp_path, home=home)
+    assert out.returncode == 0, out.stderr
+    assert mark.read_text() == "opened\n"  # --executor local replaced it
+    out = flowkit("run", str(path), "--workers", "3", cwd=tmp_path, home=home)
+    assert out.returncode == 2
+    assert "runs on its own executor" in out.stderr and "--workers needs --executor local or dask" in out.stderr
 
 
 def test_a_broken_flow_file_is_reported_with_its_line(tmp_path, home):

@@ -330,6 +330,20 @@ def test_connect_to_a_scheduler_by_address_and_leave_it_running(cluster, tmp_pat
     assert linear.with_options(executor=executor)(2) == 3
 
 
+@pytest.mark.parametrize(("kwargs", "words"), [
+    ({"address": "tcp://127.0.0.1:1", "n_workers": 2}, "address=...): n_workers would be ignored"),
+    ({"address": "tcp://127.0.0.1:1", "processes": False, "memory_limit": "1GB"},
+     "processes, memory_limit would be ignored"),
+    ({"client": object(), "threads_per_worker": 2}, "client=...): threads_per_worker would be ignored"),
+    ({"client": object(), "timeout": 3}, "timeout would be ignored"),
+    ({"address": "tcp://127.0.0.1:1", "client": object()}, "give address= or client=, not both"),
+])
+def test_local_cluster_options_beside_an_existing_cluster_are_refused(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        fk.DaskExecutor(**kwargs)
+    assert words in str(info.value)
+
+
 def test_unreachable_address_is_a_clear_error():
     executor = fk.DaskExecutor(address=f"tcp://127.0.0.1:{_free_port()}", timeout=2)
     with pytest.raises(DaskConnectionError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:"):

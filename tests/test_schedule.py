@@ -109,6 +109,8 @@ def test_next_after_and_fires_between_return_aware_datetimes_in_the_zone():
     ({"expr": "0 3 * * *", "catchup": "some"}, "catchup='some'"),
     ({"expr": "0 3 * * *", "overlap": "maybe"}, "overlap='maybe'"),
     ({"expr": "0 3 * * *", "max_catchup": 0}, "max_catchup"),
+    ({"expr": "0 3 * * *", "max_catchup": 2}, "with catchup='latest' it would be ignored"),
+    ({"expr": "0 3 * * *", "catchup": "none", "max_catchup": 2}, "with catchup='none' it would be ignored"),
 ])
 def test_bad_schedules_fail_at_definition_quoting_the_culprit(kwargs, words):
     with pytest.raises(fk.ScheduleError) as info:
@@ -415,3 +417,8 @@ def test_a_scheduled_run_records_the_flows_defaults_like_a_cli_run(flows, clock)
     clock.advance(61)
     (fire,) = scheduler.tick()
     assert fk.runs(limit=1)[0].params == {"tag": "x"}
+
+
+def test_a_clock_given_where_the_home_folder_goes_is_refused_by_name(tmp_path):
+    with pytest.raises(TypeError, match=r"give the clock as Scheduler\(clock=\.\.\.\)"):
+        Scheduler(fk.ManualClock())

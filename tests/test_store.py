@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -393,3 +394,40 @@ def test_a_long_constant_is_recorded_in_lineage_by_digest_not_copied():
     assert len(node_id) < 100 and "xxh3:" in node_id  # a digest stands for the 5 KB text...
     assert shown.startswith("'Dear {name}, xxx") and len(shown) <= 200  # ...and a short repr shows it
     assert params["name"][0].endswith("'Ada'")  # short constants are kept as they are
+
+
+@fk.task(serializer="npy")
+def listed(n: int) -> list[int]:
+    return list(range(n))
+
+
+@fk.task(serializer="parquet")
+def counted(xs: list[int]) -> dict[str, int]:
+    return {"n": len(xs)}
+
+
+@fk.task
+def kinds(xs: Any, d: Any) -> tuple[str, str]:
+    return type(xs).__name__, type(d).__name__
+
+
+@fk.flow
+def mismatched(n: int = 3):
+    xs = listed(n)
+    c = counted(xs)
+    return xs, c, kinds(xs, c)
+
+
+def test_a_result_its_serializer_does_not_take_is_pickled_with_a_warning_and_loads_back_as_it_was(home, caplog):
+    with caplog.at_level("WARNING", logger="flowkit"):
+        first = mismatched.run()
+    assert first.result() == ([0, 1, 2], {"n": 3}, ("list", "dict"))
+    store = fk.Store.open()
+    assert {tr.node: store.artifact(tr.artifact_id)["serializer"] for tr in first.task_runs
+            if tr.node != "kinds"} == {"listed": "pickle", "counted": "pickle"}
+    said = caplog.text
+    assert "not the serializer='npy' its task asks for: 'npy' takes only numpy arrays" in said
+    assert "not the serializer='parquet' its task asks for: 'parquet' takes only pandas DataFrames" in said
+    again = mismatched.run()  # served from the cache: the same types, not an array
+    assert {tr.status for tr in again.task_runs} == {"cached"}
+    assert again.result() == ([0, 1, 2], {"n": 3}, ("list", "dict"))

@@ -7,6 +7,7 @@ flow exit code 1; ``--debug`` shows the Python traceback.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -129,13 +130,35 @@ def param_option(fn: Any) -> Any:
     return _param(_params_file(fn))
 
 
+def _executor(flow: Any, executor: str | None, address: str | None, workers: int | None) -> Any:
+    """The executor ``flowkit run`` uses: the one the options name, else the flow's own, else a local one."""
+    import flowkit as fk
+
+    if address:
+        if executor == "local":
+            raise click.UsageError("--address is a Dask scheduler's: it cannot go with --executor local")
+        if workers is not None:
+            raise click.UsageError("--workers sizes a cluster flowkit starts; the cluster at --address has its own "
+                                   "workers (leave out --workers)")
+        return fk.DaskExecutor(address=address)
+    if executor == "dask":
+        return fk.DaskExecutor(n_workers=workers)
+    if executor is None and flow.options.executor is not None:
+        if workers is not None:
+            raise click.UsageError(f"flow {flow.name!r} runs on its own executor ({flow.options.executor!r}); "
+                                   f"--workers needs --executor local or dask to replace it")
+        return flow.options.executor
+    return fk.LocalExecutor(max_workers=workers)
+
+
 @main.command()
 @click.argument("target", metavar="FILE.py[:FLOW]")
 @param_option
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="Run in this process, or on Dask.")
+@click.option("--executor", type=click.Choice(["local", "dask"]),
+              help="Run in this process, or on a local Dask cluster (default: the flow's own executor, else local).")
 @click.option("--address", metavar="tcp://HOST:PORT", help="An existing Dask scheduler (implies --executor dask).")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker count: threads for local, processes for dask.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker count: threads for local, processes for a local Dask cluster.")
 @click.option("--refresh", is_flag=True, help="Recompute every task, cached or not.")
 @click.option("--refresh-task", "refresh_tasks", multiple=True, metavar="TASK",
               help="Recompute TASK and everything downstream of it (repeatable).")
@@ -144,7 +167,7 @@ def param_option(fn: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--junit", "junit", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write task and check results as JUnit XML (for CI).")
-def run(target: str, params: tuple[str, ...], params_file: str | None, executor: str, address: str | None, workers: int | None,
+def run(target: str, params: tuple[str, ...], params_file: str | None, executor: str | None, address: str | None, workers: int | None,
         refresh: bool, refresh_tasks: tuple[str, ...], resume: str | None, fail_fast: bool,
         as_json: bool, junit: str | None) -> None:
     """Run a flow from a file: flowkit run flows.py:train -p rows=1000
@@ -157,13 +180,12 @@ def run(target: str, params: tuple[str, ...], params_file: str | None, executor:
     flow = load_flow(target)
     kwargs = parse_params(flow, params, params_file)
     bound = flow.bind(**kwargs)
-    if address or executor == "dask":
-        chosen: Any = fk.DaskExecutor(address=address, n_workers=None if address else workers)
-    else:
-        chosen = fk.LocalExecutor(max_workers=workers)
+    chosen = _executor(flow, executor, address, workers)
     refresh_arg: bool | list[str] = True if refresh else list(refresh_tasks)
     out = err_console if as_json else console
-    with chosen:
+    # An executor used as a context manager is opened once for the run (a cluster started, then closed);
+    # one of the user's own that is not opens its session per run, as flow.run() does.
+    with chosen if hasattr(chosen, "__enter__") else contextlib.nullcontext(chosen):
         link = getattr(chosen, "dashboard_link", None)
         if link and not as_json:
             out.print(f"Dask dashboard: {link}")
@@ -200,7 +222,7 @@ def run(target: str, params: tuple[str, ...], params_file: str | None, executor:
 @param_option
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot", "png", "svg"]), default="mermaid",
               show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (png/svg need one).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file (default: print mermaid or dot; write FLOW.png or FLOW.svg).")
 def graph(target: str, params: tuple[str, ...], params_file: str | None, fmt: str, output: str | None) -> None:
     """Show a flow's graph without running it."""
     flow = load_flow(target)
@@ -303,6 +325,11 @@ def show(run_id: str, task: str | None, show_traceback: bool, logs_of: str | Non
     if task is not None and not show_traceback:
         raise UsageProblem(f"a task name ({task!r}) after the run id goes with --traceback: "
                            f"flowkit show {run_id} --traceback {task}")
+    chosen = [flag for flag, on in (("--traceback", show_traceback), ("--logs", logs_of is not None),
+                                    ("--json", as_json)) if on]
+    if len(chosen) > 1:
+        raise UsageProblem(f"{' and '.join(chosen)} each print something else: give one of them (--json has "
+                           f"every task run's traceback; `flowkit show RUN --logs TASK` prints a task's output)")
     found = _store().run(run_id)
     if show_traceback:
         _print_tracebacks(found, task)

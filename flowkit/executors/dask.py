@@ -78,12 +78,15 @@ class DaskExecutor:
         address: a scheduler address such as ``"tcp://10.0.0.5:8786"``; ``None``
             starts a ``distributed.LocalCluster`` on 127.0.0.1 for each run (or
             once, when the executor is used as a context manager).
-        n_workers, threads_per_worker, processes: for the local cluster.
+        n_workers, threads_per_worker, processes: for the local cluster (default: Dask's
+            choice for this machine, worker processes); refused with ``address`` or ``client``,
+            whose cluster has its workers already.
         client: an existing ``distributed.Client`` to use (it is not closed).
         no_workers_timeout: seconds a run waits while the cluster has no worker at all
             (all lost, none started yet) before its tasks in flight fail with a
             :class:`DaskClusterError`; ``None`` waits for ever.
-        **cluster_kwargs: passed on to ``LocalCluster``.
+        **cluster_kwargs: passed on to ``LocalCluster``; with ``address``, only ``timeout``
+            (seconds to wait for the scheduler, default 10) is taken.
 
     Use it as a context manager so several runs share one cluster::
 
@@ -93,8 +96,19 @@ class DaskExecutor:
     """
 
     def __init__(self, address: str | None = None, n_workers: int | None = None,
-                 threads_per_worker: int | None = None, processes: bool = True, client: Client | None = None,
+                 threads_per_worker: int | None = None, processes: bool | None = None, client: Client | None = None,
                  no_workers_timeout: float | None = NO_WORKERS_TIMEOUT, **cluster_kwargs: Any) -> None:
+        if address is not None or client is not None:
+            given = "address=" if address is not None else "client="
+            if address is not None and client is not None:
+                raise ValueError("DaskExecutor: give address= or client=, not both")
+            local = {"n_workers": n_workers, "threads_per_worker": threads_per_worker, "processes": processes}
+            ignored = [name for name, value in local.items() if value is not None]
+            ignored += [name for name in cluster_kwargs if address is None or name != "timeout"]
+            if ignored:
+                raise ValueError(f"DaskExecutor({given}...): {', '.join(ignored)} would be ignored: they configure "
+                                 f"the local cluster flowkit starts, and the cluster at {given[:-1]} has its own "
+                                 f"workers")
         if no_workers_timeout is not None and not no_workers_timeout > 0:
             raise ValueError(f"DaskExecutor(no_workers_timeout={no_workers_timeout!r}): give a number of seconds "
                              f"above 0, or None to wait for ever")
@@ -102,7 +116,7 @@ class DaskExecutor:
         self.address = address
         self.n_workers = n_workers
         self.threads_per_worker = threads_per_worker
-        self.processes = processes
+        self.processes = True if processes is None else processes
         self.cluster_kwargs = cluster_kwargs
         self._given = client
         self._client: Client | None = client

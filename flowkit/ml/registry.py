@@ -613,9 +613,13 @@ def promote(name: str, version: int, to: str = "production", reason: str | None 
     """Move alias ``to`` to ``version``, recording the previous holder (so :func:`rollback` can return to it).
 
     Args:
+        name, version: the model and the version the alias moves to.
+        to: the alias (``"production"``, ``"staging"``, ...), created if new.
+        reason: why, kept in the alias's history (``fk.registry.history``).
         require_gate: refuse the version unless the run that produced it completed without a
             failed error-severity check (a version no run produced, or whose run is still
             going, cannot pass).
+        store, clock: the store (default ``$FLOWKIT_HOME``) and where the move's time comes from.
 
     Raises:
         ModelNotFoundError: no such model or version.

@@ -616,6 +616,7 @@ def serve(model_uri: str, host: str = "127.0.0.1", port: int = 8000, token: str 
         home, store: the store (default ``$FLOWKIT_HOME``, else ``./.flowkit``).
         allow_anonymous: serve a non-loopback host without a token anyway (anyone who can reach it may call it).
         access_log: uvicorn's line per request (off: the prediction log keeps what was asked and answered).
+        log_level: uvicorn's log level (``"info"``: the address it listens on, start and stop).
         poll_interval, max_body_bytes, log_queue: as for :func:`create_app`.
 
     Raises:

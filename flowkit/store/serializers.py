@@ -139,9 +139,22 @@ def _by_type(value: Any) -> str:
     return "pickle"
 
 
+#: What each serializer of one kind of value takes; any other value is pickled, so that it loads
+#: back as what it was (``np.save`` would turn a list into an array).
+TAKES = {"feather": ("pandas DataFrames", _is_dataframe), "parquet": ("pandas DataFrames", _is_dataframe),
+         "npy": ("numpy arrays (not of objects)", _is_array)}
+
+
 def dumps(value: Any, requested: str | None = None) -> Encoded:
-    """Serialize ``value`` with ``requested`` (or by type), falling back to (cloud)pickle."""
+    """Serialize ``value`` with ``requested`` (or by type), falling back to (cloud)pickle.
+
+    A frame or array serializer requested for a value it does not take, or that cannot
+    write it (a column Arrow cannot hold), gives way to pickle: the ``serializer`` of the
+    result says what was used.
+    """
     name = requested or _by_type(value)
+    if name in TAKES and not TAKES[name][1](value):
+        name = "pickle"
     if name in ("feather", "parquet", "npy"):
         try:
             return Encoded(_DUMPS[name](value), name)
