@@ -8,12 +8,12 @@ alone take minutes beside a busy thread, and a background writer writes nothing 
 run waits for it. :class:`BulkConnection` sends the rows of an ``INSERT ... VALUES (?, ...)``
 as one JSON parameter instead::
 
-    INSERT INTO t (a, b) WITH _rows(_at, _row) AS MATERIALIZED (SELECT key, value FROM json_each(?1))
+    INSERT INTO t (a, b) WITH _rows(_at, _row) AS MATERIALIZED (SELECT key, value FROM json_each(CAST(?1 AS TEXT)))
     SELECT _row->>'$[0]', _row->>'$[1]' FROM _rows WHERE true ORDER BY _at ON CONFLICT ...
 
 one step that writes every row without the GIL (up to :data:`CHUNK` rows a statement). It
-costs more CPU per row than ``executemany`` (the JSON text, made under the GIL, and read
-again by SQLite), so when no other thread wants the GIL (:func:`flowkit.store.parked.alone`:
+costs more CPU per row than ``executemany`` (the JSON text, made by orjson under the GIL,
+and read again by SQLite), so when no other thread wants the GIL (:func:`flowkit.store.parked.alone`:
 a run's end, when its thread waits for the writer; a process of one thread) the rows go
 row by row, :data:`BY_ROW` rows at a time, the choice made again before each piece.
 Bytes (an artifact's inline value) go in a second parameter, all of them joined, each row
@@ -36,12 +36,13 @@ task logs it.
 from __future__ import annotations
 
 import functools
-import itertools
-import json
+import math
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import orjson
 
 from flowkit.store.parked import alone
 
@@ -95,7 +96,7 @@ def bulk_statements(sql: str) -> tuple[str, str, int] | None:
     # a row's text again for each column read from it). The INSERT comes first, so that sqlite3
     # sees one (its rowcount, its implicit transaction); WHERE true: without it SQLite reads ON
     # CONFLICT as a join's.
-    rows = " WITH _rows(_at, _row) AS MATERIALIZED (SELECT key, value FROM json_each(?1))"
+    rows = " WITH _rows(_at, _row) AS MATERIALIZED (SELECT key, value FROM json_each(CAST(?1 AS TEXT)))"
     select = " SELECT {} FROM _rows WHERE true ORDER BY _at"
     return (head.rstrip() + rows + select.format(", ".join(plain)) + tail,
             head.rstrip() + rows + select.format(", ".join(blobs)) + tail, n)
@@ -118,7 +119,7 @@ def keyed_statement(sql: str) -> tuple[str, int] | None:
     delete = _DELETE.fullmatch(sql)
     if delete is not None:
         table, key = delete.groups()
-        return f"DELETE FROM {table} WHERE {key} IN (SELECT value->>'$[0]' FROM json_each(?1))", 1
+        return f"DELETE FROM {table} WHERE {key} IN (SELECT value->>'$[0]' FROM json_each(CAST(?1 AS TEXT)))", 1
     update = _UPDATE.fullmatch(sql)
     if update is None:
         return None
@@ -134,7 +135,7 @@ def keyed_statement(sql: str) -> tuple[str, int] | None:
             n += 1
         sets.append(f"{column} = {value}")
     picks = ", ".join(f"value->>'$[{i}]' AS _{i}" for i in range(n + 1))
-    return (f"UPDATE {table} SET {', '.join(sets)} FROM (SELECT {picks} FROM json_each(?1)) AS _keyed "
+    return (f"UPDATE {table} SET {', '.join(sets)} FROM (SELECT {picks} FROM json_each(CAST(?1 AS TEXT))) AS _keyed "
             f"WHERE {table}.{key} = _keyed._{n}", n + 1)
 
 
@@ -191,15 +192,34 @@ class BulkConnection(sqlite3.Connection):
 
 
 def _plain(rows: Sequence[Sequence[Any]], width: int, kinds: frozenset[type]) -> bool:
-    """Each row has ``width`` values, each of one of ``kinds`` (types JSON says as sqlite3 binds them)."""
-    return all(len(row) == width for row in rows) and set(map(type, itertools.chain.from_iterable(rows))) <= kinds
+    """Each row has ``width`` values, each of one of ``kinds`` (types JSON says as sqlite3 binds them), none NaN or infinite."""
+    if not all(len(row) == width for row in rows):
+        return False
+    for column in zip(*rows):
+        types = set(map(type, column))
+        if not types <= kinds or float in types and not _finite(column):
+            return False
+    return True
 
 
-def _json(rows: Sequence[Sequence[Any]], default: Any = None) -> str | None:
-    """The rows as JSON text; ``None`` for what must go row by row (a NaN or an infinity, a NUL character)."""
+def _finite(column: tuple[Any, ...]) -> bool:
+    """No float of a column is a NaN or an infinity (JSON has no word for them; SQLite keeps an infinity)."""
+    # The sum of finite floats is finite unless it overflows, which only sends the rows row by row.
     try:
-        text = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":"),
-                                default=default).encode(rows)
-    except ValueError:
+        total = sum(filter(None, column), 0.0)  # None (NULL) and zeros left out
+    except TypeError:  # text or bytes beside the floats
+        total = sum(value for value in column if type(value) is float)
+    return math.isfinite(total)
+
+
+def _json(rows: Sequence[Sequence[Any]], default: Any = None) -> bytes | None:
+    """The rows as JSON text, in UTF-8 (read as text by the statements); ``None`` for what must go row by row.
+
+    The rows are :func:`_plain`'s, so their values are exactly JSON's types; a text with a NUL
+    character goes row by row, since SQLite's JSON functions end a text at it.
+    """
+    try:
+        text = orjson.dumps(rows, default=default)
+    except orjson.JSONEncodeError:  # an integer past 64 bits, a text that is not valid UTF-8
         return None
-    return None if "\\u0000" in text else text  # SQLite's JSON functions end a text at a NUL character
+    return None if b"\\u0000" in text else text
