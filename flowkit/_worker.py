@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from xxhash import xxh3_128_hexdigest
@@ -96,12 +97,13 @@ class ArtifactInfo(tuple):  # noqa: SLOT001 - a plain tuple that pickles cheaply
 
     __slots__ = ()
 
-    digest = property(lambda self: self[0])
-    serializer = property(lambda self: self[1])
-    size = property(lambda self: self[2])
-    description = property(lambda self: self[3])
-    inline = property(lambda self: self[4])
-    uri = property(lambda self: self[5])
+    # itemgetter rather than a lambda: read without a Python frame (a few times for each task run)
+    digest = property(itemgetter(0))
+    serializer = property(itemgetter(1))
+    size = property(itemgetter(2))
+    description = property(itemgetter(3))
+    inline = property(itemgetter(4))
+    uri = property(itemgetter(5))
 
 
 def store_value(files: Any, value: Any, serializer: str | None, node: str | None = None,

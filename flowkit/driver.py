@@ -100,6 +100,7 @@ class Loop:
         if self.live and session.in_process:
             self.sink = lambda node, line: emit(TaskOutput(run_id, node, line))  # type: ignore[misc]
         self._options: dict[int, TaskOptions] = {}
+        self._calls: dict[int, tuple[Callable[..., Any], dict[str, Any], str | None, Any]] = {}  # call_of, per task
 
     def planned(self) -> None:
         """Tell a display how many task nodes the run has (now)."""
@@ -117,6 +118,16 @@ class Loop:
         if opts is None:
             opts = self._options[id(task)] = effective_options(task, self.task_defaults)
         return opts
+
+    def call_of(self, task: Task[..., Any]) -> tuple[Callable[..., Any], dict[str, Any], str | None, Any]:
+        """What each submission of a task's nodes hands the session: (function, hints, serializer, checks)."""
+        fn: Callable[..., Any] = task.fn
+        timeout = self.options(task).timeout
+        if timeout is not None:
+            fn = functools.partial(call_with_timeout, task.name, timeout, fn)
+        opts = task.options
+        hints = {"name": task.name, "tags": opts.tags, "resources": opts.resources, "code": task.fn}
+        return fn, hints, opts.serializer, opts.checks
 
     def plan(self, keys: dict[str, str]) -> None:
         """Look the keys up, schedule what must run, record what need not."""
@@ -188,23 +199,22 @@ class Loop:
             handles, eager = state.handles, state.eager
             inflight = eager.inflight
             deps = [handles[d] if d in handles else inflight[d] for d in node.deps]
-            if any(h is RELEASED for h in deps):  # `release.consumers` guarantees it never happens
-                raise RuntimeError(f"flowkit internal error: an input of node {key!r} was released too early")
+            for h in deps:
+                if h is RELEASED:  # `release.consumers` guarantees it never happens
+                    raise RuntimeError(f"flowkit internal error: an input of node {key!r} was released too early")
             kind = node.kind
             if kind == "task":
                 task = node.task
-                fn: Callable[..., Any] = task.fn
-                timeout = self.options(task).timeout
-                if timeout is not None:
-                    fn = functools.partial(call_with_timeout, task.name, timeout, fn)
-                hints = {"name": task.name, "tags": task.options.tags, "resources": task.options.resources,
-                         "code": task.fn}
+                call = self._calls.get(id(task))
+                if call is None:
+                    call = self._calls[id(task)] = self.call_of(task)
+                fn, hints, serializer, checks = call
                 if self.live:  # only a display wants to know when a task is handed over, and really starts
                     self.emit(TaskSubmitted(state.run_id, key, task.name))  # type: ignore[misc]
-                    hints["on_running"] = self.running
-                ctx = (state.run_id, task.name, state.keys.get(key), self.store, task.options.checks)
-                handle = self.session.submit(key, run_task, (key, self.sink, self.files, task.options.serializer,
-                                                             fn, node.args, node.kwargs, ctx), deps, **hints)
+                    hints = {**hints, "on_running": self.running}
+                ctx = (state.run_id, task.name, state.keys.get(key), self.store, checks)
+                handle = self.session.submit(key, run_task, (key, self.sink, self.files, serializer, fn, node.args,
+                                                             node.kwargs, ctx), deps, **hints)
             elif kind == "map":
                 handle = self.session.submit(key, collect, (), deps, name=node.task.name)
             else:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from flowkit._worker import Output
 from flowkit.clock import Clock
 
 __all__ = ["Completion", "Executor", "Session", "completed"]
@@ -64,8 +65,6 @@ def completed(key: str, result: Any, started: float, ended: float, worker: str |
     A node call may return its value wrapped with the record of its stored artifact and
     its captured output; this unwraps it, so a session passes on whatever ``fn`` returned.
     """
-    from flowkit._worker import Output
-
     if type(result) is Output:
         return Completion(key, result.value, None, started, ended, worker, result.info, (), result.logs,
                           result.extras)
