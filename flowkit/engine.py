@@ -58,6 +58,7 @@ reports is deferred (:func:`defer`) until its inputs' fate is known
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -81,6 +82,7 @@ __all__ = ["RELEASED", "Eager", "Loop", "Plan", "Release", "Retry", "RunState", 
            "succeed", "undefer"]
 
 RELEASED = object()  # stands in ``RunState.handles`` for a value nothing needs any more
+_attempt = functools.partial(tuple.__new__, Attempt)  # Attempt(...) without its Python-level __new__
 
 
 @dataclass
@@ -370,7 +372,10 @@ def halt(state: RunState) -> tuple[list[tuple[str, tuple[Attempt, ...]]], list[s
 
 def attempted(state: RunState, done: Completion) -> tuple[Attempt, ...]:
     """Every attempt of a node so far, ending with the one that just finished (taken from ``retry``)."""
-    earlier = state.retry.attempts.pop(done.key, [])
+    attempts = state.retry.attempts
+    if not done.lost and done.error is None and (not attempts or done.key not in attempts):  # most task runs
+        return (_attempt((1, done.started, done.ended, None)),)
+    earlier = attempts.pop(done.key, [])
     for worker in done.lost:  # attempts that died with their worker, recomputed by the cluster
         earlier.append(Attempt(len(earlier) + 1, None, None, f"worker {worker} was lost during the attempt"))
     error = error_text(done.error) if done.error is not None else None

@@ -267,14 +267,15 @@ class Recorder:
         run (a cached value) keeps every artifact input of the task run in rows.
         """
         computed = self._computed
-        count = 0
+        pairs = []
         for row in inputs:  # artifact rows come first (lineage_rows)
             if row[3] != "artifact":
                 break
             if row[5] not in computed:
                 return None, inputs
-            count += 1
-        return inputs_column([(row[2], row[5]) for row in inputs[:count]]), inputs[count:]
+            pairs.append(row[2:6:3])  # (position, producing node)
+        count = len(pairs)
+        return inputs_column(pairs), inputs[count:] if count < len(inputs) else []
 
     def tracked(self, tr: TaskRun) -> None:
         """The metrics (a number each), params and tags (JSON text) the task logged."""

@@ -7,10 +7,12 @@ hold, types included.
 
 from __future__ import annotations
 
+import enum
 import math
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -136,6 +138,24 @@ class Label(str):
 def test_what_json_cannot_say_goes_row_by_row(conn: BulkConnection, odd: object) -> None:
     seen = _statements(conn)
     bulk, one_by_one = _both(conn, [(1, "a", 1, 1.0, None, None), (2, "b", 2, 2.0, None, odd)])
+    assert bulk == one_by_one
+    assert not _in_bulk(seen)
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+@pytest.mark.parametrize(("column", "odd"), [(3, -math.inf), (1, math.inf), (5, math.inf), (3, np.float64(1.5)),
+                                             (2, Level.HIGH), (4, bytearray(b"x")), (1, Label("x")), (3, 1e308)],
+                         ids=["-infinity", "infinity-among-texts", "infinity-among-texts-and-bytes", "numpy-float",
+                              "int-enum", "bytearray", "text-subclass", "a-sum-past-the-largest-float"])
+def test_a_column_with_a_value_json_cannot_say_or_of_a_subclass_goes_row_by_row(conn: BulkConnection, column: int,
+                                                                                 odd: object) -> None:
+    rows = [[1, "a", 1, 1e308, b"y", "x"], [2, "b", 2, 2.0, None, b"z"]]
+    rows[1][column] = odd
+    seen = _statements(conn)
+    bulk, one_by_one = _both(conn, [tuple(row) for row in rows])
     assert bulk == one_by_one
     assert not _in_bulk(seen)
 

@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _json_text
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import orjson
 
 from flowkit.store.predictions import PredictionStore
 from flowkit.store.browse import BrowseStore
@@ -300,11 +301,7 @@ class TaskRunRow(NamedTuple):
 
 def inputs_column(pairs: Sequence[tuple[int, str]]) -> str:
     """A task run's ``inputs`` column: ``(position, producing node)`` of each artifact input, in order (JSON)."""
-    # As json.dumps would write it, at a fifth of the cost or less: it is built per task run of a cold run.
-    if len(pairs) == 1:
-        (position, node), = pairs
-        return f"[[{position:d},{_json_text(node)}]]"
-    return "[" + ",".join(f"[{position:d},{_json_text(node)}]" for position, node in pairs) + "]"
+    return orjson.dumps(pairs).decode()  # built per task run of a cold run: orjson, at a tenth of json's cost
 
 
 def read_inputs_column(text: str) -> list[tuple[int, str]]:

@@ -192,8 +192,12 @@ class BulkConnection(sqlite3.Connection):
 
 
 def _plain(rows: Sequence[Sequence[Any]], width: int, kinds: frozenset[type]) -> bool:
-    """Each row has ``width`` values, each of one of ``kinds`` (types JSON says as sqlite3 binds them), none NaN or infinite."""
-    if not all(len(row) == width for row in rows):
+    """Each row has ``width`` values, each of one of ``kinds`` (types JSON says as sqlite3 binds them), none NaN or infinite.
+
+    Exactly those types: orjson would write a subclass its own way (an ``IntEnum`` as its
+    value), where sqlite3 may bind it with an adapter. A column at a time, in C loops.
+    """
+    if set(map(len, rows)) != {width}:
         return False
     for column in zip(*rows):
         types = set(map(type, column))
@@ -215,11 +219,12 @@ def _finite(column: tuple[Any, ...]) -> bool:
 def _json(rows: Sequence[Sequence[Any]], default: Any = None) -> bytes | None:
     """The rows as JSON text, in UTF-8 (read as text by the statements); ``None`` for what must go row by row.
 
-    The rows are :func:`_plain`'s, so their values are exactly JSON's types; a text with a NUL
-    character goes row by row, since SQLite's JSON functions end a text at it.
+    The rows are :func:`_plain`'s; an integer past 64 bits, a text that is not valid UTF-8 or
+    one with a NUL character (SQLite's JSON functions end a text at it) makes it ``None``.
+    ``default`` is given each ``bytes`` value, which orjson does not write itself.
     """
     try:
         text = orjson.dumps(rows, default=default)
-    except orjson.JSONEncodeError:  # an integer past 64 bits, a text that is not valid UTF-8
+    except orjson.JSONEncodeError:
         return None
     return None if b"\\u0000" in text else text
