@@ -319,6 +319,7 @@ class Recorder:
         except BaseException:
             self._take_back(batch)
             raise
+        self.writer.make_way()  # the writer wakes and takes the batch now, not at the next switch interval
 
     def flush(self) -> None:
         """Commit every record so far before returning (after what the writer holds, in this thread)."""

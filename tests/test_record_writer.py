@@ -57,7 +57,7 @@ def test_batches_submitted_are_committed_by_another_thread_and_drain_waits_for_t
     assert writer.idle
 
 
-def test_the_run_makes_way_for_the_writer_only_while_it_writes(tmp_path, monkeypatch):
+def test_the_run_makes_way_for_the_writer_only_while_it_writes_or_has_a_batch_to_take(tmp_path, monkeypatch):
     from flowkit.store import writer as writer_module
 
     db = SQLiteMetadataStore(tmp_path / "flowkit.db")
@@ -76,14 +76,17 @@ def test_the_run_makes_way_for_the_writer_only_while_it_writes(tmp_path, monkeyp
     writer = BatchWriter(db)
     writer.make_way()
     assert sleeps == []  # nothing to write: nothing to wait for
-    writer.submit(batch_of("r", range(10)))
+    with writer._cond:  # the writer's thread cannot take the batch while this holds its lock (reentrant here)
+        writer.submit(batch_of("r", range(10)))
+        writer.make_way()
+    assert sleeps == [0]  # handed over, not yet taken: the writer needs the GIL to wake and take it
     assert writing.wait(30)
     writer.make_way()
-    assert sleeps == [0]  # the GIL given up, for no time
+    assert sleeps == [0, 0]  # writing: the GIL given up, for no time
     release.set()
     writer.drain()
     writer.make_way()
-    assert sleeps == [0]
+    assert sleeps == [0, 0]
     writer.close()
     assert [row.seq for row in db.task_runs("r")] == list(range(10))
 

@@ -73,9 +73,10 @@ class BatchWriter:
         own) hands it over only every switch interval (5 ms), so a write of a few statements
         would wait tens of milliseconds for it, its batch growing meanwhile. The run calls this
         between tasks: a write then waits for the GIL as long as a few tasks take, and records
-        are committed within milliseconds of being made (a crash loses fewer of them).
+        are committed within milliseconds of being made (a crash loses fewer of them). A batch
+        just handed over counts too: the writer needs the GIL to wake and take it.
         """
-        if self._busy:
+        if self._busy or self._pending:
             time.sleep(0)  # gives up the GIL, even for no time
 
     @property
