@@ -76,6 +76,7 @@ class KeyMaker:
         self.store = store
         self._fingerprints: dict[int, str] = {}
         self._heads: dict[str, str] = {}  # node -> what its key covers besides its upstream, joined
+        self._task_heads: dict[tuple[int, str], tuple[str, str]] = {}  # (task, kind) -> its part of head()
 
     def fingerprint(self, task: Task[..., Any]) -> str:
         fp = self._fingerprints.get(id(task))
@@ -85,15 +86,22 @@ class KeyMaker:
 
     def args_token(self, node: Node) -> str:
         """The token of a node's argument template (refs as slots)."""
-        args, kwargs = node.spelling()
-        if all(type(a) is Slot or type(a) in _SCALARS for a in args) and (
-            not kwargs or all(type(v) is Slot or type(v) in _SCALARS for v in kwargs.values())
-        ):
-            # Fast path for the common case: slots and plain scalars, whose repr is unambiguous.
-            text = ",".join(_scalar_token(a) for a in args)
-            if kwargs:
-                text += ";" + ",".join(f"{k!r}={_scalar_token(v)}" for k, v in kwargs.items())
-            return text
+        args, kwargs = node.canon if node.canon is not None else (node.args, node.kwargs)
+        # Fast path for the common case: slots and plain scalars, whose repr is unambiguous.
+        said = []
+        for a in args:
+            kind = type(a)
+            if kind is Slot:
+                said.append(f"${a.index}{path_token(a.path)}" if a.path else f"${a.index}")
+            elif kind in _SCALARS:
+                said.append(repr(a))
+            else:
+                break
+        else:
+            if not kwargs:
+                return ",".join(said)
+            if all(type(v) is Slot or type(v) in _SCALARS for v in kwargs.values()):
+                return ",".join(said) + ";" + ",".join(f"{k!r}={_scalar_token(v)}" for k, v in kwargs.items())
         try:
             return token((args, kwargs), inputs=self.store)
         except CacheKeyError:
@@ -127,10 +135,24 @@ class KeyMaker:
             parts.append(path_token(node.source_path))
         return parts
 
+    def head(self, node: Node) -> str:
+        """``"\\x00".join(self.parts(node))``, with what depends on the task alone joined once per task."""
+        task = node.task
+        if node.kind == "map" or not task.options.cache:
+            return "\x00".join(self.parts(node))
+        known = self._task_heads.get((id(task), node.kind))
+        if known is None:
+            opts = task.options
+            checks = "\x00" + token(opts.checks, task=task.name, argument="checks=", inputs=self.store) \
+                if opts.checks else ""
+            known = self._task_heads[(id(task), node.kind)] = (
+                f"{node.kind}\x00{self.fingerprint(task)}\x00{opts.cache_version!r}\x00", checks)
+        head = known[0] + self.args_token(node) + known[1]
+        return head + "\x00" + path_token(node.source_path) if node.source_path else head
+
     def key(self, node: Node, dep_keys: Iterable[str]) -> str:
         """The key of one node, given its upstream keys in slot order."""
-        parts = self.parts(node)
-        head = self._heads[node.id] = "\x00".join(parts)  # kept for its content key, if it runs
+        head = self._heads[node.id] = self.head(node)  # kept for its content key, if it runs
         tail = "\x00".join(dep_keys)
         return xxh3_128_hexdigest((head + "\x00" + tail if tail else head).encode())
 
@@ -138,7 +160,7 @@ class KeyMaker:
         """The content key of a node whose upstream values have these digests, in slot order."""
         head = self._heads.get(node.id)
         if head is None:
-            head = "\x00".join(self.parts(node))
+            head = self.head(node)
         return xxh3_128_hexdigest(("content\x00" + head + "\x00" + "\x00".join(digests)).encode())
 
     def item_content(self, mapped: Node, element: Any, others: Iterable[str] = ()) -> str | None:

@@ -732,3 +732,32 @@ def test_a_cached_rerun_checks_the_entries_of_a_maps_items_in_one_query(home, mo
     again = _mapped.run()
     assert again.value == [7] * 40 and again.counts() == {"cached": 41}
     assert [len(keys) for keys in asked] == [1, 40]  # the list's entry when planned, then every item's at once
+
+
+@fk.task(checks=[fk.checks.no_nulls()], cache_version=3)
+def _checked(x, items=None):
+    return x
+
+
+@fk.task(cache=False)
+def _uncached(x):
+    return x
+
+
+@fk.flow
+def _every_kind_of_call(n: int):
+    first = add(1, 2)
+    checked = _checked(first, items=[1, 2, {"k": 1}])
+    fresh = _uncached(checked)
+    return [inc.map([1, 2, 3]), inc.map(fresh), add(fresh, y=None), add(x=(1, 2), y=n), _checked(x=b"raw")]
+
+
+def test_a_nodes_key_head_joined_once_per_task_is_what_its_parts_joined_say():
+    from flowkit.cache import KeyMaker
+
+    maker = KeyMaker("salt")
+    graph = _every_kind_of_call.graph(4)
+    kinds = {node.kind for node in graph.nodes.values()}
+    assert {"task", "map", "dynamic_map"} <= kinds
+    for node in graph.nodes.values():
+        assert maker.head(node) == "\x00".join(maker.parts(node)), node.id
