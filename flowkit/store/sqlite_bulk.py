@@ -58,6 +58,7 @@ BY_ROW = 256
 #: adapter may bind otherwise, goes row by row).
 _PLAIN = frozenset({str, int, float, type(None), bool, bytes})
 _KEYED = _PLAIN - {bytes}  # an update by key sends no bytes parameter
+_ROWS = frozenset({tuple, list})  # what orjson writes as a JSON array
 
 # The ->> operator and MATERIALIZED came with SQLite 3.38 and 3.35; before, rows go one by one.
 _BULK = sqlite3.sqlite_version_info >= (3, 38)
@@ -208,12 +209,12 @@ def _plain(rows: Sequence[Sequence[Any]], width: int, kinds: frozenset[type]) ->
 
 def _finite(column: tuple[Any, ...]) -> bool:
     """No float of a column is a NaN or an infinity (JSON has no word for them; SQLite keeps an infinity)."""
-    # The sum of finite floats is finite unless it overflows, which only sends the rows row by row.
-    try:
-        total = sum(filter(None, column), 0.0)  # None (NULL) and zeros left out
+    try:  # the sum of finite floats is finite, unless it is past the largest float: then each is looked at
+        if math.isfinite(sum(filter(None, column), 0.0)):  # None (NULL) and zeros left out
+            return True
     except TypeError:  # text or bytes beside the floats
-        total = sum(value for value in column if type(value) is float)
-    return math.isfinite(total)
+        pass
+    return all(math.isfinite(value) for value in column if type(value) is float)
 
 
 def _json(rows: Sequence[Sequence[Any]], default: Any = None) -> bytes | None:
@@ -223,6 +224,8 @@ def _json(rows: Sequence[Sequence[Any]], default: Any = None) -> bytes | None:
     one with a NUL character (SQLite's JSON functions end a text at it) makes it ``None``.
     ``default`` is given each ``bytes`` value, which orjson does not write itself.
     """
+    if not set(map(type, rows)) <= _ROWS:  # a NamedTuple row: orjson writes only plain tuples and lists
+        rows = list(map(tuple, rows))
     try:
         text = orjson.dumps(rows, default=default)
     except orjson.JSONEncodeError:
