@@ -149,7 +149,7 @@ class Level(enum.IntEnum):
 
 @pytest.mark.parametrize(("column", "odd"), [(3, -math.inf), (1, math.inf), (5, math.inf), (3, np.float64(1.5)),
                                              (2, Level.HIGH), (4, bytearray(b"x")), (1, Label("x"))],
-                         ids=["-infinity", "infinity-among-texts", "infinity-among-texts-and-bytes", "numpy-float",
+                         ids=["-infinity", "infinity-among-texts", "infinity-in-an-untyped-column", "numpy-float",
                               "int-enum", "bytearray", "text-subclass"])
 def test_a_column_with_a_value_json_cannot_say_or_of_a_subclass_goes_row_by_row(conn: BulkConnection, column: int,
                                                                                  odd: object) -> None:
@@ -175,6 +175,13 @@ def test_rows_of_a_named_tuple_or_lists_are_one_statement_as_tuples_are(conn: Bu
     bulk, one_by_one = _both(conn, [Row(1, "a", 1, 1.5, b"x", None), [2, "b", 2, 2.5, None, "n"]])
     assert bulk == one_by_one
     assert len(_in_bulk(seen)) == 1
+
+
+@pytest.mark.parametrize("huge", [2**64, 2**1100], ids=["past-64-bits", "past-the-largest-float"])
+def test_an_integer_sqlite_cannot_hold_beside_floats_fails_as_row_by_row(conn: BulkConnection, huge: int) -> None:
+    with pytest.raises(OverflowError):
+        conn.executemany(_insert("bulk"), [(0, "ok", 0, 0.5, None, None), (1, "a", 1, huge, None, None)])
+    assert conn.execute("SELECT COUNT(*) FROM bulk").fetchone() == (1,)  # what came before it, as row by row
 
 
 def test_finite_floats_whose_sum_is_past_the_largest_float_are_still_one_statement(conn: BulkConnection) -> None:

@@ -212,7 +212,7 @@ def _finite(column: tuple[Any, ...]) -> bool:
     try:  # the sum of finite floats is finite, unless it is past the largest float: then each is looked at
         if math.isfinite(sum(filter(None, column), 0.0)):  # None (NULL) and zeros left out
             return True
-    except TypeError:  # text or bytes beside the floats
+    except (TypeError, OverflowError):  # text or bytes beside the floats, or an int past the largest float
         pass
     return all(math.isfinite(value) for value in column if type(value) is float)
 
@@ -220,8 +220,9 @@ def _finite(column: tuple[Any, ...]) -> bool:
 def _json(rows: Sequence[Sequence[Any]], default: Any = None) -> bytes | None:
     """The rows as JSON text, in UTF-8 (read as text by the statements); ``None`` for what must go row by row.
 
-    The rows are :func:`_plain`'s; an integer past 64 bits, a text that is not valid UTF-8 or
-    one with a NUL character (SQLite's JSON functions end a text at it) makes it ``None``.
+    The rows are :func:`_plain`'s; an integer orjson cannot write (past 64 bits, unsigned: below
+    that, integers are taken to fit SQLite's, as the module says), a text that is not valid UTF-8
+    or one with a NUL character (SQLite's JSON functions end a text at it) makes it ``None``.
     ``default`` is given each ``bytes`` value, which orjson does not write itself.
     """
     if not set(map(type, rows)) <= _ROWS:  # a NamedTuple row: orjson writes only plain tuples and lists
