@@ -76,7 +76,7 @@ class KeyMaker:
         self.store = store
         self._fingerprints: dict[int, str] = {}
         self._heads: dict[str, str] = {}  # node -> what its key covers besides its upstream, joined
-        self._task_heads: dict[tuple[int, str], tuple[str, str]] = {}  # (task, kind) -> its part of head()
+        self._task_parts: dict[tuple[int, str], tuple[tuple[str, ...], tuple[str, ...]]] = {}  # see parts()
 
     def fingerprint(self, task: Task[..., Any]) -> str:
         fp = self._fingerprints.get(id(task))
@@ -90,13 +90,9 @@ class KeyMaker:
         # Fast path for the common case: slots and plain scalars, whose repr is unambiguous.
         said = []
         for a in args:
-            kind = type(a)
-            if kind is Slot:
-                said.append(f"${a.index}{path_token(a.path)}" if a.path else f"${a.index}")
-            elif kind in _SCALARS:
-                said.append(repr(a))
-            else:
+            if type(a) is not Slot and type(a) not in _SCALARS:
                 break
+            said.append(_scalar_token(a))
         else:
             if not kwargs:
                 return ",".join(said)
@@ -126,33 +122,23 @@ class KeyMaker:
         task = node.task
         opts = task.options
         if opts.cache:
-            parts = [node.kind, self.fingerprint(task), repr(opts.cache_version), self.args_token(node)]
-            if opts.checks:  # a value is cached only as checked: other checks, another key
-                parts.append(token(opts.checks, task=task.name, argument="checks=", inputs=self.store))
+            known = self._task_parts.get((id(task), node.kind))
+            if known is None:  # what depends on the task alone, once per task
+                # A value is cached only as checked: other checks, another key.
+                checks = (token(opts.checks, task=task.name, argument="checks=", inputs=self.store),) \
+                    if opts.checks else ()
+                known = self._task_parts[(id(task), node.kind)] = (
+                    (node.kind, self.fingerprint(task), repr(opts.cache_version)), checks)
+            parts = [*known[0], self.args_token(node), *known[1]]
         else:  # unique to this run (or the run it resumes): never served elsewhere
             parts = [node.kind, f"nocache:{self.salt}:{node.id}"]
         if node.source_path:
             parts.append(path_token(node.source_path))
         return parts
 
-    def head(self, node: Node) -> str:
-        """``"\\x00".join(self.parts(node))``, with what depends on the task alone joined once per task."""
-        task = node.task
-        if node.kind == "map" or not task.options.cache:
-            return "\x00".join(self.parts(node))
-        known = self._task_heads.get((id(task), node.kind))
-        if known is None:
-            opts = task.options
-            checks = "\x00" + token(opts.checks, task=task.name, argument="checks=", inputs=self.store) \
-                if opts.checks else ""
-            known = self._task_heads[(id(task), node.kind)] = (
-                f"{node.kind}\x00{self.fingerprint(task)}\x00{opts.cache_version!r}\x00", checks)
-        head = known[0] + self.args_token(node) + known[1]
-        return head + "\x00" + path_token(node.source_path) if node.source_path else head
-
     def key(self, node: Node, dep_keys: Iterable[str]) -> str:
         """The key of one node, given its upstream keys in slot order."""
-        head = self._heads[node.id] = self.head(node)  # kept for its content key, if it runs
+        head = self._heads[node.id] = "\x00".join(self.parts(node))  # kept for its content key, if it runs
         tail = "\x00".join(dep_keys)
         return xxh3_128_hexdigest((head + "\x00" + tail if tail else head).encode())
 
@@ -160,7 +146,7 @@ class KeyMaker:
         """The content key of a node whose upstream values have these digests, in slot order."""
         head = self._heads.get(node.id)
         if head is None:
-            head = self.head(node)
+            head = "\x00".join(self.parts(node))
         return xxh3_128_hexdigest(("content\x00" + head + "\x00" + "\x00".join(digests)).encode())
 
     def item_content(self, mapped: Node, element: Any, others: Iterable[str] = ()) -> str | None:

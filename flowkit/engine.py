@@ -373,7 +373,7 @@ def halt(state: RunState) -> tuple[list[tuple[str, tuple[Attempt, ...]]], list[s
 def attempted(state: RunState, done: Completion) -> tuple[Attempt, ...]:
     """Every attempt of a node so far, ending with the one that just finished (taken from ``retry``)."""
     attempts = state.retry.attempts
-    if not done.lost and done.error is None and (not attempts or done.key not in attempts):  # most task runs
+    if not done.lost and done.error is None and done.key not in attempts:  # most task runs: one attempt, fine
         return (_attempt((1, done.started, done.ended, None)),)
     earlier = attempts.pop(done.key, [])
     for worker in done.lost:  # attempts that died with their worker, recomputed by the cluster

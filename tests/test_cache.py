@@ -752,12 +752,15 @@ def _every_kind_of_call(n: int):
     return [inc.map([1, 2, 3]), inc.map(fresh), add(fresh, y=None), add(x=(1, 2), y=n), _checked(x=b"raw")]
 
 
-def test_a_nodes_key_head_joined_once_per_task_is_what_its_parts_joined_say():
+def test_what_a_key_makes_once_per_task_gives_each_node_the_key_a_maker_of_its_own_gives():
     from flowkit.cache import KeyMaker
 
-    maker = KeyMaker("salt")
     graph = _every_kind_of_call.graph(4)
     kinds = {node.kind for node in graph.nodes.values()}
     assert {"task", "map", "dynamic_map"} <= kinds
-    for node in graph.nodes.values():
-        assert maker.head(node) == "\x00".join(maker.parts(node)), node.id
+    keys = KeyMaker("salt").keys(graph.nodes)  # one maker: a task's part made once, for all its nodes
+    alone: dict[str, str] = {}
+    for node_id, node in graph.nodes.items():  # a maker for each node: nothing carried over
+        alone[node_id] = KeyMaker("salt").key(node, [alone[d] for d in node.deps])
+    assert keys == alone
+    assert len(set(keys.values())) == len(keys)  # the same task as a call, a map and with checks: other keys

@@ -26,6 +26,7 @@ Readiness, caching, retries and recording belong to the engine, never here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -65,10 +66,14 @@ def completed(key: str, result: Any, started: float, ended: float, worker: str |
     A node call may return its value wrapped with the record of its stored artifact and
     its captured output; this unwraps it, so a session passes on whatever ``fn`` returned.
     """
+    # Built as a plain tuple is: a NamedTuple's __new__ is a Python frame, and every task run makes one.
     if type(result) is Output:
-        return Completion(key, result.value, None, started, ended, worker, result.info, (), result.logs,
-                          result.extras)
-    return Completion(key, result, None, started, ended, worker)
+        return _completion((key, result.value, None, started, ended, worker, result.info, (), result.logs,
+                            result.extras))
+    return _completion((key, result, None, started, ended, worker, None, (), None, None))
+
+
+_completion = functools.partial(tuple.__new__, Completion)
 
 
 @runtime_checkable

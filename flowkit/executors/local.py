@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import queue
 import threading
 import time
@@ -10,10 +9,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from flowkit._worker import Output
 from flowkit.clock import Clock
 from flowkit.errors import DefinitionError
-from flowkit.executors import Completion
+from flowkit.executors import Completion, completed
 
 __all__ = ["LocalExecutor"]
 
@@ -63,14 +61,7 @@ def _call(clock: Clock, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
         value = fn(*args, *deps)
     except BaseException as exc:  # noqa: BLE001 - the engine decides (KeyboardInterrupt cancels the run)
         return Completion(key, None, exc, started, clock.time(), worker)
-    # What `completed` makes, built as a plain tuple is (a NamedTuple's __new__ is a Python frame).
-    if type(value) is not Output:
-        return _completion((key, value, None, started, clock.time(), worker, None, (), None, None))
-    return _completion((key, value.value, None, started, clock.time(), worker, value.info, (), value.logs,
-                        value.extras))
-
-
-_completion = functools.partial(tuple.__new__, Completion)
+    return completed(key, value, started, clock.time(), worker)
 
 
 class _SequentialSession:

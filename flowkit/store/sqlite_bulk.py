@@ -193,10 +193,11 @@ class BulkConnection(sqlite3.Connection):
 
 
 def _plain(rows: Sequence[Sequence[Any]], width: int, kinds: frozenset[type]) -> bool:
-    """Each row has ``width`` values, each of one of ``kinds`` (types JSON says as sqlite3 binds them), none NaN or infinite.
+    """Each row has ``width`` values, each of one of ``kinds``, and no float is NaN or infinite.
 
-    Exactly those types: orjson would write a subclass its own way (an ``IntEnum`` as its
-    value), where sqlite3 may bind it with an adapter. A column at a time, in C loops.
+    ``kinds`` are types JSON says as sqlite3 binds them, and exactly those: orjson would write a
+    subclass its own way (an ``IntEnum`` as its value), where sqlite3 may bind it with an adapter.
+    A column at a time, in C loops.
     """
     if set(map(len, rows)) != {width}:
         return False
