@@ -302,6 +302,9 @@ def run_graph(
                 cancelled = isinstance(exc, KeyboardInterrupt)
                 error = ("interrupted" if cancelled else error_text(exc) if isinstance(exc, StoreError)
                          else f"flowkit internal error: {error_text(exc)}")
+                if loop is not None:
+                    with contextlib.suppress(Exception):  # the task runs that had finished are kept
+                        loop.record_quick()
                 records = tuple(loop.state.records) if loop is not None else ()
                 emit(RunFinished(Run(run_id, graph.flow, "cancelled" if cancelled else "failed", graph.params, started,
                                      clock.time(), records, trigger, error, graph, None, context)))
