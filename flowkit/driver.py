@@ -62,7 +62,7 @@ from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.planning import CachePlan, RefusedEntry
 from flowkit.records import TaskRun, cached_task_run, completed_task_run
-from flowkit.recording import lineage_rows
+from flowkit.recording import lineage_rows, param_rows
 from flowkit.retry import should_retry
 from flowkit.store import Store
 from flowkit.store.artifacts import DamagedArtifact
@@ -105,8 +105,10 @@ class Loop:
                               eager=Eager(enabled=session.eager))
         # Task output goes to the listeners line by line when tasks run in this process.
         self.live = emit is not None and stream_output  # listeners of the run's own (a display): output, starts
-        # Held back, unless live: (node id, node, artifact record, attempts, completion) of quick task runs.
-        self._quick: list[tuple[str, Node, Any, tuple[Any, ...], Completion]] | None = None if self.live else []
+        # Held back, unless live: (node id, node, artifact record, attempts, completion, constants' lineage
+        # rows) of quick task runs.
+        self._quick: list[tuple[str, Node, Any, tuple[Any, ...], Completion, Any]] | None = \
+            None if self.live else []
         # What the loop tells the listeners comes after the records held back (the records' own: self.tell).
         self.emit = emit if emit is None or self.live else self.in_order
         self.cache = CachePlan(self.state, store, keymaker, clock, forced, self.emit or (lambda event: None))
@@ -311,7 +313,9 @@ class Loop:
                 history = attempted(state, done)
                 quick = self._quick
                 if quick is not None and done.ended - done.started < QUICK:
-                    quick.append((key, node, info, history, done))
+                    # The constants' lineage now: a later task may change a file one of them names.
+                    params = param_rows(state.run_id, node, self.store) if self.tell is not None else None
+                    quick.append((key, node, info, history, done, params))
                     if len(quick) >= BATCH:
                         self.record_quick()
                 else:
@@ -355,11 +359,17 @@ class Loop:
             return
         done_with = 0
         completed, file = self.completed, self.file
+        tr = None
         try:
-            for key, node, info, history, done in quick:
+            for key, node, info, history, done, params in quick:
+                tr = completed(key, node, info, history, done)
+                file(tr, info, node, params)
                 done_with += 1
-                file(completed(key, node, info, history, done), info, node)
-        finally:  # interrupted (Ctrl-C): what was recorded is not recorded again
+        finally:  # interrupted (Ctrl-C): what was filed is not filed again, the rest is left for cancel()
+            if done_with < len(quick):
+                index = self.state.record_index.get(quick[done_with][0])
+                if index is not None and self.state.records[index] is tr:  # filed, then interrupted
+                    done_with += 1
             del quick[:done_with]
 
     def failed_attempt(self, done: Completion) -> None:
@@ -469,8 +479,8 @@ class Loop:
             self.record_quick()
         self.file(tr, info, node)
 
-    def file(self, tr: TaskRun, info: Any = None, node: Node | None = None) -> None:
-        """File a node's task run (the latest counts) and tell the listeners."""
+    def file(self, tr: TaskRun, info: Any = None, node: Node | None = None, params: Any = None) -> None:
+        """File a node's task run (the latest counts) and tell the listeners (``params``: :func:`lineage_rows`')."""
         state = self.state
         records = state.records
         index = state.record_index.get(tr.node)
@@ -485,7 +495,7 @@ class Loop:
             self.tell(tuple.__new__(TaskFinished, (tr, *_NOTHING_MORE)))  # TaskFinished(tr), without a frame
             return
         self.tell(tuple.__new__(TaskFinished, (  # TaskFinished(...), without a Python-level __new__
-            tr, info, lineage_rows(state.run_id, node, state.nodes, state.artifacts, self.store),
+            tr, info, lineage_rows(state.run_id, node, state.nodes, state.artifacts, self.store, params),
             tr.status == "completed", not node.task.options.cache, self.cache.inherited.get(tr.node),
             self.cache.entry_content(node) if info is not None else None)))
 
@@ -498,6 +508,8 @@ class Loop:
 
     def record_idle_hits(self, idle_hits: list[str]) -> None:
         """Record the hits nobody needs: what :meth:`record_cached` does, in one loop (most of a rerun)."""
+        if self._quick:
+            self.record_quick()
         state = self.state
         run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
         records, index, hits = state.records, state.record_index, state.hits

@@ -39,7 +39,7 @@ from flowkit.store.metadata import Batch, CacheHit
 from flowkit.store.protocols import inputs_column
 from flowkit.store.writer import BatchWriter, merge
 
-__all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "run_context", "short_repr"]
+__all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "param_rows", "run_context", "short_repr"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,13 +116,12 @@ def _shown(value: Any) -> str:
 
 
 def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dict[str, str],
-                 inputs: Any = None) -> list[tuple[Any, ...]]:
+                 inputs: Any = None, params: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
     """What a task run consumed: the artifacts behind each upstream slot, and each constant argument.
 
     An artifact input names the node of this run that produced it (for a map, the item), so
     lineage follows this run's own task runs rather than whichever run first made those bytes.
-    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``, as in the key; a
-    file is shown by its absolute path (``Nested(File('/data/raw.csv'))``).
+    The constants' rows are :func:`param_rows`' (``params``, when they were made already).
     """
     rows: list[tuple[Any, ...]] = []
     node_id = node.id
@@ -134,15 +133,31 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
             continue
         for producer, artifact_id in _artifacts_of(dep, nodes, artifacts):
             rows.append((run_id, node_id, position, "artifact", artifact_id, producer, None, None))
+    if params is None:
+        params = param_rows(run_id, node, inputs)
+    if params:
+        rows += params
+    return rows
+
+
+def param_rows(run_id: str, node: Node, inputs: Any = None) -> list[tuple[Any, ...]]:
+    """The lineage rows of a task run's constant arguments: each one's name, token and how it reads.
+
+    ``inputs`` (the run's store) resolves run-time inputs such as ``fk.File``, as in the key: so
+    they are made as the task run ends, before a later task can change the file. A file is shown
+    by its absolute path (``Nested(File('/data/raw.csv'))``).
+    """
     args, kwargs = node.canon if node.canon is not None else (node.args, node.kwargs)  # as in its key
     constants = [(i, v) for i, v in enumerate(args) if type(v) is not Slot]
     if kwargs:
         constants += [(k, v) for k, v in kwargs.items() if type(v) is not Slot]
-    if constants:
-        names = list(node.task.signature.parameters)
-        for where, value in constants:
-            name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
-            rows.append((run_id, node.id, None, "param", None, name, value_token(value, inputs), _shown(value)))
+    if not constants:
+        return []
+    names = list(node.task.signature.parameters)
+    rows: list[tuple[Any, ...]] = []
+    for where, value in constants:
+        name = where if isinstance(where, str) else (names[where] if where < len(names) else f"#{where}")
+        rows.append((run_id, node.id, None, "param", None, name, value_token(value, inputs), _shown(value)))
     return rows
 
 
