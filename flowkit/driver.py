@@ -62,7 +62,7 @@ from flowkit.executors import Completion, Session
 from flowkit.graph import FlowGraph, Node
 from flowkit.planning import CachePlan, RefusedEntry
 from flowkit.records import TaskRun, cached_task_run, completed_task_run
-from flowkit.recording import lineage_rows, param_rows
+from flowkit.recording import lineage_rows, param_rows, settled_constants
 from flowkit.retry import should_retry
 from flowkit.store import Store
 from flowkit.store.artifacts import DamagedArtifact
@@ -313,8 +313,9 @@ class Loop:
                 history = attempted(state, done)
                 quick = self._quick
                 if quick is not None and done.ended - done.started < QUICK:
-                    # The constants' lineage now: a later task may change a file one of them names.
-                    params = param_rows(state.run_id, node, self.store) if self.tell is not None else None
+                    # The constants' lineage now if a later task could change what it says (a file rewritten).
+                    params = None if self.tell is None or settled_constants(node) else \
+                        param_rows(state.run_id, node, self.store)
                     quick.append((key, node, info, history, done, params))
                     if len(quick) >= BATCH:
                         self.record_quick()

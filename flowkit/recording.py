@@ -24,7 +24,7 @@ from typing import Any
 
 from flowkit._template import Nested, Slot
 from flowkit._worker import ArtifactInfo
-from flowkit.cache import value_token
+from flowkit.cache import _SCALARS, value_token
 from flowkit.graph import Node
 from flowkit.clock import Clock
 from flowkit.events import CacheAdopted, CacheForgotten, RunEvent, RunFinished, RunStarted, TaskFinished, TasksCached
@@ -39,7 +39,8 @@ from flowkit.store.metadata import Batch, CacheHit
 from flowkit.store.protocols import inputs_column
 from flowkit.store.writer import BatchWriter, merge
 
-__all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "param_rows", "run_context", "short_repr"]
+__all__ = ["Recorder", "json_default", "json_params", "lineage_rows", "param_rows", "run_context", "settled_constants",
+           "short_repr"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -138,6 +139,19 @@ def lineage_rows(run_id: str, node: Node, nodes: dict[str, Node], artifacts: dic
     if params:
         rows += params
     return rows
+
+
+def settled_constants(node: Node) -> bool:
+    """Whether the lineage rows of ``node``'s constants read the same at any time: slots and scalars only.
+
+    Other constants (an ``fk.File``, a list, an object) may read otherwise once a later task
+    has run: the file rewritten, the list changed.
+    """
+    args, kwargs = node.canon if node.canon is not None else (node.args, node.kwargs)
+    return set(map(type, args)) <= _SETTLED and (not kwargs or set(map(type, kwargs.values())) <= _SETTLED)
+
+
+_SETTLED = _SCALARS | {Slot}  # a scalar is immutable: it reads the same whenever its row is made
 
 
 def param_rows(run_id: str, node: Node, inputs: Any = None) -> list[tuple[Any, ...]]:
