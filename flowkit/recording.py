@@ -388,8 +388,7 @@ class Recorder:
         error = mask(error)
         self.batch.run_end = (status, ended, error, self.run_id)
         try:
-            with self.store.db.checkpoint_later():  # the run waits for this commit: no upkeep in it
-                self.flush()
+            self.flush()
         except StoreError as exc:
             # The store refused the last records (a full disk): record at least how the run ended,
             # which a one-row update may still manage, so it does not read as running or crashed.

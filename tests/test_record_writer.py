@@ -215,27 +215,3 @@ def test_a_fast_run_killed_while_the_writer_commits_reruns_exactly_what_was_not_
     recomputed = {tr.node for tr in rerun.task_runs if tr.status == "completed"}
     assert recomputed.isdisjoint(committed) and len(recomputed) + len(committed) == 3001
     assert len((tmp_path / "rerun.log").read_text().split()) == len(recomputed) - 1  # the sum logs nothing
-
-
-def test_a_commit_inside_checkpoint_later_leaves_the_log_to_a_later_commit(tmp_path):
-    """The run's last commit copies no log into the database file; the next commit outside does."""
-    db = SQLiteMetadataStore(tmp_path / "flowkit.db")
-    conn = db.conn
-    conn.execute("PRAGMA wal_autocheckpoint = 4")  # a checkpoint at any commit past 4 pages of log
-
-    def grow() -> None:
-        db.write(lambda c: c.executemany("INSERT INTO pad (x) VALUES (?)", [("x" * 1000,)] * 100))
-
-    db.write(lambda c: c.execute("CREATE TABLE pad (x TEXT)"))
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    size = os.path.getsize(db.path)
-    with db.checkpoint_later():
-        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        grow()
-    assert os.path.getsize(db.path) == size  # its pages are still in the log only
-    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4
-    grow()
-    assert os.path.getsize(db.path) > size  # this commit checkpointed
-    with pytest.raises(RuntimeError), db.checkpoint_later():
-        raise RuntimeError("a failed flush")
-    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4

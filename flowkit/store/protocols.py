@@ -30,7 +30,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
@@ -483,16 +482,6 @@ class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, 
     def flush(self, batch: Batch) -> None:
         """Write a batch in one transaction, then clear it; on failure nothing is written and
         the batch is kept."""
-
-    def checkpoint_later(self) -> AbstractContextManager[None]:
-        """While the block runs, this thread's commits leave the database's upkeep to a later one.
-
-        A run's last commit happens while the run waits for it; SQLite would copy its log into
-        the database file there when the log has grown past its limit (a checkpoint: tens of
-        milliseconds). Inside the block the commit does not; the next commit of another
-        connection (the next run's writer) or the last connection's close does. What is
-        committed is as durable either way. Backends without such upkeep do nothing.
-        """
 
     def task_runs(self, run_id: str) -> list[TaskRunRow]:
         """A run's task runs, in the order they were recorded."""

@@ -20,7 +20,6 @@ backends have the same schema from the same steps.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -248,9 +247,6 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
         return bool(self.query("SELECT 1 FROM runs WHERE flow = ? AND id != ? LIMIT 1", (flow, run_id)))
 
     # --- task runs -----------------------------------------------------------------------------
-
-    def checkpoint_later(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()  # PostgreSQL: the server's own checkpoints, not a commit's
 
     def flush(self, batch: Batch) -> None:
         if batch.empty():

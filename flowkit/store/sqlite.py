@@ -22,7 +22,7 @@ import shlex
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,17 +172,6 @@ class SQLiteMetadataStore(SQLMetadataStore):
             return result
 
         return self._retry(attempt)
-
-    @contextlib.contextmanager
-    def checkpoint_later(self) -> Iterator[None]:
-        """This thread's commits do not checkpoint the WAL while the block runs (``wal_autocheckpoint``)."""
-        conn = self.conn
-        before = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-        conn.execute("PRAGMA wal_autocheckpoint = 0")
-        try:
-            yield
-        finally:
-            conn.execute(f"PRAGMA wal_autocheckpoint = {int(before)}")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query."""

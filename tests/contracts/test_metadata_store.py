@@ -77,18 +77,6 @@ def test_runs_task_runs_and_attempts_round_trip(metadata_url):
         db.start_run({"id": "r3", "flow": "f", "status": "running", "colour": "red"})
 
 
-def test_a_batch_committed_with_the_upkeep_left_for_later_is_all_there(metadata_url):
-    db = open_store(metadata_url)
-    db.start_run(run_row("r1"))
-    batch = Batch()
-    batch.task_runs.extend(task_run("r1", f"t#{i}", i) for i in range(1, 201))
-    batch.run_end = ("completed", 150.0, None, "r1")
-    with db.checkpoint_later():
-        db.flush(batch)
-    assert batch.empty() and len(db.task_runs("r1")) == 200 and db.get_run("r1").status == "completed"
-    assert len(open_store(metadata_url).task_runs("r1")) == 200  # another connection sees them
-
-
 def test_task_runs_are_found_by_tag_cached_ones_through_their_source(metadata_url):
     db = open_store(metadata_url)
     db.start_run(run_row("r1", started=100.0))
