@@ -455,8 +455,7 @@ class Loop:
     def cancel(self) -> None:
         """Ctrl-C: stop the session; running tasks are cancelled, the rest skipped."""
         self.session.cancel()
-        if self._quick:
-            self.record_quick()
+        self.record_quick()
         state = self.state
         finished = {tr.node for tr in state.records}
         for key, node in state.nodes.items():
@@ -509,8 +508,7 @@ class Loop:
 
     def record_idle_hits(self, idle_hits: list[str]) -> None:
         """Record the hits nobody needs: what :meth:`record_cached` does, in one loop (most of a rerun)."""
-        if self._quick:
-            self.record_quick()
+        self.record_quick()
         state = self.state
         run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
         records, index, hits = state.records, state.record_index, state.hits

@@ -147,7 +147,7 @@ def settled_constants(node: Node) -> bool:
     Other constants (an ``fk.File``, a list, an object) may read otherwise once a later task
     has run: the file rewritten, the list changed.
     """
-    args, kwargs = node.canon if node.canon is not None else (node.args, node.kwargs)
+    args, kwargs = node.spelling()
     return set(map(type, args)) <= _SETTLED and (not kwargs or set(map(type, kwargs.values())) <= _SETTLED)
 
 
