@@ -357,16 +357,25 @@ class Recorder:
         self.writer.make_way()  # the writer wakes and takes the batch now, not at the next switch interval
 
     def flush(self) -> None:
-        """Commit every record so far before returning (after what the writer holds, in this thread)."""
+        """Commit every record so far before returning (after what the writer holds).
+
+        While the writer's thread runs, it commits them, and reports them before it
+        checkpoints; otherwise (a run too small or slow to start it) this thread does.
+        """
         batch = self.batch
-        try:
-            self.writer.drain()
-        except BaseException:
-            self._take_back(batch)
-            raise
         batch.heartbeat = (self.clock.time(), self.run_id)
         self._sign(batch)
-        self.store.db.flush(batch)
+        queued = False
+        try:
+            if self.writer.running:
+                self.writer.submit(batch)
+                queued, self.batch = True, Batch()
+            self.writer.drain()
+        except BaseException:
+            self._take_back(self.batch if queued else batch)  # a queued batch is the writer's to give back
+            raise
+        if not queued:
+            self.store.db.flush(batch)
         self._handed = self._seq
         self._last_flush = self.clock.monotonic()
 

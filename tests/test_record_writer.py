@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import os
 import signal
 import subprocess
@@ -215,3 +216,72 @@ def test_a_fast_run_killed_while_the_writer_commits_reruns_exactly_what_was_not_
     recomputed = {tr.node for tr in rerun.task_runs if tr.status == "completed"}
     assert recomputed.isdisjoint(committed) and len(recomputed) + len(committed) == 3001
     assert len((tmp_path / "rerun.log").read_text().split()) == len(recomputed) - 1  # the sum logs nothing
+
+
+def test_the_writer_reports_its_rows_committed_before_its_last_checkpoint_which_it_makes_as_it_ends(tmp_path):
+    db = SQLiteMetadataStore(tmp_path / "flowkit.db")
+    started(db, "r")
+    db.checkpoint()  # the schema and the run, in the database file
+    checkpointing, release = threading.Event(), threading.Event()
+    settings: list[int] = []
+    flush, checkpoint = db.flush, db.checkpoint
+
+    def spy(batch):
+        settings.append(db.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])  # the writer's connection
+        flush(batch)
+
+    def held():
+        checkpointing.set()
+        release.wait()
+        checkpoint()
+
+    db.flush, db.checkpoint = spy, held  # type: ignore[method-assign]
+    writer = BatchWriter(db)
+    writer.submit(batch_of("r", range(500)))
+    writer.close()  # returns once the rows are committed, not after the checkpoint
+    assert settings == [10_000]  # SQLite's own is 1,000 pages: fewer, larger checkpoints
+    assert checkpointing.wait(30)
+    reader = SQLiteMetadataStore(tmp_path / "flowkit.db")
+    assert len(reader.task_runs("r")) == 500  # committed, in the log, while the checkpoint waits
+    reader.close()
+
+    def in_the_database_file() -> int:  # the database without its log: what was checkpointed
+        copy = tmp_path / "copy.db"
+        copy.write_bytes((tmp_path / "flowkit.db").read_bytes())
+        conn = sqlite3.connect(copy)
+        try:
+            return conn.execute("SELECT count(*) FROM task_runs").fetchone()[0]
+        finally:
+            conn.close()
+
+    assert in_the_database_file() == 0
+    release.set()
+    writer.join(30)
+    assert in_the_database_file() == 500
+    assert not writer.running and writer.idle
+
+
+@pytest.mark.sqlite_only
+def test_a_runs_last_rows_are_committed_by_the_writer_if_it_runs_else_by_the_runs_thread(home, monkeypatch):
+    @fk.task
+    def step(i: int) -> int:
+        return i
+
+    @fk.flow
+    def many(n: int) -> list[int]:
+        return [step(i) for i in range(n)]
+
+    real = SQLiteMetadataStore.flush
+    writers: list[tuple[str, bool]] = []
+
+    def flush(self, batch):
+        writers.append((threading.current_thread().name, batch.run_end is not None))
+        real(self, batch)
+
+    monkeypatch.setattr(SQLiteMetadataStore, "flush", flush)
+    big = many.run(3000)
+    assert big.status == "completed" and len(fk.runs()[0].task_runs) == 3000
+    assert {name for name, _ in writers} == {"flowkit-recorder"} and writers[-1] == ("flowkit-recorder", True)
+    writers.clear()
+    small = many.run(3)
+    assert small.status == "completed" and writers == [("MainThread", True)]  # no thread started for three rows

@@ -443,6 +443,17 @@ class MetadataStore(TrackingStore, RegistryStore, PredictionStore, BrowseStore, 
     def close(self) -> None:
         """Release this process's connections (the store stays usable: it reconnects on demand)."""
 
+    def defer_checkpoints(self) -> None:
+        """Let this thread's commits leave more of the database's upkeep for later (:meth:`checkpoint`).
+
+        The background writer (:mod:`flowkit.store.writer`) calls it on its thread: SQLite
+        then checkpoints its write-ahead log less often, in larger pieces. A no-op where
+        the server makes its own checkpoints (PostgreSQL).
+        """
+
+    def checkpoint(self) -> None:
+        """Do the upkeep this thread's commits left (SQLite: copy its write-ahead log into the database)."""
+
     # migrations
     def migrate(self, name: str | None = None) -> None:
         """Apply the registered migrations this store lacks (those of ``name`` only, if given).

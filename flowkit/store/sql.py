@@ -143,6 +143,12 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
     def close(self) -> None:
         raise NotImplementedError
 
+    def defer_checkpoints(self) -> None:
+        """Nothing to defer: the database makes its own checkpoints (SQLite's store overrides this)."""
+
+    def checkpoint(self) -> None:
+        """Nothing to do: the database makes its own checkpoints (SQLite's store overrides this)."""
+
     def _versions(self, conn: Any) -> dict[str, int]:
         raise NotImplementedError
 

@@ -15,8 +15,11 @@ What the records promise is unchanged: a batch is written whole or not at all;
 a cache entry is written only after its value was stored (workers store values
 before they report, and the writer receives their records after that); the
 run's end (:meth:`~BatchWriter.drain`) waits for every batch submitted before
-it. A crash loses at most the batches not yet committed: their tasks run again
-when the flow is run again.
+it, and the writer's thread commits the run's last rows too. Its connection
+checkpoints SQLite's log in larger pieces (:meth:`~MetadataStore.defer_checkpoints`),
+and the last checkpoint is made as the thread ends, after the run has been told its
+rows are committed (what is committed is durable in the log already). A crash loses
+at most the batches not yet committed: their tasks run again when the flow is run again.
 
 A write that fails (a full disk) stops the writer: the batches it held are kept
 (:meth:`~BatchWriter.take_failure`) and the error is raised on the run's thread
@@ -56,6 +59,7 @@ class BatchWriter:
         self._pending: list[Batch] = []
         self._busy = False
         self._thread: threading.Thread | None = None
+        self._started: threading.Thread | None = None  # the last thread started (it may be ending)
         self._error: BaseException | None = None
         self._failed: Batch | None = None
         self._closing = False
@@ -90,7 +94,7 @@ class BatchWriter:
             self._raise()
             self._pending.append(batch)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread = self._started = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
             else:
                 self._cond.notify()
@@ -104,16 +108,31 @@ class BatchWriter:
             self._raise()
 
     def close(self) -> None:
-        """Write what is queued, then end the thread and close its connection (a later submit starts anew)."""
+        """Write what is queued, then let the thread end (a later submit starts anew).
+
+        Returns once the queue is written; the thread then checkpoints, closes its
+        connection and ends by itself, so a run's end does not wait for the checkpoint.
+        """
         with self._cond:
-            thread = self._thread
+            if self._thread is None:
+                return
             self._closing = True
             self._cond.notify_all()
+            while (self._pending or self._busy) and self._error is None:
+                with parked():
+                    self._cond.wait()
+
+    @property
+    def running(self) -> bool:
+        """The thread is alive and would take a batch at once."""
+        return self._thread is not None and not self._closing
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end (after :meth:`close`): its checkpoint made, its connection closed."""
+        thread = self._started
         if thread is not None:
             with parked():
-                thread.join()
-        with self._cond:
-            self._closing = False
+                thread.join(timeout)
 
     def take_failure(self) -> tuple[BaseException | None, Batch | None]:
         """The error of a failed write and the rows it could not write (with those queued after), once."""
@@ -131,11 +150,13 @@ class BatchWriter:
     def _run(self) -> None:
         cond = self._cond
         try:
+            with contextlib.suppress(Exception):  # fewer, larger checkpoints; the last one after the run
+                self.db.defer_checkpoints()
             while True:
                 with cond:
                     while not self._pending or self._error is not None:
                         if self._closing:  # (what was queued when it closed is written first)
-                            self._thread = None  # a later submit starts anew
+                            self._thread, self._closing = None, False  # a later submit starts anew
                             return
                         with parked():  # an idle writer wants no GIL (flowkit.store.parked)
                             woken = cond.wait(IDLE_SECONDS)
@@ -156,4 +177,6 @@ class BatchWriter:
                         cond.notify_all()
         finally:
             with contextlib.suppress(Exception):
+                with parked():  # in the database, without the GIL, until it ends
+                    self.db.checkpoint()  # what its commits left, once nothing waits for them
                 self.db.close()  # this thread's own connection
