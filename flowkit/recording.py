@@ -360,21 +360,22 @@ class Recorder:
         """Commit every record so far before returning (after what the writer holds).
 
         While the writer's thread runs, it commits them, and reports them before it
-        checkpoints; otherwise (a run too small or slow to start it) this thread does.
+        checkpoints; otherwise (a run too small to start it, or slow enough that it ended
+        idle) this thread does.
         """
         batch = self.batch
         batch.heartbeat = (self.clock.time(), self.run_id)
         self._sign(batch)
-        queued = False
+        by_writer = self.writer.running
         try:
-            if self.writer.running:
+            if by_writer:
+                self.batch = Batch()
                 self.writer.submit(batch)
-                queued, self.batch = True, Batch()
             self.writer.drain()
         except BaseException:
-            self._take_back(self.batch if queued else batch)  # a queued batch is the writer's to give back
+            self._take_back(batch)
             raise
-        if not queued:
+        if not by_writer:
             self.store.db.flush(batch)
         self._handed = self._seq
         self._last_flush = self.clock.monotonic()
@@ -386,12 +387,20 @@ class Recorder:
             signer.sign(batch)  # a batch taken back after a failed write is signed again: the same values
 
     def _take_back(self, batch: Batch) -> None:
-        """After a failed write: the rows it could not write come back, before ``batch``'s, to be tried again."""
+        """After a failed or interrupted hand-over: the rows the writer could not write, and ``batch``'s.
+
+        ``batch`` was being handed over; the writer may hold it already (a Ctrl-C just after
+        it was queued): then it is not taken back twice, and what the run records next goes
+        in a batch of its own.
+        """
+        held = self.writer.holds(batch)
         if not self.writer.failed:  # interrupted (Ctrl-C): what the writer holds stays its own
-            self.batch = batch
+            if not held:
+                self.batch = batch
             return
-        _, failed = self.writer.take_failure()
-        self.batch = merge([failed, batch]) if failed is not None else batch
+        _, failed = self.writer.take_failure()  # with what was queued after it: ``batch`` too, if held
+        parts = [part for part in (failed, None if held else batch) if part is not None]
+        self.batch = merge(parts) if parts else Batch()
 
     def finish(self, status: str, ended: float, error: str | None) -> None:
         error = mask(error)

@@ -281,7 +281,77 @@ def test_a_runs_last_rows_are_committed_by_the_writer_if_it_runs_else_by_the_run
     monkeypatch.setattr(SQLiteMetadataStore, "flush", flush)
     big = many.run(3000)
     assert big.status == "completed" and len(fk.runs()[0].task_runs) == 3000
-    assert {name for name, _ in writers} == {"flowkit-recorder"} and writers[-1] == ("flowkit-recorder", True)
+    assert writers[-1] == ("flowkit-recorder", True)  # (a task slow by accident commits on the run's thread)
     writers.clear()
     small = many.run(3)
     assert small.status == "completed" and writers == [("MainThread", True)]  # no thread started for three rows
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("at", ["a hand-over", "the end"])
+def test_ctrl_c_just_after_a_batch_was_queued_neither_writes_it_twice_nor_loses_the_runs_end(home, monkeypatch, at):
+    @fk.task
+    def step(i: int) -> int:
+        return i
+
+    @fk.flow
+    def many(n: int) -> list[int]:
+        return [step(i) for i in range(n)]
+
+    real = BatchWriter.submit
+
+    def submit(self, batch):  # queued, then Ctrl-C before the run's thread knows it was
+        last = batch.run_end is not None
+        real(self, batch)
+        if last == (at == "the end"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(BatchWriter, "submit", submit)
+    with pytest.raises(KeyboardInterrupt):
+        many.run(3000)
+    (run,) = fk.runs()
+    nodes = [tr.node for tr in run.task_runs]
+    assert len(nodes) == len(set(nodes))  # the queued batch written once
+    done = [tr for tr in run.task_runs if tr.status == "completed"]
+    if at == "a hand-over":  # a batch while it ran: the end was recorded after it, in a batch of its own
+        assert run.status == "cancelled" and len(done) >= 1024
+    else:  # the run's last rows, with its end: they were queued, and are written
+        assert run.status == "completed" and len(done) == 3000
+
+
+def test_a_batch_queued_as_ctrl_c_came_is_the_writers_and_the_next_rows_go_in_a_batch_of_their_own(tmp_path,
+                                                                                                      monkeypatch):
+    from flowkit.clock import ManualClock
+    from flowkit.recording import Recorder
+
+    store = Store(tmp_path / "home")
+    started(store.db, "r")
+    writing, release = threading.Event(), threading.Event()
+    flush = store.db.flush
+
+    def held(batch):
+        writing.set()
+        release.wait()
+        flush(batch)
+
+    store.db.flush = held  # type: ignore[method-assign]
+    recorder = Recorder(store, "r", ManualClock())
+    real = BatchWriter.submit
+
+    def submit(self, batch):  # queued, then Ctrl-C before the run's thread knows it was
+        real(self, batch)
+        raise KeyboardInterrupt
+
+    recorder.batch = queued = batch_of("r", range(10))
+    monkeypatch.setattr(BatchWriter, "submit", submit)
+    with pytest.raises(KeyboardInterrupt):
+        recorder.hand_over()
+    assert writing.wait(30) and recorder.writer.holds(queued)
+    assert recorder.batch is not queued and recorder.batch.empty()  # not the writer's, which it is writing
+    recorder.batch.extend(batch_of("r", range(10, 20)))  # what the run records next (a cancelled task, say)
+    monkeypatch.setattr(BatchWriter, "submit", real)
+    release.set()
+    recorder.finish("cancelled", 2.0, None)
+    assert [row.seq for row in store.db.task_runs("r")] == list(range(20))
+    assert store.db.get_run("r").status == "cancelled"
+    assert not recorder.writer.holds(queued)

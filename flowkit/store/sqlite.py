@@ -120,6 +120,9 @@ class SQLiteMetadataStore(SQLMetadataStore):
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # The log grows past 40 MB in a large run (defer_checkpoints); once checkpointed, it
+                # is cut back to the size SQLite's own checkpoints keep it at when it starts over.
+                conn.execute("PRAGMA journal_size_limit = 4194304")
             except (sqlite3.Error, OSError) as exc:
                 damaged = _damaged(self.path, exc) if isinstance(exc, sqlite3.DatabaseError) else None
                 damaged = damaged or (_unwritable(self.path, exc) if isinstance(exc, sqlite3.Error) else None)
@@ -151,8 +154,8 @@ class SQLiteMetadataStore(SQLMetadataStore):
         """Move what the write-ahead log holds into the database; readers and writers go on meanwhile.
 
         A passive checkpoint: it copies what no reader still needs and gives way to one
-        under way elsewhere. Upkeep only (what was committed is durable in the log), so an
-        error here is left for the next commit to meet.
+        under way elsewhere. Upkeep only (what was committed is in the log, which the next
+        connection reads), so an error here is left for the next commit to meet.
         """
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -18,7 +18,7 @@ run's end (:meth:`~BatchWriter.drain`) waits for every batch submitted before
 it, and the writer's thread commits the run's last rows too. Its connection
 checkpoints SQLite's log in larger pieces (:meth:`~MetadataStore.defer_checkpoints`),
 and the last checkpoint is made as the thread ends, after the run has been told its
-rows are committed (what is committed is durable in the log already). A crash loses
+rows are committed (they are in the log, which survives the process). A crash loses
 at most the batches not yet committed: their tasks run again when the flow is run again.
 
 A write that fails (a full disk) stops the writer: the batches it held are kept
@@ -57,6 +57,7 @@ class BatchWriter:
         self.name = name
         self._cond = threading.Condition()
         self._pending: list[Batch] = []
+        self._writing: list[Batch] = []  # the batches of the write under way (or of the one that failed)
         self._busy = False
         self._thread: threading.Thread | None = None
         self._started: threading.Thread | None = None  # the last thread started (it may be ending)
@@ -122,6 +123,11 @@ class BatchWriter:
                 with parked():
                     self._cond.wait()
 
+    def holds(self, batch: Batch) -> bool:
+        """``batch`` is queued, being written, or part of the write that failed."""
+        with self._cond:
+            return any(b is batch for b in self._pending) or any(b is batch for b in self._writing)
+
     @property
     def running(self) -> bool:
         """The thread is alive and would take a batch at once."""
@@ -140,7 +146,7 @@ class BatchWriter:
             error, failed = self._error, self._failed
             if failed is not None and self._pending:
                 failed = merge([failed, *self._pending])
-            self._error, self._failed, self._pending = None, None, []
+            self._error, self._failed, self._pending, self._writing = None, None, [], []
             return error, failed
 
     def _raise(self) -> None:
@@ -161,13 +167,16 @@ class BatchWriter:
                         with parked():  # an idle writer wants no GIL (flowkit.store.parked)
                             woken = cond.wait(IDLE_SECONDS)
                         if not woken and (not self._pending or self._error is not None):
-                            self._thread = None  # idle: a later submit starts anew
+                            self._thread, self._closing = None, False  # idle: a later submit starts anew
                             return
                     batches, self._pending = self._pending, []
+                    self._writing = batches
                     self._busy = True
                 batch = merge(batches)
                 try:
                     self.db.flush(batch)
+                    with cond:
+                        self._writing = []
                 except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
                     with cond:
                         self._error, self._failed = exc, batch
@@ -176,7 +185,7 @@ class BatchWriter:
                         self._busy = False
                         cond.notify_all()
         finally:
+            with contextlib.suppress(Exception), parked():  # in the database, without the GIL, until it ends
+                self.db.checkpoint()  # what its commits left, once nothing waits for them
             with contextlib.suppress(Exception):
-                with parked():  # in the database, without the GIL, until it ends
-                    self.db.checkpoint()  # what its commits left, once nothing waits for them
                 self.db.close()  # this thread's own connection
