@@ -23,6 +23,16 @@ from flowkit.store.writer import BatchWriter
 ROOT = Path(fk.__file__).parent.parent
 
 
+@fk.task
+def step(i: int) -> int:
+    return i
+
+
+@fk.flow
+def many(n: int) -> list[int]:
+    return [step(i) for i in range(n)]
+
+
 def task_run_row(run_id: str, node: str, seq: int) -> tuple:
     return (run_id, node, seq, "t", "completed", 1, 1.0, 2.0, None, None, None, None, None, None, None, None)
 
@@ -137,14 +147,6 @@ def test_a_failed_write_is_raised_on_the_runs_thread_and_its_rows_are_kept(tmp_p
 
 @pytest.mark.sqlite_only
 def test_a_full_disk_under_the_writer_of_a_fast_run_ends_it_failed_and_says_what_was_lost(home, monkeypatch):
-    @fk.task
-    def step(i: int) -> int:
-        return i
-
-    @fk.flow
-    def many(n: int) -> list[int]:
-        return [step(i) for i in range(n)]
-
     real = SQLiteMetadataStore.flush
     writers: list[str] = []
 
@@ -263,14 +265,6 @@ def test_the_writer_reports_its_rows_committed_before_its_last_checkpoint_which_
 
 @pytest.mark.sqlite_only
 def test_a_runs_last_rows_are_committed_by_the_writer_if_it_runs_else_by_the_runs_thread(home, monkeypatch):
-    @fk.task
-    def step(i: int) -> int:
-        return i
-
-    @fk.flow
-    def many(n: int) -> list[int]:
-        return [step(i) for i in range(n)]
-
     real = SQLiteMetadataStore.flush
     writers: list[tuple[str, bool]] = []
 
@@ -290,14 +284,6 @@ def test_a_runs_last_rows_are_committed_by_the_writer_if_it_runs_else_by_the_run
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize("at", ["a hand-over", "the end"])
 def test_ctrl_c_just_after_a_batch_was_queued_neither_writes_it_twice_nor_loses_the_runs_end(home, monkeypatch, at):
-    @fk.task
-    def step(i: int) -> int:
-        return i
-
-    @fk.flow
-    def many(n: int) -> list[int]:
-        return [step(i) for i in range(n)]
-
     real = BatchWriter.submit
 
     def submit(self, batch):  # queued, then Ctrl-C before the run's thread knows it was
