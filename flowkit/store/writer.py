@@ -57,12 +57,11 @@ class BatchWriter:
         self.name = name
         self._cond = threading.Condition()
         self._pending: list[Batch] = []
-        self._writing: list[Batch] = []  # the batches of the write under way (or of the one that failed)
+        self._writing: list[Batch] = []  # the batches of the write under way, or of the one that failed
         self._busy = False
         self._thread: threading.Thread | None = None
         self._started: threading.Thread | None = None  # the last thread started (it may be ending)
         self._error: BaseException | None = None
-        self._failed: Batch | None = None
         self._closing = False
 
     @property
@@ -103,9 +102,7 @@ class BatchWriter:
     def drain(self) -> None:
         """Wait until every batch submitted so far is committed; raise the error of a write that failed."""
         with self._cond:
-            while (self._pending or self._busy) and self._error is None:
-                with parked():  # the writer may write the last rows one by one (flowkit.store.parked)
-                    self._cond.wait()
+            self._wait_written()
             self._raise()
 
     def close(self) -> None:
@@ -119,9 +116,13 @@ class BatchWriter:
                 return
             self._closing = True
             self._cond.notify_all()
-            while (self._pending or self._busy) and self._error is None:
-                with parked():
-                    self._cond.wait()
+            self._wait_written()
+
+    def _wait_written(self) -> None:
+        """Under the lock: wait until nothing is queued or being written, or a write failed."""
+        while (self._pending or self._busy) and self._error is None:
+            with parked():  # the writer may write the last rows one by one (flowkit.store.parked)
+                self._cond.wait()
 
     def holds(self, batch: Batch) -> bool:
         """``batch`` is queued, being written, or part of the write that failed."""
@@ -143,10 +144,10 @@ class BatchWriter:
     def take_failure(self) -> tuple[BaseException | None, Batch | None]:
         """The error of a failed write and the rows it could not write (with those queued after), once."""
         with self._cond:
-            error, failed = self._error, self._failed
-            if failed is not None and self._pending:
-                failed = merge([failed, *self._pending])
-            self._error, self._failed, self._pending, self._writing = None, None, [], []
+            error = self._error
+            # The failed write's rows are all in its first batch (merge), those queued since after them.
+            failed = merge([self._writing[0], *self._pending]) if error is not None and self._writing else None
+            self._error, self._pending, self._writing = None, [], []
             return error, failed
 
     def _raise(self) -> None:
@@ -172,18 +173,18 @@ class BatchWriter:
                     batches, self._pending = self._pending, []
                     self._writing = batches
                     self._busy = True
-                batch = merge(batches)
+                error = None
                 try:
-                    self.db.flush(batch)
-                    with cond:
-                        self._writing = []
+                    self.db.flush(merge(batches))
                 except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
-                    with cond:
-                        self._error, self._failed = exc, batch
-                finally:
-                    with cond:
-                        self._busy = False
-                        cond.notify_all()
+                    error = exc
+                with cond:
+                    if error is None:
+                        self._writing = []
+                    else:  # its rows stay in self._writing, for take_failure
+                        self._error = error
+                    self._busy = False
+                    cond.notify_all()
         finally:
             with contextlib.suppress(Exception), parked():  # in the database, without the GIL, until it ends
                 self.db.checkpoint()  # what its commits left, once nothing waits for them
