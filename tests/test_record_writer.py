@@ -341,3 +341,18 @@ def test_a_batch_queued_as_ctrl_c_came_is_the_writers_and_the_next_rows_go_in_a_
     assert [row.seq for row in store.db.task_runs("r")] == list(range(20))
     assert store.db.get_run("r").status == "cancelled"
     assert not recorder.writer.holds(queued)
+
+
+def test_a_log_grown_large_under_the_writer_is_cut_back_once_checkpointed_and_started_over(tmp_path):
+    db = SQLiteMetadataStore(tmp_path / "flowkit.db")
+    started(db, "r")
+    writer = BatchWriter(db)
+    for start in range(0, 120_000, 10_000):  # more log than SQLite's own checkpoints leave (1,000 pages)
+        writer.submit(batch_of("r", range(start, start + 10_000)))
+    writer.close()
+    writer.join(30)
+    log = tmp_path / "flowkit.db-wal"
+    assert log.stat().st_size > 4 * 2**20
+    started(db, "next")  # the next write starts the checkpointed log over
+    assert log.stat().st_size <= 4 * 2**20
+    assert len(db.task_runs("r")) == 120_000
