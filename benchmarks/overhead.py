@@ -23,7 +23,9 @@ weighs on each alike. Sections:
    alone. ``dask.get`` below their sum cannot be met by writing those rows.
    Then the run's own thread: the cold run with its records built and handed
    to the writer but not written, what a writer entirely beside the run would
-   leave; and rows written beside a thread that runs Python, row by row
+   leave; what the cold run's thread waited for off the CPU: its hand-overs of the
+   GIL to the busy writer (each a ``time.sleep(0)``, then the writer's turn) and
+   the writer's last commit at its end; and rows written beside a thread that runs Python, row by row
    (``sqlite3``'s ``executemany``, which waits for the GIL after each row) and
    as the store's one statement (flowkit.store.sqlite_bulk). The least a cold
    task's records need, in plain Python (its value pickled and hashed, its
@@ -228,6 +230,52 @@ def run_thread_alone(shape: Shape, n: int, repeat: int) -> float:
     return best / shape.tasks(n)
 
 
+def writer_waits(shape: Shape, n: int, repeat: int) -> tuple[float, float, int, float, float, float]:
+    """What the run's thread waited for in its fastest cold run, in seconds per task, and how often.
+
+    (off the CPU in all: wall time less the thread's CPU time; in its hand-overs to the busy
+    writer, ``BatchWriter.make_way``, each a ``time.sleep(0)`` in which the writer takes the
+    GIL; how many hand-overs; seconds per hand-over; at its end, for the writer's last commit;
+    ``time.sleep(0)`` alone, once). The rest of the time off the CPU is the GIL the writer held when a switch
+    interval passed.
+    """
+    from flowkit.store.writer import BatchWriter
+
+    make_way, drain = BatchWriter.make_way, BatchWriter.drain
+    spent = {"make_way": 0.0, "drain": 0.0, "calls": 0}
+
+    def timed_make_way(self: BatchWriter) -> None:
+        start = time.perf_counter()
+        make_way(self)
+        spent["make_way"] += time.perf_counter() - start
+        spent["calls"] += 1
+
+    def timed_drain(self: BatchWriter) -> None:
+        start = time.perf_counter()
+        drain(self)
+        spent["drain"] += time.perf_counter() - start
+
+    BatchWriter.make_way, BatchWriter.drain = timed_make_way, timed_drain  # type: ignore[method-assign]
+    best: tuple[float, float, int, float, float] | None = None
+    try:
+        for _ in range(repeat):
+            spent.update(make_way=0.0, drain=0.0, calls=0)
+            with tempfile.TemporaryDirectory() as home:
+                flow = shape.flow.with_options(store=home)
+                gc.collect()
+                wall, cpu = time.perf_counter(), time.thread_time()
+                flow.run(*shape.args(n)).result()
+                wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+            if best is None or wall < best[0]:
+                best = (wall, wall - cpu, int(spent["calls"]), spent["make_way"], spent["drain"])
+    finally:
+        BatchWriter.make_way, BatchWriter.drain = make_way, drain  # type: ignore[method-assign]
+    assert best is not None
+    sleep0 = min(timed(lambda: time.sleep(0)) for _ in range(200))
+    tasks, calls = shape.tasks(n), best[2]
+    return best[1] / tasks, best[3] / tasks, calls, best[3] / calls if calls else 0.0, best[4] / tasks, sleep0
+
+
 def beside_busy_thread(by_row: int, at_once: int) -> tuple[float, float]:
     """Seconds per row to write task-run rows while another thread runs Python: row by row, and as one statement.
 
@@ -386,6 +434,13 @@ def main() -> int:
         alone = run_thread_alone(SHAPES[name], n, repeat) * 1e6
         print(f"   {name:<8} the run's thread alone (records built, not written): {alone:.2f}; that over dask.get: "
               f"{alone / us['dask.get']:.2f}x; the writer's share of the cold run: {us['cold'] - alone:.2f}")
+        off, handing, calls, each, end, sleep0 = writer_waits(SHAPES[name], n, repeat)
+        print(f"   {name:<8} what the cold run's thread waited for, µs/task: {off * 1e6:.2f} off the CPU; of it "
+              f"{handing * 1e6:.2f} in {calls} hand-overs to the busy writer ({each * 1e6:.0f} µs "
+              f"each: a sleep(0), {sleep0 * 1e6:.0f} µs alone, then the writer's turn with the GIL), "
+              f"{end * 1e6:.2f} for the last commit" if calls else
+              f"   {name:<8} what the cold run's thread waited for, µs/task: {off * 1e6:.2f} off the CPU, "
+              f"{end * 1e6:.2f} for the last commit")
     by_row, at_once = (x * 1e6 for x in beside_busy_thread(BUSY_ROWS, n))
     print(f"   task-run rows written beside a thread running Python: row by row ({BUSY_ROWS}) {by_row:,.1f} µs/row, "
           f"as one statement ({n:,}) {at_once:.2f} µs/row ({by_row / at_once:,.0f}x)")

@@ -76,6 +76,9 @@ _NOTHING_MORE = (None, (), False, False, None, None)  # TaskFinished's fields af
 BATCH = 256
 #: A task that ran at least this long (seconds) is recorded as it completes.
 QUICK = 0.001
+#: Idle hits told in events of up to this many (:class:`~flowkit.events.TasksCached`): the
+#: recorder's writer commits the rows of one while the next are made.
+CACHED_EVENT = 1024
 
 __all__ = ["Loop"]
 
@@ -512,16 +515,17 @@ class Loop:
         state = self.state
         run_id, nodes, keys, artifacts = state.run_id, state.nodes, state.keys, state.artifacts
         records, index, hits = state.records, state.record_index, state.hits
-        first = len(records)
-        for node_id in idle_hits:
-            hit = hits[node_id]
-            artifact_id = artifacts[node_id] = hit.artifact_id
-            tr = cached_task_run(f"{run_id}/{node_id}", run_id, node_id, nodes[node_id].task.name, keys[node_id],
-                                 artifact_id, hit.task_run_id)
-            index[node_id] = len(records)
-            records.append(tr)
-        if self.emit is not None:
-            self.emit(TasksCached(run_id, tuple(records[first:])))
+        for at in range(0, len(idle_hits), CACHED_EVENT):
+            first = len(records)
+            for node_id in idle_hits[at:at + CACHED_EVENT]:
+                hit = hits[node_id]
+                artifact_id = artifacts[node_id] = hit.artifact_id
+                tr = cached_task_run(f"{run_id}/{node_id}", run_id, node_id, nodes[node_id].task.name,
+                                     keys[node_id], artifact_id, hit.task_run_id)
+                index[node_id] = len(records)
+                records.append(tr)
+            if self.emit is not None:
+                self.emit(TasksCached(run_id, tuple(records[first:])))
 
     def record_cached(self, node_id: str, hit: CacheHit, started: float | None, ended: float | None,
                       worker: str | None, node: Node | None = None) -> None:

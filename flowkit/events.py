@@ -127,10 +127,10 @@ class TaskFinished(NamedTuple):
 
 
 class TasksCached(NamedTuple):
-    """Cached task runs recorded while planning, all at once: hits nobody needs, never loaded.
+    """Cached task runs recorded while planning, many at once: hits nobody needs, never loaded.
 
-    Most of a fully cached rerun; one event for all of them keeps it cheap. Each is
-    what a ``TaskFinished`` with status ``cached`` would carry.
+    Most of a fully cached rerun; one event for up to a thousand of them keeps it cheap.
+    Each is what a ``TaskFinished`` with status ``cached`` would carry.
     """
 
     run_id: str

@@ -216,6 +216,8 @@ class Recorder:
             self.batch.cached.extend((tr.run_id, tr.node, seq + i, tr.name, tr.cache_key, tr.artifact_id, tr.source)
                                      for i, tr in enumerate(event.task_runs, 1))  # type: ignore[union-attr]
             self._seq = seq + len(event.task_runs)  # type: ignore[union-attr]
+            if self._seq - self._handed >= self.hand_over_every and self.writer.idle:
+                self.hand_over()  # written while the run makes the next ones
         elif kind is CacheAdopted:
             self.adopt(event.key, event.hit, event.content, event.task)  # type: ignore[union-attr]
         elif kind is CacheForgotten:

@@ -33,6 +33,17 @@ def many(n: int) -> list[int]:
     return [step(i) for i in range(n)]
 
 
+@fk.task
+def add(*values: int) -> int:
+    return sum(values)
+
+
+@fk.flow
+def summed(n: int) -> int:
+    """Rerun, the steps are hits nobody needs: only the sum is loaded."""
+    return add(*[step(i) for i in range(n)])
+
+
 def task_run_row(run_id: str, node: str, seq: int) -> tuple:
     return (run_id, node, seq, "t", "completed", 1, 1.0, 2.0, None, None, None, None, None, None, None, None)
 
@@ -279,6 +290,31 @@ def test_a_runs_last_rows_are_committed_by_the_writer_if_it_runs_else_by_the_run
     writers.clear()
     small = many.run(3)
     assert small.status == "completed" and writers == [("MainThread", True)]  # no thread started for three rows
+
+
+@pytest.mark.sqlite_only
+def test_a_cached_reruns_rows_go_to_the_writer_a_thousand_at_a_time_while_the_rest_are_made(home, monkeypatch):
+    summed.run(3000)
+    real = SQLiteMetadataStore.flush
+    commits: list[tuple[str, int, bool]] = []
+
+    def flush(self, batch):
+        commits.append((threading.current_thread().name, len(batch.cached), batch.run_end is not None))
+        real(self, batch)
+
+    monkeypatch.setattr(SQLiteMetadataStore, "flush", flush)
+    events: list[int] = []
+
+    class Told:
+        def on_event(self, event):
+            if isinstance(event, fk.events.TasksCached):
+                events.append(len(event.task_runs))
+
+    rerun = fk.run_flow(summed, {"n": 3000}, listeners=[Told()])
+    assert rerun.status == "completed" and events == [1024, 1024, 952]
+    assert commits[0] == ("flowkit-recorder", 1024, False)  # handed over before the run's end
+    assert sum(rows for _, rows, _ in commits) == 3000 and commits[-1][2]
+    assert rerun.result() == sum(range(3000)) and fk.runs()[0].counts() == {"cached": 3001}
 
 
 @pytest.mark.sqlite_only

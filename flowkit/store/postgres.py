@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from flowkit import store as _store
 from flowkit.errors import StoreError
 from flowkit.store.postgres_sql import bulk, columns_as_text, copyable, ddl, dml, unique_rows
-from flowkit.store.sql import SQLMetadataStore
+from flowkit.store.sql import _HIT_COLUMNS, SQLMetadataStore
 
 __all__ = ["PostgresMetadataStore", "display_url"]
 
@@ -184,6 +184,10 @@ class PostgresMetadataStore(SQLMetadataStore):
     """
 
     dialect = "postgresql"
+    # As an array of keys: PostgreSQL plans a join of a set-returning function with a guess of
+    # its rows, which over a table it has no statistics of yet is a scan of the cache.
+    _cache_lookup = (f"SELECT {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
+                     "WHERE c.key IN (SELECT value FROM json_each(?)) AND a.removed IS NULL")
 
     def __init__(self, url: str) -> None:
         self.url = url
