@@ -108,9 +108,9 @@ class Loop:
                               eager=Eager(enabled=session.eager))
         # Task output goes to the listeners line by line when tasks run in this process.
         self.live = emit is not None and stream_output  # listeners of the run's own (a display): output, starts
-        # Held back, unless live: (node id, node, artifact record, attempts, completion, constants' lineage
-        # rows) of quick task runs.
-        self._quick: list[tuple[str, Node, Any, tuple[Any, ...], Completion, Any]] | None = \
+        # Held back, unless live: (node id, node, artifact record, attempts, end, worker, logs, extras,
+        # constants' lineage rows) of quick task runs; not their values, which go as soon as nothing needs them.
+        self._quick: list[tuple[str, Node, Any, tuple[Any, ...], float, str | None, str | None, Any, Any]] | None = \
             None if self.live else []
         # What the loop tells the listeners comes after the records held back (the records' own: self.tell).
         self.emit = emit if emit is None or self.live else self.in_order
@@ -319,11 +319,12 @@ class Loop:
                     # The constants' lineage now if a later task could change what it says (a file rewritten).
                     params = None if self.tell is None or settled_constants(node) else \
                         param_rows(state.run_id, node, self.store)
-                    quick.append((key, node, info, history, done, params))
+                    quick.append((key, node, info, history, done.ended, done.worker, done.logs, done.extras, params))
                     if len(quick) >= BATCH:
                         self.record_quick()
                 else:
-                    self.record(self.completed(key, node, info, history, done), info, node)
+                    self.record(self.completed(key, node, info, history, done.ended, done.worker, done.logs,
+                                               done.extras), info, node)
             else:  # a map's list goes stale with its first stale item
                 self.cache.computed(key, node, done.ended)
             if eager.enabled:
@@ -339,17 +340,16 @@ class Loop:
         elif not (eager.enabled and defer(state, done)):  # handed over early: wait for the inputs' fate
             self.failed_attempt(done)
 
-    def completed(self, key: str, node: Node, info: Any, history: tuple[Any, ...], done: Completion) -> TaskRun:
-        """The task run of a node whose last attempt (``done``) succeeded."""
+    def completed(self, key: str, node: Node, info: Any, history: tuple[Any, ...], ended: float, worker: str | None,
+                  logs: str | None, extras: Any) -> TaskRun:
+        """The task run of a node whose last attempt (which ended at ``ended``) succeeded."""
         state = self.state
-        tracked, checks = done.extras if done.extras is not None else ((), ())
-        logs = done.logs
+        tracked, checks = extras if extras is not None else ((), ())
         if logs and self.live:
-            logs = self.output_of(done, logs)
+            logs = self.output_of(key, logs)
         return completed_task_run(f"{state.run_id}/{key}", state.run_id, key, node.task.name, len(history),
-                                  history[0].started, done.ended, state.keys.get(key),
-                                  info.digest if info is not None else None, done.worker, history, logs, tracked,
-                                  checks)
+                                  history[0].started, ended, state.keys.get(key),
+                                  info.digest if info is not None else None, worker, history, logs, tracked, checks)
 
     def record_quick(self) -> None:
         """Record the quick task runs held back, in the order they completed.
@@ -365,8 +365,8 @@ class Loop:
         completed, file = self.completed, self.file
         tr = None
         try:
-            for key, node, info, history, done, params in quick:
-                tr = completed(key, node, info, history, done)
+            for key, node, info, history, ended, worker, logs, extras, params in quick:
+                tr = completed(key, node, info, history, ended, worker, logs, extras)
                 file(tr, info, node, params)
                 done_with += 1
         finally:  # interrupted (Ctrl-C): what was filed is not filed again, the rest is left for cancel()
@@ -435,7 +435,7 @@ class Loop:
             f"{state.run_id}/{done.key}", state.run_id, done.key, node.task.name, "failed", len(history),
             history[0].started, done.ended, state.keys.get(done.key), error=error_text(exc),
             traceback=user_traceback(exc), worker=done.worker, exception=exc, history=history,
-            logs=self.output_of(done, getattr(exc, "__flowkit_logs__", None)),
+            logs=self.output_of(done.key, getattr(exc, "__flowkit_logs__", None)),
             tracked=getattr(exc, "__flowkit_extras__", ((),))[0], checks=getattr(exc, "results", ())
             if isinstance(exc, CheckFailedError) else (),
         ))
@@ -469,11 +469,11 @@ class Loop:
 
     # --- recording -----------------------------------------------------------------------------
 
-    def output_of(self, done: Completion, logs: str | None) -> str | None:
+    def output_of(self, key: str, logs: str | None) -> str | None:
         """A task's captured output; shown by the listener now unless it was streamed live."""
         if logs and self.live and self.sink is None:
             for line in logs.splitlines():
-                self.emit(TaskOutput(self.state.run_id, done.key, line))  # type: ignore[misc]
+                self.emit(TaskOutput(self.state.run_id, key, line))  # type: ignore[misc]
         return logs
 
     def record(self, tr: TaskRun, info: Any = None, node: Node | None = None) -> None:

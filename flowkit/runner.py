@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from flowkit import heap
 from flowkit._template import fill
 from flowkit.cache import KeyMaker
 from flowkit.clock import Clock, SystemClock
@@ -185,9 +186,10 @@ def run_flow(flow: Flow[..., Any], params: dict[str, Any] | None = None, *, refr
         if triggered_by is not None or reason is not None:
             context["triggered_by"] = triggered_by
             context["trigger_reason"] = json.loads(json.dumps(reason, default=str))  # as it reads back
-    return run_graph(graph, executor, clock, store=chosen, run_id=run_id, trigger=trigger, refresh=forced,
-                     salt=salt, context=context, task_defaults=options.task_defaults, fail_fast=fail_fast,
-                     listeners=listeners)
+    with heap.frozen():  # the collections the run makes look at what it made only (flowkit.heap)
+        return run_graph(graph, executor, clock, store=chosen, run_id=run_id, trigger=trigger, refresh=forced,
+                         salt=salt, context=context, task_defaults=options.task_defaults, fail_fast=fail_fast,
+                         listeners=listeners)
 
 
 def store_of(option: Store | str | os.PathLike[str] | bool | None) -> Store | None:
