@@ -16,8 +16,9 @@ was already there waits for the run's end, when the next full collection finds
 it. Both calls move lists, whatever their length.
 
 A process that freezes objects itself is left to do so: a run that begins with
-objects frozen (:func:`gc.get_freeze_count` above zero) freezes nothing, and one
-that ends with more frozen than it froze (a task froze some) unfreezes nothing.
+objects frozen (:func:`gc.get_freeze_count` above zero) freezes nothing. (What a
+task freezes while a run goes on is given back with the rest at the run's end:
+counting the frozen objects walks them all, too slow to do at each run's end.)
 Runs at once in several threads, or a run inside a task, share the first run's
 freeze; the last to end gives it back.
 """
@@ -33,7 +34,7 @@ __all__ = ["frozen"]
 
 _lock = threading.Lock()
 _runs = 0  # runs going on in this process
-_froze: int | None = None  # how many objects the freeze the runs share moved, if they made one
+_froze = False  # the runs going on share a freeze of their own
 
 
 @contextlib.contextmanager
@@ -41,16 +42,15 @@ def frozen() -> Iterator[None]:
     """While the block runs, the collector leaves alone the objects that existed when it began."""
     global _runs, _froze
     with _lock:
-        if _runs == 0 and gc.isenabled() and gc.get_freeze_count() == 0:
+        if _runs == 0 and gc.isenabled() and gc.get_freeze_count() == 0:  # (quick when nothing is frozen)
             gc.freeze()
-            _froze = gc.get_freeze_count()
+            _froze = True
         _runs += 1
     try:
         yield
     finally:
         with _lock:
             _runs -= 1
-            if _runs == 0 and _froze is not None:
-                if gc.get_freeze_count() <= _froze:  # (fewer: frozen objects that were freed)
-                    gc.unfreeze()
-                _froze = None
+            if _runs == 0 and _froze:
+                gc.unfreeze()
+                _froze = False
