@@ -12,7 +12,7 @@ stream, in the same order::
     TaskOutput                      a task printed a line
     TaskRetrying                    an attempt failed and another is due after a delay
     CacheAdopted / CacheForgotten   a cache entry found by content / one that would not load
-    TasksCached                     the cached task runs planning recorded, in one event
+    TasksCached                     the cached task runs planning recorded, up to 1,024 an event
     TaskFinished                    completed, cached, failed, skipped, unneeded or cancelled
     RunFinished                     the final :class:`~flowkit.Run` record
 

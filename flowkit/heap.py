@@ -13,14 +13,19 @@ permanent generation (:func:`gc.freeze`) and gives it back when the run ends
 (:func:`gc.unfreeze`): the collections during the run look only at what the run
 made. What the run makes and drops is collected as before; cyclic garbage that
 was already there waits for the run's end, when the next full collection finds
-it. Both calls move lists, whatever their length.
+it. On CPython's usual build both calls move lists, whatever their length (the
+free-threaded build walks the objects).
 
 A process that freezes objects itself is left to do so: a run that begins with
-objects frozen (:func:`gc.get_freeze_count` above zero) freezes nothing. (What a
-task freezes while a run goes on is given back with the rest at the run's end:
-counting the frozen objects walks them all, too slow to do at each run's end.)
+objects frozen (:func:`gc.get_freeze_count` above zero, which counts them one by
+one: about a millisecond a run for 100,000 of them) freezes nothing. What a task
+freezes while a run goes on is given back with the rest at the run's end.
 Runs at once in several threads, or a run inside a task, share the first run's
-freeze; the last to end gives it back.
+freeze; the last to end gives it back. So in a process whose runs always overlap
+(a scheduler whose runs follow one another without a gap, a run left going in an
+abandoned thread) the first freeze stays: what it froze and later dropped is still
+freed when nothing refers to it, but a reference cycle among those objects is kept
+until then.
 """
 
 from __future__ import annotations
@@ -41,16 +46,19 @@ _froze = False  # the runs going on share a freeze of their own
 def frozen() -> Iterator[None]:
     """While the block runs, the collector leaves alone the objects that existed when it began."""
     global _runs, _froze
-    with _lock:
-        if _runs == 0 and gc.isenabled() and gc.get_freeze_count() == 0:  # (quick when nothing is frozen)
-            gc.freeze()
-            _froze = True
-        _runs += 1
+    counted = False
     try:
+        with _lock:
+            _runs += 1
+            counted = True  # (no call in between, so no Ctrl-C either: the count stays right)
+            if _runs == 1 and gc.isenabled() and gc.get_freeze_count() == 0:  # (quick when nothing is frozen)
+                _froze = True  # first: interrupted before the freeze, the end unfreezes nothing of anyone's
+                gc.freeze()
         yield
     finally:
-        with _lock:
-            _runs -= 1
-            if _runs == 0 and _froze:
-                gc.unfreeze()
-                _froze = False
+        if counted:
+            with _lock:
+                _runs -= 1
+                if _runs == 0 and _froze:
+                    _froze = False
+                    gc.unfreeze()

@@ -17,9 +17,24 @@ class Node:
         self.other: Node | None = None
 
 
+BEFORE: list[Node] = []  # made before a run: frozen while it goes on
+
+
 @fk.task
 def frozen_now() -> int:
     return gc.get_freeze_count()
+
+
+@fk.task
+def collector_sees_before() -> bool:
+    """Whether the collector walks the objects made before the run (gc.get_objects leaves frozen ones out)."""
+    ids = {id(o) for o in gc.get_objects()}
+    return any(id(node) in ids for node in BEFORE)
+
+
+@fk.flow
+def looks() -> bool:
+    return collector_sees_before()
 
 
 @fk.flow
@@ -61,14 +76,19 @@ def nothing_frozen():
 
 
 def test_during_a_run_what_was_there_before_is_frozen_and_after_it_nothing_is():
-    before = [Node() for _ in range(1000)]  # objects of the process the run's collections need not walk
-    frozen = inside.with_options(store=False).run().result()
-    assert frozen >= len(before)
-    assert gc.get_freeze_count() == 0
+    BEFORE[:] = [Node() for _ in range(1000)]  # objects of the process the run's collections need not walk
+    try:
+        assert looks.with_options(store=False).run().result() is False
+        assert gc.get_freeze_count() == 0
+        ids = {id(o) for o in gc.get_objects()}
+        assert all(id(node) in ids for node in BEFORE)  # given back to the collector
+    finally:
+        BEFORE.clear()
 
 
-def test_a_run_inside_a_task_shares_the_freeze_of_the_run_around_it():
-    after_inner, inner_saw = outer.with_options(store=False).run().result()
+@pytest.mark.parametrize("workers", [None, 2], ids=["in the run's thread", "on a worker thread"])
+def test_a_run_inside_a_task_shares_the_freeze_of_the_run_around_it(workers):
+    after_inner, inner_saw = outer.with_options(store=False, executor=fk.LocalExecutor(max_workers=workers)).run().result()
     assert after_inner > 0 and inner_saw > 0  # the inner run's end did not unfreeze the outer's objects
     assert gc.get_freeze_count() == 0
 
@@ -94,13 +114,22 @@ def test_with_the_collector_off_nothing_is_frozen():
 
 def test_a_failed_or_interrupted_run_gives_the_frozen_objects_back(home):
     @fk.task
-    def boom() -> None:
+    def interrupt() -> None:
         raise KeyboardInterrupt
+
+    @fk.task
+    def fail() -> None:
+        raise ValueError("no")
 
     @fk.flow
     def interrupted() -> None:
-        boom()
+        interrupt()
+
+    @fk.flow
+    def failed() -> None:
+        fail()
 
     with pytest.raises(KeyboardInterrupt):
         interrupted.run()
     assert gc.get_freeze_count() == 0
+    assert failed.run().status == "failed" and gc.get_freeze_count() == 0

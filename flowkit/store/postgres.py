@@ -185,7 +185,8 @@ class PostgresMetadataStore(SQLMetadataStore):
 
     dialect = "postgresql"
     # As an array of keys: PostgreSQL plans a join of a set-returning function with a guess of
-    # its rows, which over a table it has no statistics of yet is a scan of the cache.
+    # its rows, which over a table it has no statistics of yet is a scan of the cache (and it has
+    # no CROSS JOIN ... ON to fix the order).
     _cache_lookup = (f"SELECT {_HIT_COLUMNS} FROM cache c JOIN artifacts a ON a.id = c.artifact_id "
                      "WHERE c.key IN (SELECT value FROM json_each(?)) AND a.removed IS NULL")
 

@@ -130,8 +130,10 @@ class SQLMetadataStore(ScheduleTables, TrackingTables, RegistryTables, Predictio
     url: str
     # A rerun looks up every key of its flow at once: SQLite walks the keys and finds each in the
     # cache's index (an IN list it would first copy into a sorted table of its own, twice the time).
-    _cache_lookup = (f"SELECT {_HIT_COLUMNS} FROM json_each(?) j JOIN cache c ON c.key = j.value "
-                     "JOIN artifacts a ON a.id = c.artifact_id WHERE a.removed IS NULL")
+    # CROSS JOIN keeps that order (keys, entries, artifacts) whatever statistics an ANALYZE of a
+    # small store left.
+    _cache_lookup = (f"SELECT {_HIT_COLUMNS} FROM json_each(?) j CROSS JOIN cache c ON c.key = j.value "
+                     "CROSS JOIN artifacts a ON a.id = c.artifact_id WHERE a.removed IS NULL")
     _run_columns = _RUN_COLUMNS
     _run_record = staticmethod(_run)
     _applied: dict[str, int]
