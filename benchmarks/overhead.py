@@ -236,8 +236,8 @@ def writer_waits(shape: Shape, n: int, repeat: int) -> tuple[float, float, int, 
     (off the CPU in all: wall time less the thread's CPU time; in its hand-overs to the busy
     writer, ``BatchWriter.make_way``, each a ``time.sleep(0)`` in which the writer takes the
     GIL; how many hand-overs; seconds per hand-over; at its end, for the writer's last commit;
-    ``time.sleep(0)`` alone, once). The rest of the time off the CPU is the GIL the writer held when a switch
-    interval passed.
+    the quickest ``time.sleep(0)`` alone, of 200). The rest of the time off the CPU is the GIL the
+    writer held when a switch interval passed.
     """
     from flowkit.store.writer import BatchWriter
 
@@ -245,7 +245,7 @@ def writer_waits(shape: Shape, n: int, repeat: int) -> tuple[float, float, int, 
     spent = {"make_way": 0.0, "drain": 0.0, "calls": 0}
 
     def timed_make_way(self: BatchWriter) -> None:
-        if not (self._busy or self._pending):  # the writer idle: nothing to hand over, nothing slept
+        if self.idle:  # nothing to hand over, nothing slept
             return make_way(self)
         start = time.perf_counter()
         make_way(self)
